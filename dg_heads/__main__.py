@@ -1,0 +1,3 @@
+from dg_heads.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""Create an open_clip model and its tokenizer from a name plus a pretrained tag or weights file.
+
+Why a wrapper: open_clip silently runs GELU when OpenAI weights are loaded from a file into a
+non-`-quickgelu` config, and a mistyped tag or path fails deep inside open_clip. Here both are
+caught up front, and the tiny configs shipped with dg-heads are registered for demos and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import open_clip
+import torch
+
+from dg_heads.errors import DGHeadsError
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+TINY_MODEL = "dg-tiny-vit"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+@dataclass
+class CLIPSpec:
+    """Which CLIP to build: `pretrained` is a tag (`openai`, `laion2b_s34b_b88k`, ...), a local
+    weights file, or null for random init. `quick_gelu` null means: on for OpenAI weights."""
+
+    model_name: str = TINY_MODEL
+    pretrained: str | None = None
+    quick_gelu: bool | None = None
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+
+
+def _is_path(pretrained: str) -> bool:
+    return "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES)
+
+
+def _wants_quick_gelu(spec: CLIPSpec) -> bool:
+    """OpenAI's CLIP was trained with QuickGELU; a file named like OpenAI weights gets it too."""
+    if spec.quick_gelu is not None:
+        return spec.quick_gelu
+    if spec.model_name.endswith("-quickgelu") or not spec.pretrained:
+        return False
+    return spec.pretrained == "openai" or "openai" in Path(spec.pretrained).name.lower()
+
+
+def _check_spec(spec: CLIPSpec) -> None:
+    if spec.model_name not in open_clip.list_models():
+        vits = [m for m in open_clip.list_models() if m.startswith("ViT-B") or m == TINY_MODEL]
+        raise DGHeadsError(
+            f"model_name {spec.model_name!r} is not an open_clip model; expected one of "
+            f"open_clip.list_models(), e.g. {', '.join(vits[:8])}"
+        )
+    if spec.pretrained is None:
+        return
+    if _is_path(spec.pretrained):
+        if not Path(spec.pretrained).expanduser().is_file():
+            raise DGHeadsError(f"pretrained weights file {spec.pretrained!r} does not exist")
+        return
+    tags = open_clip.list_pretrained_tags_by_model(spec.model_name)
+    if spec.pretrained not in tags:
+        raise DGHeadsError(
+            f"pretrained tag {spec.pretrained!r} is unknown for {spec.model_name}; expected a "
+            f"weights file or one of {tags or 'no tags (random init only: pretrained: null)'}"
+        )
+
+
+def create_clip(spec: CLIPSpec) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:
+    """Build the model (fp32 weights: Lightning's autocast handles mixed precision) and tokenizer."""
+    _check_spec(spec)
+    pretrained = str(Path(spec.pretrained).expanduser()) if spec.pretrained and _is_path(spec.pretrained) else spec.pretrained
+    try:
+        model = open_clip.create_model(
+            spec.model_name, pretrained=pretrained, force_quick_gelu=_wants_quick_gelu(spec)
+        )
+    except (OSError, RuntimeError) as error:  # download failures, unreadable files
+        if spec.pretrained and not _is_path(spec.pretrained):
+            raise DGHeadsError(
+                f"could not fetch pretrained weights {spec.pretrained!r} for {spec.model_name} "
+                f"({type(error).__name__}: {error}); on a machine without network pass a local "
+                f"weights file as `pretrained`"
+            ) from error
+        raise DGHeadsError(f"could not load weights {spec.pretrained!r}: {error}") from error
+    return model, open_clip.get_tokenizer(spec.model_name)
+
+
+def image_size_of(model: torch.nn.Module) -> int:
+    """The square input size the image tower was built for (its positional embedding fixes it)."""
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def resolve_templates(templates: list[str]) -> list[str]:
+    """A template list, or one of open_clip's named sets: `openai_imagenet` (80), `simple_imagenet` (7)."""
+    named = {
+        "openai_imagenet": open_clip.OPENAI_IMAGENET_TEMPLATES,
+        "simple_imagenet": open_clip.SIMPLE_IMAGENET_TEMPLATES,
+    }
+    if len(templates) == 1 and templates[0] in named:
+        return [t("{}") for t in named[templates[0]]]
+    for template in templates:
+        if "{}" not in template:
+            raise DGHeadsError(f"prompt template {template!r} has no '{{}}' for the class name")
+    return list(templates)

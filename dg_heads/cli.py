@@ -1,0 +1,95 @@
+"""The `lightning` / `dg-heads` / `python -m dg_heads` command: a LightningCLI in subclass mode.
+
+Model and data are chosen by `class_path` in YAML; configs compose with repeated `--config`
+and may interpolate (`${...}`, omegaconf mode). The resolved config is saved with every run,
+overwriting on a requeued job. A user mistake prints one `error:` line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from dg_heads.errors import DGHeadsError, one_line
+from dg_heads.reporting import accuracy_metrics, format_table, write_metrics
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "default", "default_hp_metric": False},
+    },
+}
+
+
+class DGHeadsCLI(LightningCLI):
+    """LightningCLI with dg-heads defaults, `--test_after_fit`, and end-of-run reports."""
+
+    def __init__(self, args=None, run: bool = True) -> None:
+        super().__init__(
+            model_class=None,
+            datamodule_class=None,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+            trainer_defaults=TRAINER_DEFAULTS,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="After `fit`, test the checkpoint selected by val/acc (training-domain validation).",
+        )
+
+    def _report(self, stage: str, earlier: dict[str, float] | None = None) -> dict[str, float]:
+        """Print the per-domain table, save `metrics_<stage>.json`, fill the HParams tab."""
+        trainer, model = self.trainer, self.model
+        accs = {**(earlier or {}), **accuracy_metrics(trainer.callback_metrics)}
+        if not accs or not trainer.is_global_zero:
+            return accs
+        datamodule = self.datamodule
+        print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+        if trainer.log_dir:
+            extra = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
+            write_metrics(trainer.log_dir, stage, accs, extra)
+        if trainer.logger is not None and hasattr(model, "hparams_for_logging"):
+            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items()}
+            trainer.logger.log_hyperparams(model.hparams_for_logging(), hp_metrics)
+            trainer.logger.save()
+        return accs
+
+    def after_fit(self) -> None:
+        """With `--test_after_fit`, evaluate the checkpoint that training-domain validation chose:
+        its per-domain `val/acc` (the selection evidence) and the held-out `test/acc`."""
+        if not self.config.get(self.subcommand, {}).get("test_after_fit"):
+            self._report("fit")
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        val = accuracy_metrics(self.trainer.callback_metrics)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        self._report("test", earlier=val)
+
+    def after_validate(self) -> None:
+        self._report("validate")
+
+    def after_test(self) -> None:
+        self._report("test")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point; user mistakes end as one line on stderr and exit code 2."""
+    try:
+        DGHeadsCLI(args=args)
+    except DGHeadsError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

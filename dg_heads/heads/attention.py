@@ -1,0 +1,184 @@
+"""`HeadAttention`: open_clip's `nn.MultiheadAttention` with every head under control.
+
+It *is* an `nn.MultiheadAttention` (a subclass, adopted in place by `convert`), so parameter
+names, state dicts and pretrained weights are untouched, and with no control active `forward`
+is the parent's own code: the native fused path, at no extra cost.
+
+With a control active it runs an explicit per-head path on fused
+`F.scaled_dot_product_attention`: per-head LoRA on q, k, v, o; ablation; gates; taps.
+
+Ablation edits head h's attention weights A (so the effect reaches every later block). All four
+edits have a closed form from the SDPA output `y = A v`, so A is never materialised:
+  zero      A' = 0        -> y' = 0
+  scale     A' = alpha A  -> y' = alpha y
+  identity  A' = I        -> y' = v           (each token keeps its own value)
+  uniform   A' = 1/N      -> y' = mean_n v    (every token gets the mean value)
+A strength s in [0, 1] per head blends `A' s + A (1 - s)` (s = 1: ablated; continuous s is what
+back-propagated ablation learns). Order: attention -> ablation -> gate -> taps -> out_proj.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dg_heads.heads.gates import HeadGate
+from dg_heads.heads.lora import HeadLoRA
+
+ABLATION_MODES = ("zero", "identity", "uniform", "scale")
+FOLDABLE_ABLATIONS = ("zero", "scale")
+
+
+class HeadAttention(nn.MultiheadAttention):
+    """Self-attention of one ViT block with per-head LoRA, gates, ablation and taps."""
+
+    lora: HeadLoRA | None
+    gate: HeadGate | None
+
+    @classmethod
+    def adopt(cls, attn: nn.MultiheadAttention) -> "HeadAttention":
+        """Turn a native module into a HeadAttention in place: same object, same parameters."""
+        if not attn._qkv_same_embed_dim or attn.bias_k is not None:
+            raise ValueError("only self-attention with a fused in_proj (open_clip's ViT blocks) can be converted")
+        attn.__class__ = cls
+        attn._init_controls()
+        return attn
+
+    def _init_controls(self) -> None:
+        self.head_dim = self.embed_dim // self.num_heads
+        self.lora = None
+        self.gate = None
+        self.ablation_mode: str | None = None
+        self.ablation_strength: torch.Tensor | None = None  # [H] in [0, 1], may carry gradients
+        self.ablation_alpha = 0.0
+        self.tap_enabled = False
+        self.tap: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------ controls
+    @property
+    def controlled(self) -> bool:
+        """True when the explicit per-head path is needed."""
+        return ((self.lora is not None and not self.lora.merged) or self.gate is not None
+                or self.ablation_strength is not None or self.tap_enabled)
+
+    def set_ablation(self, mode: str, strength: torch.Tensor, alpha: float = 0.0) -> None:
+        if mode not in ABLATION_MODES:
+            raise ValueError(f"ablation mode {mode!r} is not one of {ABLATION_MODES}")
+        if strength.shape != (self.num_heads,):
+            raise ValueError(f"ablation strength needs shape ({self.num_heads},), got {tuple(strength.shape)}")
+        self.ablation_mode, self.ablation_strength, self.ablation_alpha = mode, strength, float(alpha)
+
+    def clear_ablation(self) -> None:
+        self.ablation_mode, self.ablation_strength, self.ablation_alpha = None, None, 0.0
+
+    # ------------------------------------------------------------- forward
+    def forward(self, query, key=None, value=None, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        if not self.controlled:
+            key = query if key is None else key
+            value = query if value is None else value
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask,
+                                   need_weights=need_weights, attn_mask=attn_mask,
+                                   average_attn_weights=average_attn_weights, is_causal=is_causal)
+        if (key is not None and key is not query) or (value is not None and value is not query):
+            raise ValueError("HeadAttention's controlled path supports self-attention only")
+        if key_padding_mask is not None or is_causal:
+            raise ValueError("HeadAttention's controlled path supports no key_padding_mask / is_causal")
+        x = query if self.batch_first else query.transpose(0, 1)
+        out = self._controlled_forward(x, attn_mask)
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+    def _controlled_forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        lora = self.lora if self.lora is not None and not self.lora.merged else None
+        if lora is not None:
+            q = q + lora.delta("q", x) if "q" in lora.targets else q
+            k = k + lora.delta("k", x) if "k" in lora.targets else k
+            v = v + lora.delta("v", x) if "v" in lora.targets else v
+        q, k, v = (t.view(batch, tokens, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask, float("-inf"))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        if self.ablation_strength is not None:
+            y = self._ablate(y, v, attn_mask)
+        if self.gate is not None:
+            y = y * self.gate.values().to(y.dtype).view(1, heads, 1, 1)
+        if self.tap_enabled:  # [B, H, d_h] per head: CLS token and token mean, for losses
+            self.tap = {"cls": y[:, :, 0], "mean": y.mean(dim=2)}
+        y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
+        out = self.out_proj(y)
+        if lora is not None and "o" in lora.targets:
+            out = out + lora.delta("o", y)
+        return out
+
+    def _ablate(self, y: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Blend each head's output with what its edited attention weights would give."""
+        s = self.ablation_strength.to(device=y.device, dtype=y.dtype).view(1, -1, 1, 1)
+        mode = self.ablation_mode
+        if mode == "zero":
+            return y * (1 - s)
+        if mode == "scale":
+            return y * (1 - s + s * self.ablation_alpha)
+        if mode == "identity":
+            return y + s * (v - y)
+        if attn_mask is not None:
+            raise ValueError("uniform ablation with an attention mask is not defined here")
+        return y + s * (v.mean(dim=2, keepdim=True) - y)
+
+    # -------------------------------------------------------------- export
+    def head_scale(self) -> torch.Tensor:
+        """Per-head factor on head outputs from gates and zero/scale ablation (foldable ones)."""
+        scale = torch.ones(self.num_heads, device=self.out_proj.weight.device)
+        if self.ablation_strength is not None:
+            if self.ablation_mode not in FOLDABLE_ABLATIONS and bool((self.ablation_strength != 0).any()):
+                raise ValueError(
+                    f"{self.ablation_mode!r} ablation cannot be folded into weights: the exported "
+                    f"model would differ; only {FOLDABLE_ABLATIONS} ablations export"
+                )
+            s = self.ablation_strength.detach().to(scale)
+            alpha = self.ablation_alpha if self.ablation_mode == "scale" else 0.0
+            scale = scale * (1 - s + s * alpha)
+        if self.gate is not None:
+            scale = scale * self.gate.values().detach().to(scale)
+        return scale
+
+    @torch.no_grad()
+    def folded_weights(self) -> dict[str, torch.Tensor]:
+        """`in_proj_weight`, `in_proj_bias`, `out_proj.weight`, `out_proj.bias` with LoRA merged
+        and gates / zero / scale ablation folded into the output projection's columns."""
+        in_w, out_w = self.in_proj_weight.detach().clone(), self.out_proj.weight.detach().clone()
+        lora = self.lora
+        if lora is not None and not lora.merged:
+            for index, target in enumerate("qkv"):
+                if target in lora.targets:
+                    in_w[index * self.embed_dim:(index + 1) * self.embed_dim] += lora.delta_weight(target).to(in_w)
+            if "o" in lora.targets:
+                out_w += lora.delta_weight("o").to(out_w)
+        out_w *= self.head_scale().repeat_interleave(self.head_dim).to(out_w)
+        return {"in_proj_weight": in_w, "in_proj_bias": self.in_proj_bias.detach().clone(),
+                "out_proj.weight": out_w, "out_proj.bias": self.out_proj.bias.detach().clone()}
+
+    @torch.no_grad()
+    def merge_lora(self) -> None:
+        """Add LoRA's update into the weights (forward then skips LoRA); `unmerge_lora` undoes it."""
+        self._apply_lora(+1.0)
+
+    @torch.no_grad()
+    def unmerge_lora(self) -> None:
+        self._apply_lora(-1.0)
+
+    def _apply_lora(self, sign: float) -> None:
+        lora = self.lora
+        if lora is None or lora.merged == (sign > 0):
+            return
+        for index, target in enumerate("qkv"):
+            if target in lora.targets:
+                rows = slice(index * self.embed_dim, (index + 1) * self.embed_dim)
+                self.in_proj_weight[rows] += sign * lora.delta_weight(target).to(self.in_proj_weight)
+        if "o" in lora.targets:
+            self.out_proj.weight += sign * lora.delta_weight("o").to(self.out_proj.weight)
+        lora.merged = sign > 0

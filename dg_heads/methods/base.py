@@ -1,0 +1,175 @@
+"""What every dg-heads method shares: a CLIP backbone, a class-prompt classifier, and
+per-domain evaluation logged by domain name.
+
+Methods differ only in what they train and in their loss; subclasses override
+`configure_trainable` and `training_loss`. Logged metrics (the model-selection contract):
+`val/acc/<domain>` for each source domain's `out` split, `val/acc` (their mean, DomainBed's
+training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out domains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from open_clip import build_zero_shot_classifier
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
+from dg_heads.errors import DGHeadsError
+from dg_heads.optim import OptimSpec, build_optimizer
+
+STAGES = ("val", "test")
+
+
+class DGModule(L.LightningModule):
+    """Base LightningModule: CLIP image features scored against class-prompt text embeddings."""
+
+    def __init__(self, clip: CLIPSpec | None = None, optim: OptimSpec | None = None) -> None:
+        super().__init__()
+        self.clip_spec = clip or CLIPSpec()
+        self.optim_spec = optim or OptimSpec()
+        self.save_hyperparameters(logger=False)
+        self.clip, self.tokenizer = create_clip(self.clip_spec)
+        self.templates = resolve_templates(self.clip_spec.templates)
+        self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
+        self.metrics = nn.ModuleDict()
+        self.eval_domains: dict[str, list[str]] = {}
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise DGHeadsError("dg-heads methods need a DG DataModule (config key `data`)")
+        expected = image_size_of(self.clip)
+        if getattr(datamodule, "image_size", expected) != expected:
+            raise DGHeadsError(
+                f"data.image_size is {datamodule.image_size} but {self.clip_spec.model_name} expects "
+                f"{expected}: set data.init_args.image_size: {expected}"
+            )
+        if self.classifier is None:
+            self.classifier = nn.Parameter(self.text_classifier(datamodule.class_names), requires_grad=False)
+        elif self.classifier.shape[0] != len(datamodule.class_names):
+            raise DGHeadsError(
+                f"the checkpoint's classifier has {self.classifier.shape[0]} classes, the data "
+                f"{len(datamodule.class_names)}"
+            )
+        for split in STAGES:
+            domains = datamodule.eval_domains(split)
+            self.eval_domains[split] = domains
+            self.metrics[split] = nn.ModuleList(
+                MulticlassAccuracy(num_classes=len(datamodule.class_names), average="micro") for _ in domains
+            )
+        self.configure_trainable()
+
+    @torch.no_grad()
+    def text_classifier(self, class_names: list[str]) -> torch.Tensor:
+        """Normalised mean text embedding of each class over the prompt templates."""
+        weights = build_zero_shot_classifier(
+            self.clip, self.tokenizer, class_names, self.templates,
+            num_classes_per_batch=10, device=self.device,
+        )
+        return weights.T.contiguous().float()
+
+    def configure_trainable(self) -> None:
+        """Set `requires_grad` on what the method trains; the base trains nothing."""
+        self.clip.requires_grad_(False)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint loaded outside `trainer.fit` (no setup yet) still restores the classifier."""
+        weights = checkpoint.get("state_dict", {}).get("classifier")
+        if weights is not None and self.classifier is None:
+            self.classifier = nn.Parameter(torch.zeros_like(weights), requires_grad=False)
+
+    # --------------------------------------------------------------- forward
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        classifier = F.normalize(self.classifier, dim=-1)
+        return self.clip.logit_scale.exp() * features @ classifier.to(features.dtype).T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.image_features(images))
+
+    # -------------------------------------------------------------- training
+    @staticmethod
+    def merge_domains(batch: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        """Concatenate a `{domain: (images, labels)}` batch; also return each sample's domain index."""
+        images = torch.cat([x for x, _ in batch.values()])
+        labels = torch.cat([y for _, y in batch.values()])
+        domains = torch.cat([torch.full_like(y, i) for i, (_, y) in enumerate(batch.values())])
+        return images, labels, domains
+
+    def training_loss(self, images, labels, domains) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss and what to log beside it; the base is CLIP-logit cross-entropy."""
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(-1) == labels).float().mean()
+        return loss, {"train/ce": loss, "train/acc": acc}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], dict):
+            batch = batch[0]  # CombinedLoader outside the trainer yields (batch, idx, loader_idx)
+        loss, logs = self.training_loss(*self.merge_domains(batch))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(logs)
+        return loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        params = self.trainable_parameters()
+        if not params:
+            raise DGHeadsError(f"{type(self).__name__} has nothing to train; use `validate` or `test`")
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return build_optimizer(self.optim_spec, [g for g in groups if g["params"]],
+                               int(self.trainer.estimated_stepping_batches))
+
+    # ------------------------------------------------------------ evaluation
+    def _eval_step(self, split: str, batch, dataloader_idx: int) -> None:
+        images, labels = batch
+        self.metrics[split][dataloader_idx].update(self(images), labels)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        probs = self(images).softmax(-1)
+        return {"pred": probs.argmax(-1), "prob": probs, "label": labels}
+
+    def _log_domain_accuracies(self, split: str) -> None:
+        accs = {}
+        for domain, metric in zip(self.eval_domains[split], self.metrics[split]):
+            accs[domain] = metric.compute()
+            metric.reset()
+            self.log(f"{split}/acc/{domain}", accs[domain])
+        self.log(f"{split}/acc", torch.stack(list(accs.values())).mean(), prog_bar=split == "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_domain_accuracies("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_domain_accuracies("test")
+
+    # ---------------------------------------------------------- hparams tab
+    def hparams_for_logging(self) -> dict[str, Any]:
+        """Flat hyper-parameters for TensorBoard's HParams tab (method, backbone, optimiser, data)."""
+        params = {"method": type(self).__name__, **{f"clip/{k}": v for k, v in asdict(self.clip_spec).items()},
+                  **{f"optim/{k}": v for k, v in asdict(self.optim_spec).items()}}
+        params.update({k: v for k, v in self.hparams.items() if k not in ("clip", "optim")})
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            params.update({f"data/{k}": v for k, v in datamodule.hparams.items()})
+        return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}

@@ -1,0 +1,39 @@
+"""Optimiser settings shared by every method: AdamW with linear warm-up and cosine decay."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass
+class OptimSpec:
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+def lr_lambda(spec: OptimSpec, total_steps: int):
+    """Multiplier of the base lr at each optimiser step."""
+
+    def factor(step: int) -> float:
+        if spec.warmup_steps and step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        if spec.schedule == "constant":
+            return 1.0
+        progress = (step - spec.warmup_steps) / max(1, total_steps - spec.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def build_optimizer(spec: OptimSpec, param_groups: list[dict], total_steps: int) -> dict:
+    """Lightning's `configure_optimizers` answer: AdamW plus a per-step LambdaLR."""
+    optimizer = torch.optim.AdamW(param_groups, lr=spec.lr, weight_decay=spec.weight_decay, betas=spec.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,53 @@
+"""Shared fixtures: the RotatedDigits cache (built once), fake DomainBed folders, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """A data root holding RotatedDigits, shared by every test; `DG_HEADS_DATA` points at it."""
+    root = tmp_path_factory.mktemp("data")
+    from data_modules import rotated_digits
+
+    rotated_digits.build(root / "RotatedDigits")
+    os.environ["DG_HEADS_DATA"] = str(root)
+    return root
+
+
+def make_domainbed(root: Path, folder: str, domains: dict[str, list[str]], per_class: int = 6,
+                   size: int = 16, seed: int = 0) -> Path:
+    """Write a fake DomainBed dataset `root/folder/<domain>/<class>/<i>.png` of random images."""
+    rng = np.random.default_rng(seed)
+    for domain, classes in domains.items():
+        for cls in classes:
+            (root / folder / domain / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / folder / domain / cls / f"{i:03d}.png")
+    return root / folder
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m dg_heads ARGS` (the same CLI as `lightning`) in `cwd`."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dg_heads", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# Overrides that make a demo config a seconds-long smoke run.
+QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+         "--data.init_args.num_workers", "0"]

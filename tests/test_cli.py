@@ -1,0 +1,99 @@
+"""End-to-end runs through the real CLI (`python -m dg_heads` == `lightning` == `dg-heads`)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICK, REPO, make_domainbed, run_cli
+
+pytestmark = pytest.mark.slow
+DEMO = REPO / "configs" / "demo"
+
+
+def _version_dir(cwd: Path, name: str) -> Path:
+    return cwd / "runs" / "demo" / name / "version_0"
+
+
+def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), *QUICK, "--test_after_fit", "true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = _version_dir(tmp_path, "finetune")
+    metrics = json.loads((run / "metrics_test.json").read_text())
+    assert {"test/acc", "test/acc/75", "val/acc", "val/acc/0", "val/acc/60"} <= set(metrics)
+    assert not any("dataloader_idx" in key for key in metrics)
+    assert "held out (test)" in result.stdout and "source (val)" in result.stdout
+    assert (run / "config.yaml").exists() and list((run / "checkpoints").glob("best-*.ckpt"))
+    assert list(run.glob("events.out.tfevents.*"))
+
+
+def test_requeued_run_overwrites_its_saved_config(data_root, tmp_path):
+    args = ["fit", "--config", str(DEMO / "linear_probe.yaml"), *QUICK,
+            "--trainer.logger.init_args.version", "fixed"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    second = run_cli(*args, cwd=tmp_path)  # same folder, as a requeued SLURM job
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert (tmp_path / "runs/demo/linear_probe/fixed/config.yaml").exists()
+
+
+def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
+    for sub in ("validate", "test", "predict"):
+        result = run_cli(sub, "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false",
+                         "--data.init_args.num_workers", "0", cwd=tmp_path)
+        assert result.returncode == 0, f"{sub}: {result.stderr[-2000:]}"
+    assert "test/acc" in json.loads((tmp_path / "runs/demo/zero_shot/version_1/metrics_test.json").read_text())
+
+
+def test_zero_shot_fit_says_nothing_to_train(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(DEMO / "zero_shot.yaml"), *QUICK, cwd=tmp_path)
+    assert result.returncode == 2 and "nothing to train" in result.stderr
+
+
+def test_print_config_resolves_interpolation(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("trainer:\n  max_epochs: 7\n  max_steps: ${trainer.max_epochs}\n")
+    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--config", str(extra), "--print_config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "max_steps: 7" in result.stdout and "class_path: dg_heads.methods.CLIPBaseline" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image"])
+def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
+    args = ["test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false"]
+    pacs = ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
+            "--data.init_args.test_domains", "[sketch]", "--data.init_args.image_size", "32"]
+    if case == "test_domain":
+        args += ["--data.init_args.test_domains", "[90]"]
+        expected = "'90'] not a domain; expected one or more of ['0', '15', '30', '45', '60', '75']"
+    elif case == "root":
+        args += pacs
+        expected = "PACS does not exist"
+    elif case == "classes":
+        make_domainbed(tmp_path, "PACS", {"photo": ["dog", "horse"], "sketch": ["dog"]})
+        args += pacs
+        expected = "missing ['horse']"
+    else:  # an unreadable image, read inside a DataLoader worker process
+        make_domainbed(tmp_path, "PACS", {"photo": ["dog", "horse"], "sketch": ["dog", "horse"]})
+        (tmp_path / "PACS/sketch/dog/003.png").write_bytes(b"\x89PNG truncated")
+        args += pacs + ["--data.init_args.num_workers", "1"]
+        expected = "cannot read image " + str(tmp_path / "PACS/sketch/dog/003.png")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and "Original Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_lightning_console_script_is_installed():
+    import shutil
+
+    assert shutil.which("lightning") and shutil.which("dg-heads")
+
+
+def test_two_epochs_of_finetuning_beat_chance_on_the_held_out_domain(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.max_epochs", "2",
+                     "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+                     "--test_after_fit", "true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((_version_dir(tmp_path, "finetune") / "metrics_test.json").read_text())
+    assert metrics["test/acc/75"] > 0.30  # chance is 0.10 (10 classes)
