@@ -26,8 +26,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# Benchmarks write their tables into docs/benchmarks.md (CPU here; on a GPU machine they pick CUDA).
 bench: install
 	$(PY) experiments/bench_heads.py --out docs/benchmarks.md
+	$(PY) experiments/bench_hap.py --out docs/benchmarks.md
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

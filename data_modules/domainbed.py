@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from data_modules import rotated_digits
 from data_modules.folder import ImageListDataset, index_folder
 from data_modules.registry import get_dataset, prompt_name
+from data_modules.samplers import EpochShuffleSampler
 from data_modules.splits import holdout_split
 from dg_heads.errors import DGHeadsError
 
@@ -144,9 +145,10 @@ class DomainBedDataModule(L.LightningDataModule):
                 "out": [domain.paths[i] for i in out_idx],
             }
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+        sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+            dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             pin_memory=False,
         )
@@ -159,7 +161,10 @@ class DomainBedDataModule(L.LightningDataModule):
                     f"source domain {name!r} has {len(dataset)} training images, fewer than "
                     f"batch_size_per_domain={self.batch_size_per_domain}"
                 )
-        loaders = {d: self._loader(s, self.batch_size_per_domain, True) for d, s in self.train_sets.items()}
+        loaders = {
+            d: self._loader(s, self.batch_size_per_domain, True, seed=self.trial_seed * 100 + i)
+            for i, (d, s) in enumerate(self.train_sets.items())
+        }
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -32,12 +32,17 @@ class CLIPSpec:
     quick_gelu: bool | None = None
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
 
+    def __post_init__(self) -> None:
+        # `--...pretrained null` on the command line can arrive as the string 'None' (omegaconf mode)
+        if isinstance(self.pretrained, str) and self.pretrained.strip().lower() in ("", "none", "null"):
+            self.pretrained = None
+
 
 def _is_path(pretrained: str) -> bool:
     return "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES)
 
 
-def _wants_quick_gelu(spec: CLIPSpec) -> bool:
+def wants_quick_gelu(spec: CLIPSpec) -> bool:
     """OpenAI's CLIP was trained with QuickGELU; a file named like OpenAI weights gets it too."""
     if spec.quick_gelu is not None:
         return spec.quick_gelu
@@ -73,7 +78,7 @@ def create_clip(spec: CLIPSpec) -> tuple[open_clip.CLIP, open_clip.tokenizer.Sim
     pretrained = str(Path(spec.pretrained).expanduser()) if spec.pretrained and _is_path(spec.pretrained) else spec.pretrained
     try:
         model = open_clip.create_model(
-            spec.model_name, pretrained=pretrained, force_quick_gelu=_wants_quick_gelu(spec)
+            spec.model_name, pretrained=pretrained, force_quick_gelu=wants_quick_gelu(spec)
         )
     except (OSError, RuntimeError) as error:  # download failures, unreadable files
         if spec.pretrained and not _is_path(spec.pretrained):

@@ -12,7 +12,7 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 
 from dg_heads.errors import DGHeadsError, one_line
-from dg_heads.reporting import accuracy_metrics, format_table, write_metrics
+from dg_heads.reporting import accuracy_metrics, format_table, run_dir, write_metrics
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -53,9 +53,10 @@ class DGHeadsCLI(LightningCLI):
             return accs
         datamodule = self.datamodule
         print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
-        if trainer.log_dir:
+        folder = run_dir(trainer)
+        if folder is not None:
             extra = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
-            write_metrics(trainer.log_dir, stage, accs, extra)
+            write_metrics(folder, stage, accs, extra)
         if trainer.logger is not None and hasattr(model, "hparams_for_logging"):
             hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items()}
             trainer.logger.log_hyperparams(model.hparams_for_logging(), hp_metrics)
@@ -83,8 +84,17 @@ class DGHeadsCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point; user mistakes end as one line on stderr and exit code 2."""
+    """Console entry point; user mistakes end as one line on stderr and exit code 2.
+
+    Subcommands: Lightning's `fit`, `validate`, `test`, `predict`, and `export` (a checkpoint
+    to a plain open_clip weights file)."""
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv[:1] == ["export"]:
+            from dg_heads.export_cli import main as export_main
+
+            export_main(argv[1:])
+            return
         DGHeadsCLI(args=args)
     except DGHeadsError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)

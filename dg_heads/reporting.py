@@ -36,6 +36,16 @@ def format_table(accs: dict[str, float], source_domains: list[str], test_domains
     return "\n".join(lines)
 
 
+def run_dir(trainer) -> Path | None:
+    """The run folder (the logger's version folder), read without a collective call.
+
+    `Trainer.log_dir` broadcasts from rank 0, so calling it on rank 0 alone deadlocks DDP.
+    """
+    logger = trainer.logger
+    path = getattr(logger, "log_dir", None) if logger is not None else trainer.default_root_dir
+    return Path(path) if path else None
+
+
 def write_metrics(log_dir: str | Path, stage: str, accs: dict[str, float], extra: dict | None = None) -> Path:
     """`metrics_<stage>.json` in the run folder: what result collection reads."""
     path = Path(log_dir) / f"metrics_{stage}.json"

@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from dg_heads.backbone import CLIPSpec, _wants_quick_gelu, create_clip, image_size_of, resolve_templates
+from dg_heads.backbone import CLIPSpec, wants_quick_gelu, create_clip, image_size_of, resolve_templates
 from dg_heads.errors import DGHeadsError
 
 
@@ -26,10 +26,10 @@ def test_local_weights_file_loads(tmp_path):
 
 
 def test_openai_weights_get_quick_gelu_even_from_a_file(tmp_path):
-    assert _wants_quick_gelu(CLIPSpec("ViT-B-16", "openai"))
-    assert _wants_quick_gelu(CLIPSpec("ViT-B-16", str(tmp_path / "ViT-B-16-openai.pt")))
-    assert not _wants_quick_gelu(CLIPSpec("ViT-B-16", "laion2b_s34b_b88k"))
-    assert not _wants_quick_gelu(CLIPSpec("ViT-B-16", str(tmp_path / "openai.pt"), quick_gelu=False))
+    assert wants_quick_gelu(CLIPSpec("ViT-B-16", "openai"))
+    assert wants_quick_gelu(CLIPSpec("ViT-B-16", str(tmp_path / "ViT-B-16-openai.pt")))
+    assert not wants_quick_gelu(CLIPSpec("ViT-B-16", "laion2b_s34b_b88k"))
+    assert not wants_quick_gelu(CLIPSpec("ViT-B-16", str(tmp_path / "openai.pt"), quick_gelu=False))
     model, _ = create_clip(CLIPSpec(quick_gelu=True))
     assert isinstance(model.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
 
@@ -49,3 +49,8 @@ def test_templates_named_sets_and_validation():
     assert resolve_templates(["a {}."]) == ["a {}."]
     with pytest.raises(DGHeadsError, match="no '{}'"):
         resolve_templates(["a photo"])
+
+
+@pytest.mark.parametrize("value", ["None", "null", ""])
+def test_null_pretrained_from_the_command_line_means_random_init(value):
+    assert CLIPSpec(pretrained=value).pretrained is None

@@ -152,7 +152,8 @@ def gate_values(model: nn.Module) -> torch.Tensor:
 
 
 def set_taps(model: nn.Module, enabled: bool = True, blocks: Iterable[int] | None = None) -> None:
-    """Record each head's output (CLS token and token mean) of the chosen blocks in every forward."""
+    """Record each head's output (after ablation, before its gate; CLS token and token mean) of
+    the chosen blocks in every forward, inside the autograd graph."""
     attns = head_attentions(model)
     for b in _blocks_arg(attns, blocks):
         attns[b].tap_enabled = enabled

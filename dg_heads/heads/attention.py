@@ -14,7 +14,9 @@ edits have a closed form from the SDPA output `y = A v`, so A is never materiali
   identity  A' = I        -> y' = v           (each token keeps its own value)
   uniform   A' = 1/N      -> y' = mean_n v    (every token gets the mean value)
 A strength s in [0, 1] per head blends `A' s + A (1 - s)` (s = 1: ablated; continuous s is what
-back-propagated ablation learns). Order: attention -> ablation -> gate -> taps -> out_proj.
+back-propagated ablation learns). Order: attention -> ablation -> taps -> gate -> out_proj:
+a tap holds the head's own output, and a loss on gated features applies the gate itself (so
+it can choose where the gradient goes).
 """
 
 from __future__ import annotations
@@ -105,10 +107,10 @@ class HeadAttention(nn.MultiheadAttention):
                                            dropout_p=self.dropout if self.training else 0.0)
         if self.ablation_strength is not None:
             y = self._ablate(y, v, attn_mask)
-        if self.gate is not None:
-            y = y * self.gate.values().to(y.dtype).view(1, heads, 1, 1)
         if self.tap_enabled:  # [B, H, d_h] per head: CLS token and token mean, for losses
             self.tap = {"cls": y[:, :, 0], "mean": y.mean(dim=2)}
+        if self.gate is not None:
+            y = y * self.gate.values().to(y.dtype).view(1, heads, 1, 1)
         y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
         out = self.out_proj(y)
         if lora is not None and "o" in lora.targets:

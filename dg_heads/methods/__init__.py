@@ -2,5 +2,6 @@
 
 from dg_heads.methods.base import DGModule
 from dg_heads.methods.baseline import CLIPBaseline
+from dg_heads.methods.hap import GatingSpec, HeadPurification, LoRASpec
 
-__all__ = ["CLIPBaseline", "DGModule"]
+__all__ = ["CLIPBaseline", "DGModule", "GatingSpec", "HeadPurification", "LoRASpec"]

@@ -9,6 +9,9 @@ training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from dataclasses import asdict
 from typing import Any
 
@@ -79,11 +82,44 @@ class DGModule(L.LightningModule):
         """Set `requires_grad` on what the method trains; the base trains nothing."""
         self.clip.requires_grad_(False)
 
+    # ----------------------------------------------------------- checkpoints
+    # A checkpoint holds what training changed (trainable tensors and the classifier) plus
+    # optimiser and loop state, never the frozen backbone: that is rebuilt from `clip` (tag,
+    # file or seeded random init) and checked against a fingerprint stored in the checkpoint.
+    strict_loading = False
+
+    def frozen_fingerprint(self) -> str:
+        """A hash of a strided sample of every frozen parameter: cheap, and any swap shows."""
+        digest = hashlib.sha1()
+        for name, p in self.named_parameters():
+            if not p.requires_grad and name != "classifier":
+                sample = p.detach().flatten()[:: max(1, p.numel() // 256)].float().cpu()
+                digest.update(name.encode() + sample.numpy().tobytes())
+        return digest.hexdigest()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = {n for n, p in self.named_parameters() if p.requires_grad} | {"classifier"}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything, before the model was built
+        checkpoint["dg_heads"] = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "frozen_fingerprint": self.frozen_fingerprint(),
+            "seed": int(seed) if seed is not None else None,
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint loaded outside `trainer.fit` (no setup yet) still restores the classifier."""
         weights = checkpoint.get("state_dict", {}).get("classifier")
-        if weights is not None and self.classifier is None:
+        if weights is not None and self.classifier is None:  # loaded before setup (export, load_from_checkpoint)
             self.classifier = nn.Parameter(torch.zeros_like(weights), requires_grad=False)
+        if self.classifier is not None:
+            self.configure_trainable()  # the fingerprint must see the same frozen set as at saving
+        stored = checkpoint.get("dg_heads", {}).get("frozen_fingerprint")
+        if stored is not None and stored != self.frozen_fingerprint():
+            raise DGHeadsError(
+                "the checkpoint was trained on other frozen backbone weights than this run builds "
+                f"({self.clip_spec.model_name}, pretrained={self.clip_spec.pretrained!r}); use the "
+                "run's own config (same clip spec and seed_everything)"
+            )
 
     # --------------------------------------------------------------- forward
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,9 +152,30 @@ class DGModule(L.LightningModule):
         if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], dict):
             batch = batch[0]  # CombinedLoader outside the trainer yields (batch, idx, loader_idx)
         loss, logs = self.training_loss(*self.merge_domains(batch))
+        self._stop_on_non_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict(logs)
         return loss
+
+    def _stop_on_non_finite(self, loss: torch.Tensor) -> None:
+        """Stop before a NaN/inf loss reaches the weights: every rank stops together, and the
+        checkpoints already written (all of finite weights) stay as they are."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise DGHeadsError(
+                f"the training loss is not finite ({loss.item()}) at global step {self.global_step}; "
+                f"stopped before the update. {self._last_checkpoint_note()}"
+            )
+
+    def _last_checkpoint_note(self) -> str:
+        folders = {Path(c.dirpath) for c in getattr(self.trainer, "checkpoint_callbacks", []) if c.dirpath}
+        files = [f for d in folders if d.is_dir() for f in d.glob("*.ckpt")]
+        if not files:
+            return "No checkpoint had been written yet."
+        newest = max(files, key=lambda f: f.stat().st_mtime)
+        return f"The last good checkpoint is {newest.resolve()} (untouched)."
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -154,8 +211,8 @@ class DGModule(L.LightningModule):
         for domain, metric in zip(self.eval_domains[split], self.metrics[split]):
             accs[domain] = metric.compute()
             metric.reset()
-            self.log(f"{split}/acc/{domain}", accs[domain])
-        self.log(f"{split}/acc", torch.stack(list(accs.values())).mean(), prog_bar=split == "val")
+            self.log(f"{split}/acc/{domain}", accs[domain], sync_dist=True)  # synced already; silences DDP warning
+        self.log(f"{split}/acc", torch.stack(list(accs.values())).mean(), prog_bar=split == "val", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_domain_accuracies("val")

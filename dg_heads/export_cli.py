@@ -1,0 +1,48 @@
+"""`dg-heads export CHECKPOINT --out FILE`: a run's checkpoint -> a plain open_clip weights file.
+
+The checkpoint names its LightningModule class and holds the trained tensors; the frozen
+backbone is rebuilt from the run's `clip` spec (and checked against the checkpoint's
+fingerprint). LoRA is merged and gates / zero / scale ablations are folded, so the file loads
+with `open_clip.create_model(model_name, pretrained=FILE)` and runs at native speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+import torch
+
+from dg_heads import heads
+from dg_heads.backbone import wants_quick_gelu
+from dg_heads.errors import DGHeadsError
+
+
+def load_module(checkpoint_path: Path):
+    """The LightningModule a dg-heads checkpoint was saved from, with its trained tensors."""
+    if not checkpoint_path.is_file():
+        raise DGHeadsError(f"checkpoint {checkpoint_path} does not exist")
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    class_path = checkpoint.get("dg_heads", {}).get("class_path")
+    if class_path is None:
+        raise DGHeadsError(f"{checkpoint_path} is not a dg-heads checkpoint (no 'dg_heads' entry)")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    seed = checkpoint.get("dg_heads", {}).get("seed")
+    if seed is not None:  # random-init backbones are rebuilt from the run's seed
+        torch.manual_seed(seed)
+    return cls.load_from_checkpoint(checkpoint_path, map_location="cpu")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="dg-heads export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="weights file to write (.pt)")
+    args = parser.parse_args(argv)
+    module = load_module(args.checkpoint)
+    model = heads.convert(module.clip)
+    path = heads.save_export(model, args.out)
+    name = module.clip_spec.model_name
+    quick = ", force_quick_gelu=True" if wants_quick_gelu(module.clip_spec) and not name.endswith("-quickgelu") else ""
+    print(f"wrote {path}; load it with open_clip.create_model({name!r}, pretrained={str(path)!r}{quick})")

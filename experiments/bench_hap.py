@@ -1,0 +1,134 @@
+"""Benchmark a HAP training step against plain LoRA and full fine-tuning, side by side.
+
+    python experiments/bench_hap.py --model ViT-B-16 --per-domain 8 --out docs/benchmarks.md
+
+One batch of 3 source domains x `per-domain` images. Step times are medians of interleaved
+repeats in one process; peak memory is measured per method in a fresh subprocess (CUDA: peak
+allocated; CPU: growth of the peak resident set over the built model, i.e. activations,
+gradients and optimiser state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dg_heads.backbone import CLIPSpec, image_size_of  # noqa: E402
+from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec  # noqa: E402
+from dg_heads.optim import OptimSpec, build_optimizer  # noqa: E402
+from experiments.bench_report import interleaved, machine, update_section  # noqa: E402
+
+DOMAINS, CLASSES = 3, 7
+METHODS = ("hap", "plain_lora", "finetune")
+
+
+def build(method: str, model: str, device: str):
+    spec, optim = CLIPSpec(model_name=model), OptimSpec(lr=1e-5)
+    torch.manual_seed(0)
+    if method == "hap":
+        module = HeadPurification(spec, optim, LoRASpec(), GatingSpec())
+    elif method == "plain_lora":
+        module = HeadPurification(spec, optim, LoRASpec(head_aware=False), GatingSpec(enabled=False, mmd_weight=0.0))
+    else:
+        module = CLIPBaseline(spec, optim, mode="finetune")
+    module.classifier = torch.nn.Parameter(torch.randn(CLASSES, module.clip.text_projection.shape[1]), requires_grad=False)
+    module.configure_trainable()
+    return module.to(device).train()
+
+
+def stepper(module, per_domain: int, device: str, precision: str):
+    size = image_size_of(module.clip)
+    images = torch.randn(DOMAINS * per_domain, 3, size, size, device=device)
+    labels = torch.randint(0, CLASSES, (DOMAINS * per_domain,), device=device)
+    domains = torch.arange(DOMAINS, device=device).repeat_interleave(per_domain)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = build_optimizer(module.optim_spec, [{"params": params}], 1000)["optimizer"]
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            loss, _ = module.training_loss(images, labels, domains)
+        loss.backward()
+        optimizer.step()
+
+    return step, sum(p.numel() for p in params)
+
+
+def peak_memory(method: str, args) -> dict[str, float]:
+    """Run a few steps of one method in this process and report its peak memory in MiB."""
+    module = build(method, args.model, args.device)
+    step, _ = stepper(module, args.per_domain, args.device, args.precision)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(3):
+        step()
+    if args.device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_mib": peak / 2**20, "training_mib": (peak - base) / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="ViT-B-16")
+    parser.add_argument("--per-domain", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: bf16-mixed on CUDA)")
+    parser.add_argument("--memory-of", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    if args.memory_of:
+        print(json.dumps(peak_memory(args.memory_of, args)))
+        return
+
+    steps, counts = {}, {}
+    for method in METHODS:
+        steps[method], counts[method] = stepper(build(method, args.model, args.device), args.per_domain,
+                                                args.device, args.precision)
+    times = interleaved(steps, args.repeats)
+    memory = {}
+    for method in METHODS:
+        out = subprocess.run([sys.executable, __file__, "--model", args.model, "--per-domain", str(args.per_domain),
+                              "--device", args.device, "--precision", args.precision, "--memory-of", method],
+                             capture_output=True, text=True, check=True).stdout
+        memory[method] = json.loads(out.strip().splitlines()[-1])
+
+    kind = "peak allocated" if args.device == "cuda" else "peak RSS growth over the built model"
+    table = [f"| method | step ms | vs plain LoRA | vs full fine-tune | trainable params | {kind} (MiB) |",
+             "|---|---|---|---|---|---|"]
+    for method in METHODS:
+        table.append(f"| {method} | {1000 * times[method]:.1f} | {times[method] / times['plain_lora']:.3f} | "
+                     f"{times[method] / times['finetune']:.3f} | {counts[method]:,} | {memory[method]['training_mib']:.0f} |")
+    body = "\n".join([
+        f"## HAP training step ({args.model}, {DOMAINS} source domains x {args.per_domain} images, "
+        f"{args.device}, {args.precision})",
+        "",
+        f"Measured on: {machine()}.",
+        f"Command: `python experiments/bench_hap.py --model {args.model} --per-domain {args.per_domain} "
+        f"--repeats {args.repeats} --device {args.device} --precision {args.precision}`; step times are medians of "
+        f"{args.repeats} interleaved repeats (forward, CE (+ MMD for HAP), backward, AdamW step).",
+        "Targets: HAP <= 1.2x plain LoRA's step time, <= 0.8x full fine-tune's, and less memory than full fine-tune.",
+        "",
+        *table,
+    ])
+    print(body)
+    if args.out:
+        update_section(args.out, f"bench_hap_{args.device}_{args.precision}", body)
+
+
+if __name__ == "__main__":
+    main()

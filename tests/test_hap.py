@@ -1,0 +1,178 @@
+"""Attention Head Purification: identity at init, MMD routing, checkpoints, resume, DDP, errors."""
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+
+from dg_heads import heads
+from dg_heads.backbone import CLIPSpec
+from dg_heads.methods import GatingSpec, HeadPurification, LoRASpec
+from tests.conftest import QUICK, REPO, make_domainbed, run_cli
+
+HAP = REPO / "configs" / "demo" / "hap.yaml"
+
+
+def _hap(**gating) -> HeadPurification:
+    torch.manual_seed(0)
+    module = HeadPurification(CLIPSpec(), lora=LoRASpec(), gating=GatingSpec(**gating))
+    module.classifier = torch.nn.Parameter(torch.randn(10, 64), requires_grad=False)
+    module.configure_trainable()
+    return module
+
+
+def test_gates_and_lora_start_as_identity():
+    module = _hap()
+    torch.manual_seed(0)
+    frozen = open_clip.create_model("dg-tiny-vit").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (module.clip.eval().encode_image(x) - frozen.encode_image(x)).abs().max() <= 1e-5
+    assert torch.equal(heads.gate_values(module.clip), torch.ones(4, 4))
+    assert heads.head_attentions(module.clip)[3].lora.rank == 8 and heads.head_attentions(module.clip)[0].lora.rank == 2
+
+
+def test_only_lora_and_gates_train():
+    trainable = {n for n, p in _hap().named_parameters() if p.requires_grad}
+    assert trainable and all(".lora." in n or ".gate." in n for n in trainable)
+
+
+def _mmd_grads(routing: str) -> dict[str, bool]:
+    module = _hap(blocks=[3], mmd_routing=routing)
+    for attn in heads.head_attentions(module.clip):  # B != 0 so LoRA's A gets gradients too
+        torch.nn.init.normal_(attn.lora.factors["v_B"], std=0.1)
+    images = torch.randn(8, 3, 32, 32)
+    images[4:] += 1.0  # a shift between the two domains
+    module.image_features(images)
+    module.mmd_loss(torch.arange(2).repeat_interleave(4)).backward()
+    grad = lambda p: p.grad is not None and bool(p.grad.abs().sum() > 0)  # noqa: E731
+    attn = heads.head_attentions(module.clip)
+    return {"gate": grad(attn[3].gate.theta), "lora": any(grad(p) for a in attn for p in a.lora.parameters())}
+
+
+@pytest.mark.parametrize("routing, expected", [
+    ("gates", {"gate": True, "lora": False}),
+    ("lora", {"gate": False, "lora": True}),
+    ("both", {"gate": True, "lora": True}),
+])
+def test_mmd_routing_decides_which_parameters_get_its_gradient(routing, expected):
+    assert _mmd_grads(routing) == expected
+
+
+def test_unknown_routing_and_nothing_to_train_are_refused():
+    from dg_heads.errors import DGHeadsError
+
+    with pytest.raises(DGHeadsError, match=r"mmd_routing 'heads' is not one of \('gates', 'lora', 'both'\)"):
+        HeadPurification(gating=GatingSpec(mmd_routing="heads"))
+    with pytest.raises(DGHeadsError, match="mmd_weight must be a finite number >= 0, got nan"):
+        HeadPurification(gating=GatingSpec(mmd_weight=float("nan")))
+    with pytest.raises(DGHeadsError, match="nothing to train"):
+        HeadPurification(lora=LoRASpec(enabled=False), gating=GatingSpec(enabled=False))
+
+
+# ---------------------------------------------------------------- through the CLI
+RUN = ["--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
+       "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0"]
+
+
+def _state(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_hap_fit_logs_gates_and_saves_small_checkpoints(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(HAP), *RUN, "--trainer.max_epochs", "1", "--test_after_fit", "true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs/demo/hap/version_0"
+    gates = json.loads((run / "gates.json").read_text())
+    assert len(gates) == 4 and all(abs(sum(v) - 4) < 1e-4 for v in gates.values())
+    assert (run / "gates.csv").read_text().startswith("block,head_0")
+    state = _state(run / "checkpoints/last.ckpt")
+    assert all(".lora." in k or ".gate." in k or k == "classifier" for k in state)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run)).Reload()
+    assert "gates" in events.Tags()["images"]
+    assert {"train/ce", "train/mmd", "train/loss", "val/acc", "val/acc/0"} <= set(events.Tags()["scalars"])
+    export = run_cli("export", str(run / "checkpoints/last.ckpt"), "--out", str(tmp_path / "hap.pt"), cwd=tmp_path)
+    assert export.returncode == 0, export.stderr[-2000:]
+    plain = open_clip.create_model("dg-tiny-vit", pretrained=str(tmp_path / "hap.pt"))
+    assert all(type(b.attn) is torch.nn.MultiheadAttention for b in plain.visual.transformer.resblocks)
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(data_root, tmp_path):
+    common = ["fit", "--config", str(HAP), *RUN]
+    full = run_cli(*common, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "full", cwd=tmp_path)
+    first = run_cli(*common, "--trainer.max_epochs", "1", "--trainer.logger.init_args.version", "split", cwd=tmp_path)
+    assert full.returncode == 0 and first.returncode == 0, (full.stderr + first.stderr)[-3000:]
+    runs = tmp_path / "runs/demo/hap"
+    resumed = run_cli(*common, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "split",
+                      "--ckpt_path", str(runs / "split/checkpoints/last.ckpt"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _state(runs / "full/checkpoints/last.ckpt"), _state(runs / "split/checkpoints/last.ckpt")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    ckpt_a = torch.load(runs / "full/checkpoints/last.ckpt", weights_only=False)
+    ckpt_b = torch.load(runs / "split/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt_a["global_step"] == ckpt_b["global_step"] == 8
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(HAP), *RUN, "--trainer.max_epochs", "1", "--trainer.devices", "2",
+                     "--trainer.strategy", "ddp", "--trainer.precision", "bf16-mixed", "--test_after_fit", "true",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs/demo/hap/version_0/metrics_test.json").read_text())
+    assert 0.0 <= metrics["test/acc/75"] <= 1.0 and metrics["global_step"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["batch", "one_source"])
+def test_mmd_preconditions_fail_at_start(case, data_root, tmp_path):
+    args = ["fit", "--config", str(HAP), *RUN]
+    if case == "batch":
+        args += ["--data.init_args.batch_size_per_domain", "1"]
+        expected = "batch_size_per_domain is 1; the MMD needs at least 2"
+    else:
+        make_domainbed(tmp_path, "PACS", {"photo": ["dog", "cat"], "sketch": ["dog", "cat"]}, size=32)
+        args += ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
+                 "--data.init_args.test_domains", "[sketch]", "--data.init_args.batch_size_per_domain", "2"]
+        expected = "the MMD needs at least 2 source domains; the data has ['photo']"
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(HAP), *RUN, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "v",
+                     "--trainer.callbacks+=tests.poison.PoisonAtStep", "--trainer.callbacks.step=6", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = tmp_path / "runs/demo/hap/v/checkpoints/last.ckpt"
+    assert "loss is not finite (nan) at global step 6" in result.stderr and str(last) in result.stderr
+    assert "Traceback" not in result.stderr
+    checkpoint = torch.load(last, weights_only=False)  # the epoch-0 state: finite, step 4
+    assert checkpoint["global_step"] == 4 and all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_vit_b16_checkpoint_holds_only_trained_tensors_under_10_mb(tmp_path):
+    make_domainbed(tmp_path, "PACS", {d: ["dog", "horse"] for d in ("art_painting", "cartoon", "photo")},
+                   per_class=3, size=224)
+    result = run_cli(
+        "fit", "--config", str(REPO / "configs/pacs/hap.yaml"), "--data.init_args.test_domains", "[photo]",
+        "--data.init_args.root", str(tmp_path), "--model.init_args.clip.pretrained", "null",
+        "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "1",
+        "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
+        "--data.init_args.batch_size_per_domain", "2", "--data.init_args.eval_batch_size", "2",
+        "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = tmp_path / "runs/pacs/hap/version_0/checkpoints/last.ckpt"
+    size_mb = ckpt.stat().st_size / 2**20
+    assert size_mb <= 10, size_mb
+    checkpoint = torch.load(ckpt, weights_only=False)
+    assert checkpoint["optimizer_states"] and len(checkpoint["state_dict"]) == 12 * 4 + 12 + 1

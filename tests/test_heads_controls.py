@@ -1,0 +1,193 @@
+"""Per-head controls: ablation semantics, LoRA, gates, taps, merge/unmerge, export, bad input."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dg_heads import heads
+from dg_heads.backbone import CLIPSpec, create_clip
+from dg_heads.errors import DGHeadsError
+from dg_heads.heads import HeadAttention, HeadLoRA
+
+D, H, N = 32, 4, 7
+
+
+def _attention(seed: int = 0) -> HeadAttention:
+    torch.manual_seed(seed)
+    mha = nn.MultiheadAttention(D, H, batch_first=True).double()
+    nn.init.normal_(mha.out_proj.bias)
+    nn.init.normal_(mha.in_proj_bias)
+    return HeadAttention.adopt(mha)
+
+
+def _explicit(attn: HeadAttention, x: torch.Tensor, edit=None) -> torch.Tensor:
+    """Self-attention written out with explicit weights A; `edit(h, A)` may replace head h's A."""
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    q, k, v = (t.unflatten(-1, (H, D // H)).transpose(1, 2) for t in (q, k, v))
+    a = torch.softmax(q @ k.transpose(-1, -2) / (D // H) ** 0.5, dim=-1)
+    if edit is not None:
+        a = torch.stack([edit(h, a[:, h]) for h in range(H)], dim=1)
+    return attn.out_proj((a @ v).transpose(1, 2).flatten(-2))
+
+
+EDITS = {
+    "zero": lambda a: torch.zeros_like(a),
+    "identity": lambda a: torch.eye(N, dtype=a.dtype).expand_as(a),
+    "uniform": lambda a: torch.full_like(a, 1.0 / N),
+    "scale": lambda a: 0.25 * a,
+}
+
+
+@pytest.mark.parametrize("mode", list(EDITS))
+@torch.no_grad()
+def test_ablation_equals_editing_the_attention_weights(mode):
+    attn = _attention()
+    x = torch.randn(3, N, D, dtype=torch.float64)
+    assert torch.allclose(attn(x, x, x)[0], _explicit(attn, x))
+    strength = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    attn.set_ablation(mode, strength, alpha=0.25)
+    expected = _explicit(attn, x, lambda h, a: EDITS[mode](a) if strength[h] else a)
+    assert torch.allclose(attn(x, x, x)[0], expected, atol=1e-10)
+
+
+@torch.no_grad()
+def test_partial_strength_blends_the_attention_weights():
+    attn = _attention()
+    x = torch.randn(2, N, D, dtype=torch.float64)
+    attn.set_ablation("identity", torch.tensor([0.3, 0, 0, 0], dtype=torch.float64))
+    expected = _explicit(attn, x, lambda h, a: 0.7 * a + 0.3 * EDITS["identity"](a) if h == 0 else a)
+    assert torch.allclose(attn(x, x, x)[0], expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("head_aware", [True, False])
+@pytest.mark.parametrize("target", ["q", "k", "v", "o"])
+@torch.no_grad()
+def test_lora_delta_equals_its_dense_weight_update(target, head_aware):
+    lora = HeadLoRA(D, H, rank=3, targets=(target,), head_aware=head_aware, alpha=6.0).double()
+    for p in lora.factors.values():
+        p.normal_()
+    x = torch.randn(5, D, dtype=torch.float64)
+    assert lora.scaling == 2.0
+    assert torch.allclose(lora.delta(target, x), x @ lora.delta_weight(target).T)
+
+
+@torch.no_grad()
+def test_head_aware_lora_gives_each_head_its_own_factors():
+    lora = HeadLoRA(D, H, rank=2, targets=("q",), head_aware=True).double()
+    for p in lora.factors.values():
+        p.normal_()
+    d_h = D // H
+    dense = lora.delta_weight("q")
+    for h in range(H):  # head h's rows come from B_h A_h alone
+        a, b = lora.factors["q_A"][h], lora.factors["q_B"][h]
+        assert torch.allclose(dense[h * d_h:(h + 1) * d_h], b @ a)
+
+
+def test_lora_parameter_counts():
+    ha = HeadLoRA(768, 12, rank=8, targets=("q", "v"), head_aware=True)
+    plain = HeadLoRA(768, 12, rank=8, targets=("q", "v"), head_aware=False)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(plain) == 2 * (8 * 768 + 768 * 8)
+    assert count(ha) == 2 * (12 * 8 * 768 + 12 * 64 * 8)
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    model, _ = create_clip(CLIPSpec())
+    return heads.convert(model.eval())
+
+
+@torch.no_grad()
+def test_fresh_lora_and_gates_change_nothing(tiny):
+    x = torch.randn(2, 3, 32, 32)
+    reference = tiny.encode_image(x)
+    heads.add_lora(tiny, ("q", "v"), [2, 2, 8, 8])
+    heads.add_gates(tiny)
+    assert torch.allclose(heads.gate_values(tiny), torch.ones(4, 4))
+    assert (tiny.encode_image(x) - reference).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_merge_and_unmerge_round_trip(tiny):
+    x = torch.randn(2, 3, 32, 32)
+    heads.add_lora(tiny, ("q", "k", "v", "o"), 4)
+    for attn in heads.head_attentions(tiny):
+        for p in attn.lora.factors.values():
+            p.normal_(std=0.02)
+    weights = [a.in_proj_weight.clone() for a in heads.head_attentions(tiny)]
+    adapted = tiny.encode_image(x)
+    heads.merge_lora(tiny)
+    assert not heads.head_attentions(tiny)[0].controlled  # merged LoRA runs the native path
+    assert (tiny.encode_image(x) - adapted).abs().max() <= 1e-5
+    heads.unmerge_lora(tiny)
+    assert all((a.in_proj_weight - w).abs().max() <= 1e-6 for a, w in zip(heads.head_attentions(tiny), weights))
+
+
+def test_taps_record_every_head_in_the_same_forward(tiny):
+    heads.add_gates(tiny, blocks=[2, 3])
+    heads.set_taps(tiny, blocks=[2, 3])
+    features = tiny.encode_image(torch.randn(5, 3, 32, 32))
+    recorded = heads.taps(tiny)
+    assert set(recorded) == {2, 3} and recorded[3].shape == (5, 4, 16)
+    assert heads.taps(tiny, "mean")[2].shape == (5, 4, 16)
+    recorded[3].pow(2).sum().backward()  # taps sit in the graph: a loss on them trains upstream parts
+    attns = heads.head_attentions(tiny)
+    assert attns[2].gate.theta.grad.abs().sum() > 0  # block 2's gate shapes block 3's input
+    assert attns[3].gate.theta.grad is None  # the tap is taken before block 3's own gate
+    assert features.requires_grad
+
+
+@torch.no_grad()
+def test_gates_fold_into_the_output_projection(tiny):
+    heads.add_gates(tiny)
+    for attn in heads.head_attentions(tiny):
+        attn.gate.theta.normal_()
+    x = torch.randn(2, 3, 32, 32)
+    assert (heads.export(tiny).encode_image(x) - tiny.encode_image(x)).abs().max() <= 1e-5
+    assert heads.gate_values(tiny).sum(1).allclose(torch.full((4,), 4.0))
+
+
+@pytest.mark.parametrize("mode", ["identity", "uniform"])
+def test_export_refuses_ablations_it_cannot_fold(tiny, mode):
+    heads.ablate(tiny, {1: [0]}, mode=mode)
+    with pytest.raises(DGHeadsError, match=f"cannot export: '{mode}' ablation cannot be folded"):
+        heads.export(tiny)
+    heads.clear_ablation(tiny)
+    assert heads.ablation_mask(tiny) == {}
+    heads.export(tiny)
+
+
+def test_ablation_mask_round_trip(tiny):
+    heads.ablate(tiny, {"3": [2, 0], 1: [1]})
+    assert heads.ablation_mask(tiny) == {1: [1], 3: [0, 2]}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: heads.ablate(m, {4: [0]}), r"block 4 does not exist: the image tower has blocks 0\.\.3"),
+    (lambda m: heads.ablate(m, {0: [4]}), r"head 4 of block 0 does not exist: heads are 0\.\.3"),
+    (lambda m: heads.ablate(m, {0: [0]}, mode="mean"), r"'mean' is not one of \('zero'"),
+    (lambda m: heads.add_lora(m, ("q", "x")), r"\['x'\]; expected a subset of \['q', 'k', 'v', 'o'\]"),
+    (lambda m: heads.add_lora(m, ("q",), [8, 8]), r"ranks has 2 entries; the image tower has 4 blocks"),
+    (lambda m: heads.add_gates(m, blocks=[-1]), r"block -1 does not exist"),
+])
+def test_bad_input_names_value_and_range(tiny, call, message):
+    with pytest.raises(DGHeadsError, match=message):
+        call(tiny)
+
+
+def test_unconverted_model_is_named():
+    model, _ = create_clip(CLIPSpec())
+    with pytest.raises(DGHeadsError, match="not converted"):
+        heads.head_attentions(model)
+
+
+def test_convert_keeps_parameters_shared(tiny):
+    native = copy.deepcopy(tiny)
+    params = {id(p) for p in tiny.parameters()}
+    heads.convert(tiny)
+    assert {id(p) for p in tiny.parameters()} == params
+    assert list(tiny.state_dict()) == list(native.state_dict())
