@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -70,14 +70,23 @@ def peak_memory(method: str, args) -> dict[str, float]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        gc.collect()
+        base = _rss_kib("VmRSS") * 1024
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (Linux >= 4.0)
     for _ in range(3):
         step()
     if args.device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _rss_kib("VmHWM") * 1024
     return {"peak_mib": peak / 2**20, "training_mib": (peak - base) / 2**20}
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main() -> None:
@@ -107,7 +116,7 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout
         memory[method] = json.loads(out.strip().splitlines()[-1])
 
-    kind = "peak allocated" if args.device == "cuda" else "peak RSS growth over the built model"
+    kind = "peak allocated" if args.device == "cuda" else "peak RSS over the built model"
     table = [f"| method | step ms | vs plain LoRA | vs full fine-tune | trainable params | {kind} (MiB) |",
              "|---|---|---|---|---|---|"]
     for method in METHODS:

@@ -1,7 +1,8 @@
 """The LightningModules of dg-heads, one family per file."""
 
+from dg_heads.methods.aat import AttentionAblation, SearchSpec
 from dg_heads.methods.base import DGModule
 from dg_heads.methods.baseline import CLIPBaseline
 from dg_heads.methods.hap import GatingSpec, HeadPurification, LoRASpec
 
-__all__ = ["CLIPBaseline", "DGModule", "GatingSpec", "HeadPurification", "LoRASpec"]
+__all__ = ["AttentionAblation", "CLIPBaseline", "DGModule", "GatingSpec", "HeadPurification", "LoRASpec", "SearchSpec"]

@@ -1,0 +1,157 @@
+"""Attention Ablation: staged forward, cached scan == independent evaluations, seeded GA,
+BP learning, the test domain never read by the search, and clear errors."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dg_heads import heads
+from dg_heads.backbone import CLIPSpec, create_clip
+from dg_heads.errors import DGHeadsError
+from dg_heads.heads import staged
+from dg_heads.methods import AttentionAblation, SearchSpec
+from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
+from tests.conftest import REPO, run_cli
+
+DEMO = REPO / "configs" / "demo"
+RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+       "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
+       "--model.init_args.search.ga.generations", "2"]
+
+
+@pytest.fixture()
+def scorer():
+    """The tiny CLIP with a nearest-class-mean classifier, so masks change real accuracies."""
+    torch.manual_seed(0)
+    model, _ = create_clip(CLIPSpec())
+    heads.convert(model.eval())
+    images, labels = torch.randn(48, 3, 32, 32), torch.arange(4).repeat(12)
+    images += labels.view(-1, 1, 1, 1) * 0.3
+    with torch.no_grad():
+        features = F.normalize(model.encode_image(images), dim=-1)
+        centres = F.normalize(torch.stack([features[labels == c].mean(0) for c in range(4)]), dim=-1)
+    scorer = MaskScorer(model, lambda f: F.normalize(f, dim=-1) @ centres.T)
+    for domain in range(2):
+        scorer.add(images[domain * 24:(domain + 1) * 24], labels[domain * 24:(domain + 1) * 24], domain)
+    return scorer, images, labels, centres
+
+
+@torch.no_grad()
+def test_staged_forward_composes_to_open_clip(scorer):
+    model, images = scorer[0].model, scorer[1]
+    tokens = staged.run_blocks(model.visual, staged.embed(model.visual, images))
+    assert torch.allclose(staged.head(model.visual, tokens), model.visual(images), atol=1e-6)
+
+
+@torch.no_grad()
+def test_scan_scores_equal_independent_single_ablation_evaluations(scorer):
+    scorer, images, labels, centres = scorer
+    gains = scan(scorer, (4, 4), progress=False)
+    model = scorer.model
+
+    def accuracy(mask):
+        heads.ablate(model, mask)
+        logits = F.normalize(model.encode_image(images), dim=-1) @ centres.T
+        heads.clear_ablation(model)
+        right = logits.argmax(-1) == labels
+        return (right[:24].float().mean() + right[24:].float().mean()).item() / 2
+
+    base = accuracy({})
+    for block in range(4):
+        for head in range(4):
+            assert gains[block, head] == pytest.approx(accuracy({block: [head]}) - base, abs=1e-6)
+    assert gains.abs().sum() > 0  # the map is not trivially flat
+    # caches: one pass fills them, then head h of block l costs (L - l) / L of a pass: 1 + H (L + 1) / 2
+    assert scorer.cost == pytest.approx(1 + 4 * (4 + 1) / 2)
+
+
+def test_ga_is_reproducible_with_a_seed_and_uses_its_caches(scorer):
+    scorer = scorer[0]
+    spec = GASpec(population=6, generations=4, init_density=0.2, seed=3)
+    first = genetic_search(scorer, (4, 4), spec, progress=False)
+    evaluations = scorer.evaluations
+    second = genetic_search(scorer, (4, 4), spec, progress=False)
+    assert first == second
+    assert len(scorer.scores) < evaluations  # repeated masks came from the fitness cache
+    assert first[1][-1]["best"] >= first[1][0]["best"]  # elitism never loses the best
+
+
+@pytest.mark.parametrize("spec, message", [
+    (GASpec(population=1), "population must be >= 2, got 1"),
+    (GASpec(mutation_rate=1.5), "mutation_rate must be in"),
+])
+def test_bad_ga_settings_fail_at_construction(spec, message):
+    with pytest.raises(DGHeadsError, match=message):
+        AttentionAblation(search=SearchSpec(strategy="ga", ga=spec))
+
+
+def test_mask_naming_a_missing_head_or_block_fails_at_start(tmp_path):
+    bad = tmp_path / "ablation.json"
+    bad.write_text(json.dumps({"2": [7]}))
+    with pytest.raises(DGHeadsError, match=r"head 7 of block 2 does not exist: heads are 0\.\.3"):
+        AttentionAblation(mask=str(bad))
+    bad.write_text(json.dumps({"9": [0]}))
+    with pytest.raises(DGHeadsError, match=r"block 9 does not exist"):
+        AttentionAblation(mask=str(bad))
+    with pytest.raises(DGHeadsError, match="does not exist"):
+        AttentionAblation(mask=str(tmp_path / "missing.json"))
+
+
+def test_empty_scoring_set_is_refused():
+    empty = MaskScorer(torch.nn.Identity(), lambda f: f)
+    with pytest.raises(DGHeadsError, match="scoring set is empty"):
+        empty.score(Mask())
+    with pytest.raises(DGHeadsError, match="max_scoring_batches must be >= 1"):
+        AttentionAblation(search=SearchSpec(max_scoring_batches=0))
+
+
+@pytest.mark.slow
+def test_search_never_reads_the_test_domain(data_root, tmp_path):
+    """Every image of the held-out domain is unreadable: a search that touched one would fail."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "RotatedDigits", root / "RotatedDigits")
+    for image in (root / "RotatedDigits" / "75").rglob("*.png"):
+        image.write_bytes(b"unreadable")
+    for strategy in ("scan", "ga"):
+        result = run_cli("fit", "--config", str(DEMO / f"aat_{strategy}.yaml"), *RUN, "--data.init_args.root", str(root),
+                         "--model.init_args.search.max_scoring_batches", "1", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--data.init_args.root", str(root), cwd=tmp_path)
+    assert tested.returncode == 2 and "cannot read image" in tested.stderr  # the guard is real
+
+
+@pytest.mark.slow
+def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--test_after_fit", "true",
+                     "--model.init_args.search.max_scoring_batches", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs/demo/aat_scan/version_0"
+    importance = json.loads((run / "head_importance.json").read_text())
+    assert len(importance) == 4 and all(len(v) == 4 for v in importance.values())
+    assert json.loads((run / "search_cost.json").read_text())["cost_full_passes"] == pytest.approx(1 + 4 * 5 / 2)
+    assert isinstance(json.loads((run / "ablation.json").read_text()), dict)
+    assert "test/acc/75" in json.loads((run / "metrics_test.json").read_text())
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert "ablation" in checkpoint["dg_heads"]
+
+
+@pytest.mark.slow
+def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_root, tmp_path):
+    result = run_cli("fit", "--config", str(DEMO / "aat_bp.yaml"), *RUN, "--test_after_fit", "true",
+                     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
+                     "--trainer.limit_val_batches", "1", "--model.init_args.search.bp_binarize", "topk",
+                     "--model.init_args.search.bp_top_k", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs/demo/aat_bp/version_0"
+    strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))
+    assert (strengths - 0.05).abs().max() > 1e-3  # moved away from the initial strength
+    mask = json.loads((run / "ablation.json").read_text())
+    assert sum(len(v) for v in mask.values()) == 3
+    from dg_heads.export_cli import load_module
+
+    module = load_module(run / "checkpoints/last.ckpt")  # rebuilds the seeded random-init backbone
+    assert heads.ablation_mask(module.clip) == {int(b): h for b, h in mask.items()}
