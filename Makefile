@@ -30,6 +30,7 @@ test-fast: install
 bench: install
 	$(PY) experiments/bench_heads.py --out docs/benchmarks.md
 	$(PY) experiments/bench_hap.py --out docs/benchmarks.md
+	$(PY) experiments/bench_aat.py --out docs/benchmarks.md
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dg_heads.backbone import CLIPSpec, image_size_of  # noqa: E402
 from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec  # noqa: E402
 from dg_heads.optim import OptimSpec, build_optimizer  # noqa: E402
-from experiments.bench_report import interleaved, machine, update_section  # noqa: E402
+from experiments.bench_report import interleaved, section, update_section  # noqa: E402
 
 DOMAINS, CLASSES = 3, 7
 METHODS = ("hap", "plain_lora", "finetune")
@@ -122,18 +122,16 @@ def main() -> None:
     for method in METHODS:
         table.append(f"| {method} | {1000 * times[method]:.1f} | {times[method] / times['plain_lora']:.3f} | "
                      f"{times[method] / times['finetune']:.3f} | {counts[method]:,} | {memory[method]['training_mib']:.0f} |")
-    body = "\n".join([
-        f"## HAP training step ({args.model}, {DOMAINS} source domains x {args.per_domain} images, "
+    body = section(
+        f"HAP training step ({args.model}, {DOMAINS} source domains x {args.per_domain} images, "
         f"{args.device}, {args.precision})",
-        "",
-        f"Measured on: {machine()}.",
-        f"Command: `python experiments/bench_hap.py --model {args.model} --per-domain {args.per_domain} "
-        f"--repeats {args.repeats} --device {args.device} --precision {args.precision}`; step times are medians of "
-        f"{args.repeats} interleaved repeats (forward, CE (+ MMD for HAP), backward, AdamW step).",
-        "Targets: HAP <= 1.2x plain LoRA's step time, <= 0.8x full fine-tune's, and less memory than full fine-tune.",
-        "",
-        *table,
-    ])
+        f"python experiments/bench_hap.py --model {args.model} --per-domain {args.per_domain} "
+        f"--repeats {args.repeats} --device {args.device} --precision {args.precision}",
+        f"step times are medians of {args.repeats} interleaved repeats (forward, CE (+ MMD for HAP), backward, "
+        f"AdamW step); memory per method in a fresh process.",
+        ["Targets: HAP <= 1.2x plain LoRA's step time, <= 0.8x full fine-tune's, and less memory than full "
+         "fine-tune.", "", *table],
+    )
     print(body)
     if args.out:
         update_section(args.out, f"bench_hap_{args.device}_{args.precision}", body)

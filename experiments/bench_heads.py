@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dg_heads.backbone  # noqa: E402,F401
 from dg_heads import heads  # noqa: E402
-from experiments.bench_report import interleaved, machine, update_section  # noqa: E402
+from experiments.bench_report import interleaved, section, update_section  # noqa: E402
 
 
 def hap_ranks(blocks: int) -> list[int]:
@@ -111,19 +111,15 @@ def main() -> None:
     ]
     table = ["| comparison | ms | ms (reference) | ratio | target |", "|---|---|---|---|---|"]
     table += [f"| {name} | {ms(a)} | {ms(b)} | {a / b:.3f} | {target} |" for name, a, b, target in rows]
-    body = "\n".join([
-        f"## Head-level engine ({args.model}, batch {args.batch}, {args.device}, fp32)",
-        "",
-        f"Measured on: {machine()}.",
-        f"Command: `python experiments/bench_heads.py --model {args.model} --batch {args.batch} "
-        f"--repeats {args.repeats}` (`make bench`); medians of {args.repeats} interleaved repeats.",
-        "",
-        *table,
-        "",
-        f"Trainable parameters, LoRA on q and v, ranks {hap_ranks(blocks)}: head-aware "
-        f"{count(ha_params):,}, plain {count(plain_params):,} "
-        f"(image tower: {count(native.visual.parameters()):,}).",
-    ])
+    body = section(
+        f"Head-level engine ({args.model}, batch {args.batch}, {args.device}, fp32)",
+        f"python experiments/bench_heads.py --model {args.model} --batch {args.batch} --repeats {args.repeats}",
+        f"medians of {args.repeats} interleaved repeats (`make bench`).",
+        [*table, "",
+         f"Trainable parameters, LoRA on q and v, ranks {hap_ranks(blocks)}: head-aware "
+         f"{count(ha_params):,}, plain {count(plain_params):,} "
+         f"(image tower: {count(native.visual.parameters()):,})."],
+    )
     print(body)
     if args.out:
         update_section(args.out, f"bench_heads_{args.device}", body)

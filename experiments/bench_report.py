@@ -46,6 +46,11 @@ def interleaved(cases: dict[str, Callable[[], None]], repeats: int, warmup: int 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def section(title: str, command: str, method: str, lines: list[str]) -> str:
+    """A benchmark section: title, machine, the command that repeats it, how it was measured, body."""
+    return "\n".join([f"## {title}", "", f"Measured on: {machine()}.", f"Command: `{command}`; {method}", "", *lines])
+
+
 def update_section(path: Path, name: str, body: str) -> None:
     """Replace (or append) the section between `<!-- name -->` markers of a Markdown file."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"

@@ -137,6 +137,11 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
     assert "test/acc/75" in json.loads((run / "metrics_test.json").read_text())
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert "ablation" in checkpoint["dg_heads"]
+    ckpt = str(run / "checkpoints/last.ckpt")
+    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--ckpt_path", ckpt, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr[-2000:]  # `lightning test` on the search's checkpoint
+    exported = run_cli("export", ckpt, "--out", str(tmp_path / "aat.pt"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-2000:]  # zero ablation folds: a plain open_clip file
 
 
 @pytest.mark.slow

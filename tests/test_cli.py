@@ -24,7 +24,12 @@ def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
     assert not any("dataloader_idx" in key for key in metrics)
     assert "held out (test)" in result.stdout and "source (val)" in result.stdout
     assert (run / "config.yaml").exists() and list((run / "checkpoints").glob("best-*.ckpt"))
-    assert list(run.glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run)).Reload()
+    assert {"hp/test_acc", "hp/test_acc/75", "hp/val_acc"} <= set(events.Tags()["scalars"])  # HParams tab metrics
+    hparams = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"optim/lr" in hparams and b"data/test_domains" in hparams
 
 
 def test_requeued_run_overwrites_its_saved_config(data_root, tmp_path):

@@ -191,3 +191,14 @@ def test_convert_keeps_parameters_shared(tiny):
     heads.convert(tiny)
     assert {id(p) for p in tiny.parameters()} == params
     assert list(tiny.state_dict()) == list(native.state_dict())
+
+
+@torch.no_grad()
+def test_fixed_gates_scale_head_outputs_and_fold(tiny):
+    x = torch.randn(2, 3, 32, 32)
+    values = torch.rand(4, 4) * 2
+    heads.add_gates(tiny, learnable=False, values=values)
+    assert torch.equal(heads.gate_values(tiny), values) and not list(tiny.visual.transformer.resblocks[0].attn.gate.parameters())
+    assert (heads.export(tiny).encode_image(x) - tiny.encode_image(x)).abs().max() <= 1e-5
+    with pytest.raises(DGHeadsError, match=r"gate values have shape \(4,\); expected \(4, 4\)"):
+        heads.add_gates(tiny, learnable=False, values=torch.ones(4))

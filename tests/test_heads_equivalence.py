@@ -15,7 +15,6 @@ CONFIGS = [
     pytest.param("ViT-B-32", 2, id="B-32"),
     pytest.param("ViT-B-16", 2, id="B-16-224"),
     pytest.param("ViT-B-16-quickgelu", 1, id="B-16-quickgelu"),
-    pytest.param("ViT-L-14", 1, id="L-14", marks=pytest.mark.slow),
 ]
 
 

@@ -134,12 +134,17 @@ def add_lora(model: nn.Module, targets: Sequence[str] = ("q", "v"), ranks: int |
     return [a.lora for a in attns]
 
 
-def add_gates(model: nn.Module, blocks: Iterable[int] | None = None, learnable: bool = True) -> list[HeadGate]:
-    """Identity-at-init gates `H * softmax(theta)` on the head outputs of the chosen blocks."""
+def add_gates(model: nn.Module, blocks: Iterable[int] | None = None, learnable: bool = True,
+              values: torch.Tensor | None = None) -> list[HeadGate]:
+    """Gates on the head outputs of the chosen blocks: learnable `H * softmax(theta)` (identity at
+    init), or fixed (`learnable=False`) at `values` ([blocks, heads] for the whole tower; default 1)."""
     attns = head_attentions(model)
+    if values is not None and tuple(values.shape) != (len(attns), attns[0].num_heads):
+        raise DGHeadsError(f"gate values have shape {tuple(values.shape)}; expected {(len(attns), attns[0].num_heads)}")
     gates = []
     for b in _blocks_arg(attns, blocks):
-        attns[b].gate = HeadGate(attns[b].num_heads, learnable).to(attns[b].in_proj_weight.device)
+        row = None if values is None else values[b]
+        attns[b].gate = HeadGate(attns[b].num_heads, learnable, row).to(attns[b].in_proj_weight.device)
         gates.append(attns[b].gate)
     return gates
 

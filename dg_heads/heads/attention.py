@@ -109,11 +109,17 @@ class HeadAttention(nn.MultiheadAttention):
             y = self._ablate(y, v, attn_mask)
         if self.tap_enabled:  # [B, H, d_h] per head: CLS token and token mean, for losses
             self.tap = {"cls": y[:, :, 0], "mean": y.mean(dim=2)}
-        if self.gate is not None:
-            y = y * self.gate.values().to(y.dtype).view(1, heads, 1, 1)
         y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
-        out = self.out_proj(y)
-        if lora is not None and "o" in lora.targets:
+        lora_o = lora is not None and "o" in lora.targets
+        if self.gate is None:
+            out = self.out_proj(y)
+        elif lora_o:  # the output LoRA reads the gated heads
+            y = y * self.gate.values().to(y.dtype).repeat_interleave(head_dim)
+            out = self.out_proj(y)
+        else:  # gate the projection's columns ([d, d]), not the activations ([batch, tokens, d])
+            columns = self.gate.values().to(y.dtype).repeat_interleave(head_dim)
+            out = F.linear(y, self.out_proj.weight * columns, self.out_proj.bias)
+        if lora_o:
             out = out + lora.delta("o", y)
         return out
 

@@ -51,17 +51,20 @@ class HeadLoRA(nn.Module):
 
     def delta(self, target: str, x: torch.Tensor) -> torch.Tensor:
         """`s * x (B A)^T` for one target, computed low-rank: x is [..., d] (for `o`: the
-        concatenated head outputs [..., d])."""
+        concatenated head outputs [..., d]).
+
+        Head-aware LoRA is LoRA of rank H*r with a block-diagonal factor, so it runs as two
+        plain matmuls (`block_diag` of the per-head factors is [d, H*r], tiny) and stores no
+        per-head intermediates: the same activation memory as plain LoRA of rank H*r.
+        """
         a, b = self.factors[f"{target}_A"], self.factors[f"{target}_B"]
         a, b = a.to(x.dtype), b.to(x.dtype)
         if not self.head_aware:
             return self.scaling * (x @ a.T @ b.T)
-        lead, h, r = x.shape[:-1], self.num_heads, self.rank
-        if target == "o":  # per-head input slices, per-head A and B, summed over heads
-            z = torch.einsum("...hc,hrc->...hr", x.unflatten(-1, (h, self.head_dim)), a)
-            return self.scaling * torch.einsum("...hr,hdr->...d", z, b)
-        z = (x @ a.reshape(h * r, -1).T).unflatten(-1, (h, r))  # one matmul for every head's A
-        return self.scaling * torch.einsum("...hr,hcr->...hc", z, b).reshape(*lead, self.embed_dim)
+        h, r = self.num_heads, self.rank
+        if target == "o":  # A_h reads head h's slice: block-diagonal A; each B_h writes every output
+            return self.scaling * ((x @ torch.block_diag(*a).T) @ b.permute(1, 0, 2).reshape(self.embed_dim, h * r).T)
+        return self.scaling * ((x @ a.reshape(h * r, -1).T) @ torch.block_diag(*b).T)
 
     def delta_weight(self, target: str) -> torch.Tensor:
         """The dense [d, d] update `s * B A` of a projection's weight, for merging and export."""
