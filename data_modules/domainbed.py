@@ -1,30 +1,39 @@
-"""The multi-source DG DataModule: leave-domains-out over a DomainBed folder.
+"""The multi-source DG DataModule: leave-domains-out over a DomainBed folder or a HF dataset.
 
-Sources are every domain not in `test_domains`. Each source is split into `in` (training) and
+Sources are every domain not in `test_domains`. Each domain is split into `in` (training) and
 `out` (training-domain validation) exactly as DomainBed does. A training step sees
 `batch_size_per_domain` images from every source domain (one loader per domain, combined), as
 DomainBed's ERM does and as domain-alignment losses such as MMD need. Validation has one loader
-per source `out` split, test one per held-out domain, so metrics are reported by domain name.
+per source `out` split, test one per held-out domain (the whole domain, or DomainBed's `in`
+split of it), so metrics are reported by domain name. Under DDP, evaluation loaders shard
+without padding, so no image is counted twice.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
-from open_clip.transform import image_transform
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from data_modules import rotated_digits
-from data_modules.folder import ImageListDataset, index_folder
-from data_modules.registry import get_dataset, prompt_name
+from data_modules.folder import load_folder_table
+from data_modules.hf_source import HFSource, load_hf_table
+from data_modules.registry import DatasetInfo, get_dataset
 from data_modules.samplers import EpochShuffleSampler
 from data_modules.splits import holdout_split
+from data_modules.table import SampleTable, TableDataset, collate_skipping
+from data_modules.transforms import AUGMENTATIONS, eval_transform, train_transform
 from dg_heads.errors import DGHeadsError
 
 DATA_ENV = "DG_HEADS_DATA"
+TEST_SPLITS = ("all", "in")
+log = logging.getLogger("dg_heads.data")
 
 
 def default_root() -> Path:
@@ -32,20 +41,44 @@ def default_root() -> Path:
     return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "dg_heads" / "data")
 
 
+def load_table(info: DatasetInfo, root: Path, hf: HFSource | None = None) -> SampleTable:
+    """The dataset's sample table from a Hugging Face source, or else its DomainBed folder."""
+    if hf is not None:
+        return load_hf_table(hf, info)
+    if info.builtin:
+        rotated_digits.build(root / info.folder)
+    return load_folder_table(root / info.folder, list(info.domains), list(info.classes))
+
+
+def split_manifest(table: SampleTable, trial_seed: int, holdout_fraction: float) -> dict[str, dict[str, list[str]]]:
+    """Every domain's `in` and `out` sample ids (relative paths for folders), DomainBed's split."""
+    out = {}
+    for env_index, domain in enumerate(table.domains):
+        rows = table.rows_of(domain)
+        in_idx, out_idx = holdout_split(len(rows), trial_seed, env_index, holdout_fraction)
+        out[domain] = {"in": table.ids_of(rows[in_idx]), "out": table.ids_of(rows[out_idx])}
+    return out
+
+
 class DomainBedDataModule(L.LightningDataModule):
-    """Leave-domains-out DG data from `ROOT/<dataset folder>/<domain>/<class>/<image>`.
+    """Leave-domains-out DG data: `ROOT/<dataset folder>/<domain>/<class>/<image>` or `hf`.
 
     Args:
         dataset: a name from `data_modules.registry.DATASETS` (`rotated_digits` is built on first use).
         test_domains: held-out domain names (numbers are read as names); every other domain is a source.
         root: data root; null means `$DG_HEADS_DATA` or `~/.cache/dg_heads/data`.
+        hf: read the dataset from Hugging Face `datasets` instead of the folder (see `HFSource`).
         trial_seed: DomainBed's trial seed: fixes the in/out split of every domain.
-        holdout_fraction: share of each source domain kept for validation.
+        holdout_fraction: share of each domain kept as its `out` split (source validation).
+        test_split: `all` tests on the whole held-out domain (CLIP DG papers), `in` on DomainBed's
+            `in` split of it (DomainBed's tables).
         batch_size_per_domain: training images per source domain in every step.
         eval_batch_size: images per evaluation batch.
         image_size: model input size (the model checks it matches its own).
-        train_augment: open_clip's training augmentation (random resized crop) or none.
-        class_names: prompt names overriding the folder names (same order as the folders).
+        train_augment: `domainbed` (DomainBed's augmentation), `clip` (open_clip's) or `none`.
+        bad_images: `skip` an unreadable image (logged by name; evaluation reports how many
+            images it scored) or `error` at the first one.
+        class_names: prompt names overriding the registry's (same order as the class folders).
     """
 
     def __init__(
@@ -53,13 +86,16 @@ class DomainBedDataModule(L.LightningDataModule):
         dataset: str,
         test_domains: list[str | int],
         root: str | None = None,
+        hf: HFSource | None = None,
         trial_seed: int = 0,
         holdout_fraction: float = 0.2,
+        test_split: str = "all",
         batch_size_per_domain: int = 32,
         eval_batch_size: int = 128,
         num_workers: int = 2,
         image_size: int = 224,
-        train_augment: bool = True,
+        train_augment: str = "domainbed",
+        bad_images: str = "skip",
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -68,12 +104,18 @@ class DomainBedDataModule(L.LightningDataModule):
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         if batch_size_per_domain < 1:
             raise DGHeadsError(f"batch_size_per_domain must be >= 1, got {batch_size_per_domain}")
+        if test_split not in TEST_SPLITS:
+            raise DGHeadsError(f"test_split must be one of {TEST_SPLITS}, got {test_split!r}")
+        if train_augment not in AUGMENTATIONS:
+            raise DGHeadsError(f"train_augment must be one of {AUGMENTATIONS}, got {train_augment!r}")
         self.save_hyperparameters()
         self.root = Path(root).expanduser() if root else default_root()
+        self.hf = hf
         self.test_domain_names = [str(d) for d in test_domains]
-        self.trial_seed, self.holdout_fraction = trial_seed, holdout_fraction
+        self.trial_seed, self.holdout_fraction, self.test_split = trial_seed, holdout_fraction, test_split
         self.batch_size_per_domain, self.eval_batch_size = batch_size_per_domain, eval_batch_size
         self.num_workers, self.image_size, self.train_augment = num_workers, image_size, train_augment
+        self.bad_images = bad_images
         self._class_names_override = class_names
         self._ready = False
 
@@ -82,16 +124,13 @@ class DomainBedDataModule(L.LightningDataModule):
         return self.root / self.info.folder
 
     def prepare_data(self) -> None:
-        if self.info.builtin:
+        if self.info.builtin and self.hf is None:
             rotated_digits.build(self.dataset_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
-        if self.info.builtin:  # prepare_data runs on one process per node; make sure it exists here
-            rotated_digits.build(self.dataset_dir)
-        classes, domains = index_folder(self.dataset_dir)
-        names = [d.name for d in domains]
+        names = list(self.info.domains)
         unknown = [d for d in self.test_domain_names if d not in names]
         if unknown or not self.test_domain_names:
             raise DGHeadsError(
@@ -100,57 +139,87 @@ class DomainBedDataModule(L.LightningDataModule):
             )
         if len(self.test_domain_names) == len(names):
             raise DGHeadsError(f"test_domains {self.test_domain_names} leave no source domain")
-        self.folder_class_names = classes
-        self.class_names = self._prompt_names(classes)
+        self.table = load_table(self.info, self.root, self.hf)
+        for note in self.table.notes:
+            log.warning(note)
+        self.folder_class_names = list(self.info.classes)
+        self.class_names = self._prompt_names()
         self.domain_names = names
         self.source_domains = [d for d in names if d not in self.test_domain_names]
         self.test_domains = [d for d in names if d in self.test_domain_names]
-        self._build_splits(domains)
+        self._build_splits()
         self._ready = True
+        self._write_manifest()
 
-    def _prompt_names(self, classes: list[str]) -> list[str]:
+    def _prompt_names(self) -> list[str]:
+        classes = self.info.classes
         if self._class_names_override is None:
-            return [prompt_name(c) for c in classes]
+            return [self.info.prompt_name(c) for c in classes]
         if len(self._class_names_override) != len(classes):
             raise DGHeadsError(
                 f"class_names has {len(self._class_names_override)} names; the dataset has "
-                f"{len(classes)} classes: {classes}"
+                f"{len(classes)} classes: {list(classes)}"
             )
         return list(self._class_names_override)
 
-    def _build_splits(self, domains: list) -> None:
-        train_tf = image_transform(self.image_size, is_train=self.train_augment)
-        eval_tf = image_transform(self.image_size, is_train=False)
-        self.train_sets: dict[str, Dataset] = {}
-        self.val_sets: dict[str, Dataset] = {}
-        self.test_sets: dict[str, Dataset] = {}
-        self.split_manifest: dict[str, dict[str, list[str]]] = {}
-        for env_index, domain in enumerate(domains):
-            if domain.name in self.test_domains:
-                self.test_sets[domain.name] = ImageListDataset(self.dataset_dir, domain.paths, domain.labels, eval_tf)
-                self.split_manifest[domain.name] = {"test": domain.paths}
+    def _build_splits(self) -> None:
+        train_tf, eval_tf = train_transform(self.image_size, self.train_augment), eval_transform(self.image_size)
+        self.train_sets: dict[str, TableDataset] = {}
+        self.val_sets: dict[str, TableDataset] = {}
+        self.test_sets: dict[str, TableDataset] = {}
+        for env_index, domain in enumerate(self.domain_names):
+            rows = self.table.rows_of(domain)
+            in_idx, out_idx = holdout_split(len(rows), self.trial_seed, env_index, self.holdout_fraction)
+            if domain in self.test_domains:
+                test_rows = rows if self.test_split == "all" else rows[in_idx]
+                self.test_sets[domain] = TableDataset(self.table, test_rows, eval_tf, self.bad_images)
                 continue
-            in_idx, out_idx = holdout_split(len(domain.paths), self.trial_seed, env_index, self.holdout_fraction)
             if not in_idx or not out_idx:
                 raise DGHeadsError(
-                    f"domain {domain.name!r} has {len(domain.paths)} images: too few to split with "
+                    f"domain {domain!r} has {len(rows)} images: too few to split with "
                     f"holdout_fraction={self.holdout_fraction}"
                 )
-            train = ImageListDataset(self.dataset_dir, domain.paths, domain.labels, train_tf)
-            val = ImageListDataset(self.dataset_dir, domain.paths, domain.labels, eval_tf)
-            self.train_sets[domain.name] = Subset(train, in_idx)
-            self.val_sets[domain.name] = Subset(val, out_idx)
-            self.split_manifest[domain.name] = {
-                "in": [domain.paths[i] for i in in_idx],
-                "out": [domain.paths[i] for i in out_idx],
-            }
+            self.train_sets[domain] = TableDataset(self.table, rows[in_idx], train_tf, self.bad_images)
+            self.val_sets[domain] = TableDataset(self.table, rows[out_idx], eval_tf, self.bad_images)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
+    @property
+    def split_manifest(self) -> dict:
+        """What `dg-heads splits` prints, plus this run's test domains and test split."""
+        return {
+            "dataset": self.info.name, "trial_seed": self.trial_seed, "holdout_fraction": self.holdout_fraction,
+            "domains": split_manifest(self.table, self.trial_seed, self.holdout_fraction),
+            "test_domains": self.test_domains, "test_split": self.test_split,
+        }
+
+    def _write_manifest(self) -> None:
+        """`splits.json` in the run folder: exactly which images trained, validated and tested."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero:
+            return
+        from dg_heads.reporting import run_dir
+
+        folder = run_dir(trainer)
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "splits.json.tmp"
+        tmp.write_text(json.dumps(self.split_manifest))
+        tmp.replace(folder / "splits.json")
+
+    # ------------------------------------------------------------ loaders
+    def _loader(self, dataset: TableDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+        if shuffle:
+            sampler = EpochShuffleSampler(len(dataset), seed)
+        elif self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads by repeating images: exact numbers need none.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        else:
+            sampler = None
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=False,
+            pin_memory=False, collate_fn=collate_skipping,
         )
 
     def train_dataloader(self) -> CombinedLoader:
@@ -179,3 +248,8 @@ class DomainBedDataModule(L.LightningDataModule):
     def eval_domains(self, stage: str) -> list[str]:
         """Domain names of the loaders of `stage`, in loader order (for per-domain metrics)."""
         return self.source_domains if stage == "val" else self.test_domains
+
+    def eval_sizes(self, stage: str) -> dict[str, int]:
+        """Images per evaluation domain: what a run must have scored if nothing was skipped."""
+        sets = self.val_sets if stage == "val" else self.test_sets
+        return {d: len(s) for d, s in sets.items()}

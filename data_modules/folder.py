@@ -1,98 +1,181 @@
-"""Index a DomainBed folder `ROOT/<dataset>/<domain>/<class>/<image>` and read its images.
+"""Index a DomainBed folder `ROOT/<dataset>/<domain>/<class>/<image>` into a `SampleTable`.
 
 Samples come in DomainBed's order (torchvision `ImageFolder`: class folders sorted, files
-sorted), which the holdout split depends on. Layout mistakes are found here, at setup, and
-reported with the path at fault, never later inside a dataloader worker.
+sorted), which the holdout split depends on. The index is written once into an Arrow file
+(memory-mapped when read, so DataLoader workers share it) and rebuilt when any folder of the
+copy changed (a file added, removed or renamed changes its folder's mtime). Files that are
+not images are skipped and counted; layout mistakes are errors that name the path at fault.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from PIL import Image
-from torch.utils.data import Dataset
+import pyarrow as pa
 
+from data_modules.table import FolderReader, SampleTable, build_table
 from dg_heads.errors import DGHeadsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CACHE_ENV = "DG_HEADS_CACHE"
+INDEX_VERSION = "1"
 
 
 @dataclass
-class DomainIndex:
-    """One domain: image paths (relative to the dataset folder) and class indices."""
+class FolderScan:
+    """What is on disk, before any check: files per (domain, class), non-image files, folder mtimes."""
 
-    name: str
-    paths: list[str]
-    labels: list[int]
+    dataset_dir: Path
+    files: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # domain -> class -> rel paths
+    skipped: list[str] = field(default_factory=list)  # non-image files (relative paths)
+    dir_mtimes: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.files)
 
-def _subdirs(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    def classes(self, domain: str) -> list[str]:
+        return sorted(self.files[domain])
 
-
-def _images(class_dir: Path) -> list[Path]:
-    return sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _check_same_classes(dataset_dir: Path, classes: dict[str, list[str]]) -> list[str]:
-    """The class list shared by every domain; a difference names domain and classes."""
-    domains = list(classes)
-    reference = classes[domains[0]]
-    for domain in domains[1:]:
-        missing = sorted(set(reference) - set(classes[domain]))
-        extra = sorted(set(classes[domain]) - set(reference))
-        if missing or extra:
-            raise DGHeadsError(
-                f"class folders differ between domains in {dataset_dir}: {domain!r} vs "
-                f"{domains[0]!r}: missing {missing}, extra {extra}; every domain needs the same classes"
-            )
-    return reference
+    def count(self, domain: str) -> int:
+        return sum(len(v) for v in self.files[domain].values())
 
 
-def index_folder(dataset_dir: Path) -> tuple[list[str], list[DomainIndex]]:
-    """Class names and one `DomainIndex` per domain folder (sorted, as DomainBed)."""
+def _visible_dirs(path: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def scan_folder(dataset_dir: Path) -> FolderScan:
+    """Walk the copy once (folders sorted, files sorted, as `ImageFolder`)."""
     if not dataset_dir.is_dir():
         raise DGHeadsError(
             f"dataset folder {dataset_dir} does not exist; expected the DomainBed layout "
-            f"ROOT/<dataset>/<domain>/<class>/<image> (set data.root)"
+            f"ROOT/<dataset>/<domain>/<class>/<image> (set data.root, or run `dg-heads prepare`)"
         )
-    domains = _subdirs(dataset_dir)
-    if not domains:
-        raise DGHeadsError(f"dataset folder {dataset_dir} has no domain folders")
-    class_lists = {d: _subdirs(dataset_dir / d) for d in domains}
-    classes = _check_same_classes(dataset_dir, class_lists)
-    if len(classes) < 2:
-        raise DGHeadsError(f"{dataset_dir} has class folders {classes}; classification needs at least 2")
-    index = []
+    scan = FolderScan(dataset_dir, dir_mtimes={".": dataset_dir.stat().st_mtime_ns})
+    for domain in _visible_dirs(dataset_dir):
+        scan.dir_mtimes[domain] = (dataset_dir / domain).stat().st_mtime_ns
+        scan.files[domain] = {}
+        for cls in _visible_dirs(dataset_dir / domain):
+            scan.files[domain][cls] = _class_files(scan, f"{domain}/{cls}")
+    return scan
+
+
+def _class_files(scan: FolderScan, rel: str) -> list[str]:
+    images = []
+    for top, dirs, names in os.walk(scan.dataset_dir / rel, followlinks=True):
+        dirs.sort()
+        top_rel = os.path.relpath(top, scan.dataset_dir)
+        scan.dir_mtimes[top_rel] = os.stat(top).st_mtime_ns
+        for name in sorted(names):
+            target = images if name.lower().endswith(IMAGE_EXTENSIONS) else scan.skipped
+            target.append(f"{top_rel}/{name}")
+    return images
+
+
+def check_layout(scan: FolderScan, domains: list[str], classes: list[str]) -> None:
+    """The copy must hold every expected domain, each with exactly the expected, non-empty class
+    folders: anything else would silently change labels, splits or the source domains."""
+    where = scan.dataset_dir
+    found = scan.domains
+    if not found:
+        raise DGHeadsError(f"dataset folder {where} has no domain folders; expected {domains}")
+    missing = [d for d in domains if d not in found]
+    if missing:
+        raise DGHeadsError(f"{where} lacks the domain folder(s) {missing}; expected {domains}, found {found}")
     for domain in domains:
-        paths, labels = [], []
-        for label, cls in enumerate(classes):
-            files = _images(dataset_dir / domain / cls)
-            paths += [str(f.relative_to(dataset_dir)) for f in files]
-            labels += [label] * len(files)
-        if not paths:
-            raise DGHeadsError(f"domain folder {dataset_dir / domain} holds no images")
-        index.append(DomainIndex(domain, paths, labels))
-    return classes, index
+        got = scan.classes(domain)
+        lacking, extra = sorted(set(classes) - set(got)), sorted(set(got) - set(classes))
+        if lacking or extra:
+            raise DGHeadsError(
+                f"class folders of {where / domain} differ from the other domains / the registry: "
+                f"missing {lacking[:10]}{'...' if len(lacking) > 10 else ''}, extra {extra[:10]}; "
+                f"every domain needs the same classes"
+            )
+    empty = [f"{d}/{c}" for d in domains for c in classes if not scan.files[d][c]]
+    if empty:
+        raise DGHeadsError(
+            f"{len(empty)} empty class folder(s) in {where}: {empty[:10]}: an incomplete copy "
+            f"(check it with `dg-heads prepare`)"
+        )
 
 
-class ImageListDataset(Dataset):
-    """Images by path with labels; an unreadable file raises an error that names it."""
+def skip_note(scan: FolderScan) -> list[str]:
+    if not scan.skipped:
+        return []
+    return [f"skipped {len(scan.skipped)} non-image file(s) in {scan.dataset_dir} "
+            f"(e.g. {scan.skipped[:3]}); images are {', '.join(IMAGE_EXTENSIONS)}"]
 
-    def __init__(self, root: Path, paths: list[str], labels: list[int],
-                 transform: Callable[[Image.Image], object]):
-        self.root, self.paths, self.labels, self.transform = root, paths, labels, transform
 
-    def __len__(self) -> int:
-        return len(self.paths)
+def table_from_scan(scan: FolderScan, domains: list[str], classes: list[str]) -> pa.Table:
+    d_idx, labels, ids = [], [], []
+    for di, domain in enumerate(domains):
+        for li, cls in enumerate(classes):
+            paths = scan.files[domain][cls]
+            d_idx += [di] * len(paths)
+            labels += [li] * len(paths)
+            ids += paths
+    return build_table(classes, domains, d_idx, labels, ids)
 
-    def __getitem__(self, i: int) -> tuple[object, int]:
-        path = self.root / self.paths[i]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as error:
-            raise DGHeadsError(f"cannot read image {path}: {error}") from None
-        return self.transform(image), self.labels[i]
+
+# ------------------------------------------------------------------ Arrow index cache
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dg_heads") / "index"
+
+
+def _cache_path(dataset_dir: Path) -> Path:
+    key = hashlib.sha1(str(dataset_dir.resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / f"{dataset_dir.name}-{key}.arrow"
+
+
+def _unchanged(dataset_dir: Path, dir_mtimes: dict[str, int]) -> bool:
+    try:
+        return all((dataset_dir / rel).stat().st_mtime_ns == mtime for rel, mtime in dir_mtimes.items())
+    except OSError:
+        return False
+
+
+def _read_cache(path: Path, dataset_dir: Path, domains: list[str], classes: list[str]):
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if (meta.get("version") != INDEX_VERSION or json.loads(meta["domains"]) != domains
+                or json.loads(meta["classes"]) != classes
+                or not _unchanged(dataset_dir, json.loads(meta["dir_mtimes"]))):
+            return None
+        return table, json.loads(meta["notes"])
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return None  # no cache, a stale format or a half-written file: index again
+
+
+def _write_cache(path: Path, table: pa.Table, scan: FolderScan, domains, classes, notes) -> None:
+    meta = {"version": INDEX_VERSION, "domains": json.dumps(domains), "classes": json.dumps(classes),
+            "dir_mtimes": json.dumps(scan.dir_mtimes), "notes": json.dumps(notes),
+            "folder": str(scan.dataset_dir.resolve())}
+    table = table.replace_schema_metadata(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)  # atomic: concurrent array tasks never read half a file
+
+
+def load_folder_table(dataset_dir: Path, domains: list[str], classes: list[str],
+                      use_cache: bool = True) -> SampleTable:
+    """The copy's `SampleTable`, from the Arrow cache when the folders did not change."""
+    path = _cache_path(dataset_dir)
+    cached = _read_cache(path, dataset_dir, domains, classes) if use_cache else None
+    if cached is None:
+        scan = scan_folder(dataset_dir)
+        check_layout(scan, domains, classes)
+        table, notes = table_from_scan(scan, domains, classes), skip_note(scan)
+        if use_cache:
+            _write_cache(path, table, scan, domains, classes, notes)
+            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    else:
+        table, notes = cached
+    return SampleTable(list(classes), list(domains), table, FolderReader(dataset_dir, table.column("id")), notes)

@@ -1,14 +1,27 @@
-"""What dg-heads knows about each DG dataset: its folder under the data root and its domains.
+"""What dg-heads knows about each DG dataset, as DomainBed's `datasets.py` does: one plain table.
 
-Like DomainBed's `datasets.py`, one plain table. Class names are read from the folders
-(DomainBed's `ImageFolder` order) and turned into prompt-ready names by `prompt_name`.
+For every benchmark: its DomainBed folder under the data root, its domains (DomainBed's env
+order: sorted folder names), its class folders (label order: sorted, as torchvision's
+`ImageFolder`), prompt-ready class names, and the image count per domain, so that
+`dg-heads prepare` can check a copy. Where the counts come from is stated beside them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from data_modules.dataset_classes import DOMAIN_NET_CLASSES, OFFICE_HOME_CLASSES
 from dg_heads.errors import DGHeadsError
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A download that unpacks into the dataset folder; `sha256` None means no published checksum."""
+
+    url: str
+    sha256: str | None = None
+    strip: str = ""  # a leading folder inside the archive to drop
+    provides: str = ""  # the top-level folder it unpacks to: present means done (unpacked atomically)
 
 
 @dataclass(frozen=True)
@@ -16,21 +29,94 @@ class DatasetInfo:
     name: str
     folder: str
     domains: tuple[str, ...]
-    num_classes: int
+    classes: tuple[str, ...]
+    counts: dict[str, int] = field(default_factory=dict)  # images per domain in a complete copy
+    counts_source: str = ""
+    prompt_names: dict[str, str] = field(default_factory=dict)  # class folder -> words, where not obvious
+    archives: tuple[Archive, ...] = ()
+    manual_steps: str = ""
     builtin: bool = False  # made by dg-heads itself on first use (no download)
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prompt_name(self, folder_name: str) -> str:
+        return self.prompt_names.get(folder_name) or prompt_name(folder_name)
+
+
+def prompt_name(folder_name: str) -> str:
+    """`Alarm_Clock` -> `alarm clock`: class folder names read as words in a prompt."""
+    return folder_name.replace("_", " ").replace("-", " ").strip().lower()
+
+
+_DOMAINBED_MANUAL = (
+    "DomainBed's downloader fetches it from Google Drive, which has no stable address or "
+    "checksum: run `python -m domainbed.scripts.download --data_dir ROOT` from DomainBed "
+    "(https://github.com/facebookresearch/DomainBed), or unpack your copy so that "
+    "ROOT/{folder}/<domain>/<class>/<image> holds the domains {domains}."
+)
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        DatasetInfo("rotated_digits", "RotatedDigits", ("0", "15", "30", "45", "60", "75"), 10, builtin=True),
-        DatasetInfo("pacs", "PACS", ("art_painting", "cartoon", "photo", "sketch"), 7),
-        DatasetInfo("vlcs", "VLCS", ("Caltech101", "LabelMe", "SUN09", "VOC2007"), 5),
-        DatasetInfo("office_home", "office_home", ("Art", "Clipart", "Product", "Real World"), 65),
-        DatasetInfo("terra_incognita", "terra_incognita",
-                    ("location_100", "location_38", "location_43", "location_46"), 10),
-        DatasetInfo("domain_net", "domain_net",
-                    ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"), 345),
+        DatasetInfo(
+            "rotated_digits", "RotatedDigits", ("0", "15", "30", "45", "60", "75"),
+            tuple(sorted(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))),
+            counts={d: 1797 for d in ("0", "15", "30", "45", "60", "75")},
+            counts_source="scikit-learn's bundled digits (1,797 images), one copy per rotation",
+            builtin=True,
+        ),
+        DatasetInfo(
+            "pacs", "PACS", ("art_painting", "cartoon", "photo", "sketch"),
+            ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
+            counts={"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929},
+            counts_source="Li et al. 2017 (PACS), 9,991 images",
+        ),
+        DatasetInfo(
+            "vlcs", "VLCS", ("Caltech101", "LabelMe", "SUN09", "VOC2007"),
+            ("bird", "car", "chair", "dog", "person"),
+            counts={"Caltech101": 1415, "LabelMe": 2656, "SUN09": 3282, "VOC2007": 3376},
+            counts_source="DomainBed's VLCS copy, 10,729 images",
+        ),
+        DatasetInfo(
+            "office_home", "office_home", ("Art", "Clipart", "Product", "Real World"), OFFICE_HOME_CLASSES,
+            counts={"Art": 2427, "Clipart": 4365, "Product": 4439, "Real World": 4357},
+            counts_source="Venkateswara et al. 2017 (OfficeHome), 15,588 images",
+            prompt_names={"Postit_Notes": "post-it notes", "TV": "TV", "ToothBrush": "toothbrush",
+                          "Flipflops": "flip flops"},
+        ),
+        DatasetInfo(
+            "terra_incognita", "terra_incognita",
+            ("location_100", "location_38", "location_43", "location_46"),
+            ("bird", "bobcat", "cat", "coyote", "dog", "empty", "opossum", "rabbit", "raccoon", "squirrel"),
+            counts={"location_100": 4741, "location_38": 9736, "location_43": 3970, "location_46": 5883},
+            counts_source="DomainBed's TerraIncognita subset (4 camera locations, 10 classes) as "
+                          "reported by DomainBed follow-ups; not checked against a copy here",
+            prompt_names={"empty": "empty scene"},  # camera-trap frames with no animal
+            manual_steps=(
+                "DomainBed builds it from the Caltech Camera Traps release on LILA "
+                "(eccv_18_all_images_sm.tar.gz and caltech_camera_traps.json.zip, ~6 GB), keeping "
+                "locations 38, 43, 46, 100 and 10 classes: run `python -m domainbed.scripts.download "
+                "--data_dir ROOT` from DomainBed, or place the result at ROOT/terra_incognita/."
+            ),
+        ),
+        DatasetInfo(
+            "domain_net", "domain_net",
+            ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"), DOMAIN_NET_CLASSES,
+            counts={"clipart": 48129, "infograph": 51605, "painting": 72266, "quickdraw": 172500,
+                    "real": 172947, "sketch": 69128},
+            counts_source="the official DomainNet release (586,575 images); DomainBed's downloader "
+                          "also deletes the files in its domain_net_duplicates.txt, so a DomainBed "
+                          "copy holds slightly fewer",
+            prompt_names={"The_Eiffel_Tower": "Eiffel Tower", "The_Great_Wall_of_China": "Great Wall of China",
+                          "The_Mona_Lisa": "Mona Lisa", "t-shirt": "t-shirt"},
+            archives=tuple(
+                Archive(f"http://csr.bu.edu/ftp/visda/2019/multi-source/{path}.zip", provides=path.split("/")[-1])
+                for path in ("groundtruth/clipart", "infograph", "groundtruth/painting",
+                             "quickdraw", "real", "sketch")
+            ),
+        ),
     ]
 }
 
@@ -41,6 +127,8 @@ def get_dataset(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def prompt_name(folder_name: str) -> str:
-    """`Alarm_Clock` -> `alarm clock`: class folder names read as words in a prompt."""
-    return folder_name.replace("_", " ").strip().lower()
+def manual_steps(info: DatasetInfo) -> str:
+    """How to get a dataset that has no stable download."""
+    if info.manual_steps:
+        return info.manual_steps
+    return _DOMAINBED_MANUAL.format(folder=info.folder, domains=list(info.domains))

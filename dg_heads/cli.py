@@ -12,7 +12,7 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 
 from dg_heads.errors import DGHeadsError, one_line
-from dg_heads.reporting import accuracy_metrics, format_table, run_dir, write_metrics
+from dg_heads.reporting import accuracy_metrics, format_table, run_dir, skipped_images, write_metrics
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -53,12 +53,15 @@ class DGHeadsCLI(LightningCLI):
             return accs
         datamodule = self.datamodule
         print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+        if hasattr(datamodule, "eval_sizes"):
+            for note in skipped_images(accs, {s: datamodule.eval_sizes(s) for s in ("val", "test")}):
+                print(f"warning: {note}", file=sys.stderr, flush=True)
         folder = run_dir(trainer)
         if folder is not None:
             extra = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
             write_metrics(folder, stage, accs, extra)
         if trainer.logger is not None and hasattr(model, "hparams_for_logging"):
-            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items()}
+            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
             trainer.logger.log_hyperparams(model.hparams_for_logging(), hp_metrics)
             trainer.logger.save()
         return accs
@@ -86,14 +89,20 @@ class DGHeadsCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Console entry point; user mistakes end as one line on stderr and exit code 2.
 
-    Subcommands: Lightning's `fit`, `validate`, `test`, `predict`, and `export` (a checkpoint
-    to a plain open_clip weights file)."""
+    Subcommands: Lightning's `fit`, `validate`, `test`, `predict`; `export` (a checkpoint to a
+    plain open_clip weights file); `prepare` (get and verify a benchmark); `splits` (print
+    DomainBed's splits)."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv[:1] == ["export"]:
             from dg_heads.export_cli import main as export_main
 
             export_main(argv[1:])
+            return
+        if argv[:1] in (["prepare"], ["splits"]):
+            from dg_heads import data_cli
+
+            getattr(data_cli, f"{argv[0]}_main")(argv[1:])
             return
         DGHeadsCLI(args=args)
     except DGHeadsError as error:

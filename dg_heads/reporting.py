@@ -9,28 +9,28 @@ import torch
 
 
 def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
-    """The `val/acc*` and `test/acc*` entries as plain floats."""
+    """The `val/acc*`, `test/acc*` entries and the images scored per domain (`val/n/*`,
+    `test/n/*`) as plain floats."""
     out = {}
     for key, value in metrics.items():
-        if key.startswith(("val/acc", "test/acc")):
+        if key.startswith(("val/acc", "test/acc", "val/n/", "test/n/")):
             out[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
     return dict(sorted(out.items()))
 
 
 def format_table(accs: dict[str, float], source_domains: list[str], test_domains: list[str]) -> str:
-    """A per-domain table: each domain's role (source `out` split or held-out test) and accuracy."""
-    rows = [("domain", "role", "accuracy")]
-    for domain in source_domains:
-        if f"val/acc/{domain}" in accs:
-            rows.append((domain, "source (val)", f"{100 * accs[f'val/acc/{domain}']:.2f}"))
-    if "val/acc" in accs:
-        rows.append(("mean", "source (val)", f"{100 * accs['val/acc']:.2f}"))
-    for domain in test_domains:
-        if f"test/acc/{domain}" in accs:
-            rows.append((domain, "held out (test)", f"{100 * accs[f'test/acc/{domain}']:.2f}"))
-    if "test/acc" in accs:
-        rows.append(("mean", "held out (test)", f"{100 * accs['test/acc']:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    """A per-domain table: each domain's role (source `out` split or held-out test), accuracy
+    and the number of images scored."""
+    rows = [("domain", "role", "accuracy", "images")]
+    for split, domains, role in (("val", source_domains, "source (val)"), ("test", test_domains, "held out (test)")):
+        for domain in domains:
+            if f"{split}/acc/{domain}" in accs:
+                n = accs.get(f"{split}/n/{domain}")
+                rows.append((domain, role, f"{100 * accs[f'{split}/acc/{domain}']:.2f}",
+                             "" if n is None else f"{int(n)}"))
+        if f"{split}/acc" in accs:
+            rows.append(("mean", role, f"{100 * accs[f'{split}/acc']:.2f}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -54,3 +54,15 @@ def write_metrics(log_dir: str | Path, stage: str, accs: dict[str, float], extra
     tmp.write_text(json.dumps({**accs, **(extra or {})}, indent=2, sort_keys=True))
     tmp.replace(path)  # atomic: a killed run never leaves half a file
     return path
+
+
+def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) -> list[str]:
+    """Domains where fewer images were scored than the split holds (unreadable images skipped)."""
+    notes = []
+    for split, sizes in expected.items():
+        for domain, size in sizes.items():
+            n = accs.get(f"{split}/n/{domain}")
+            if n is not None and int(n) != size:
+                notes.append(f"{split} domain {domain!r}: scored {int(n)} of {size} images "
+                             f"({size - int(n)} unreadable, skipped; named in the log)")
+    return notes

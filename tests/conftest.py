@@ -14,6 +14,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "dg_heads_test_hf"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache(tmp_path_factory):
+    """Folder indexes go to a temporary cache, never the user's `~/.cache`."""
+    os.environ["DG_HEADS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +45,17 @@ def make_domainbed(root: Path, folder: str, domains: dict[str, list[str]], per_c
                 pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / folder / domain / cls / f"{i:03d}.png")
     return root / folder
+
+
+def make_benchmark(root: Path, name: str, per_class: int = 1, size: int = 16,
+                   domains: list[str] | None = None, classes: list[str] | None = None, seed: int = 0) -> Path:
+    """A small fake copy of a registry benchmark's layout (its domain and class folders)."""
+    from data_modules.registry import get_dataset
+
+    info = get_dataset(name)
+    chosen = list(classes or info.classes)
+    return make_domainbed(root, info.folder, {d: chosen for d in (domains or info.domains)},
+                          per_class=per_class, size=size, seed=seed)
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, REPO, make_domainbed, run_cli
+from tests.conftest import QUICK, REPO, make_benchmark, run_cli
 
 pytestmark = pytest.mark.slow
 DEMO = REPO / "configs" / "demo"
@@ -62,7 +62,7 @@ def test_print_config_resolves_interpolation(tmp_path):
     assert "max_steps: 7" in result.stdout and "class_path: dg_heads.methods.CLIPBaseline" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image"])
+@pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image", "hub"])
 def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
     args = ["test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false"]
     pacs = ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
@@ -74,19 +74,37 @@ def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
         args += pacs
         expected = "PACS does not exist"
     elif case == "classes":
-        make_domainbed(tmp_path, "PACS", {"photo": ["dog", "horse"], "sketch": ["dog"]})
+        make_benchmark(tmp_path, "pacs", size=4)
+        (tmp_path / "PACS/sketch/horse").rename(tmp_path / "PACS/sketch/hrose")
         args += pacs
-        expected = "missing ['horse']"
-    else:  # an unreadable image, read inside a DataLoader worker process
-        make_domainbed(tmp_path, "PACS", {"photo": ["dog", "horse"], "sketch": ["dog", "horse"]})
-        (tmp_path / "PACS/sketch/dog/003.png").write_bytes(b"\x89PNG truncated")
-        args += pacs + ["--data.init_args.num_workers", "1"]
-        expected = "cannot read image " + str(tmp_path / "PACS/sketch/dog/003.png")
+        expected = "missing ['horse'], extra ['hrose']"
+    elif case == "hub":
+        args += pacs + ["--data.init_args.hf.name", "someone/pacs-on-the-hub"]
+        expected = "cannot load Hugging Face dataset someone/pacs-on-the-hub"
+    else:  # an unreadable image, read inside a DataLoader worker process, with bad_images: error
+        make_benchmark(tmp_path, "pacs", size=4)
+        (tmp_path / "PACS/sketch/dog/000.png").write_bytes(b"\x89PNG truncated")
+        args += pacs + ["--data.init_args.num_workers", "1", "--data.init_args.bad_images", "error"]
+        expected = "cannot read image " + str(tmp_path / "PACS/sketch/dog/000.png")
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and "Original Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_unreadable_images_are_skipped_by_default_and_the_count_reported(tmp_path):
+    make_benchmark(tmp_path, "pacs", size=4, per_class=2)
+    for bad in ("dog/000.png", "horse/001.png"):
+        (tmp_path / "PACS/sketch" / bad).write_bytes(b"\x89PNG truncated")
+    result = run_cli("test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false",
+                     "--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
+                     "--data.init_args.test_domains", "[sketch]", "--data.init_args.num_workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped unreadable image " + str(tmp_path / "PACS/sketch/dog/000.png") in result.stderr
+    assert "test domain 'sketch': scored 12 of 14 images (2 unreadable, skipped" in result.stderr
+    metrics = json.loads((_version_dir(tmp_path, "zero_shot") / "metrics_test.json").read_text())
+    assert metrics["test/n/sketch"] == 12
 
 
 def test_lightning_and_dg_heads_console_scripts_run():

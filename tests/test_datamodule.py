@@ -1,4 +1,4 @@
-"""The DG DataModule: leave-domains-out, DomainBed splits, per-domain loaders, clear errors."""
+"""The DG DataModule: leave-domains-out, DomainBed splits, per-domain loaders, clear errors, skips."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from data_modules import DomainBedDataModule
 from data_modules.rotated_digits import ANGLES
 from dg_heads.errors import DGHeadsError
-from tests.conftest import make_domainbed
+from tests.conftest import make_benchmark
 
 
 def test_rotated_digits_domains_and_splits(data_root):
@@ -15,18 +15,27 @@ def test_rotated_digits_domains_and_splits(data_root):
     assert dm.domain_names == [str(a) for a in sorted(ANGLES, key=str)]
     assert dm.test_domains == ["75"] and "75" not in dm.source_domains and len(dm.source_domains) == 5
     assert len(dm.class_names) == 10 and "seven" in dm.class_names
+    manifest = dm.split_manifest["domains"]
     for domain in dm.source_domains:
         n_in, n_out = len(dm.train_sets[domain]), len(dm.val_sets[domain])
         assert n_in + n_out == 1797 and n_out == int(1797 * 0.2)
-        assert not set(dm.split_manifest[domain]["in"]) & set(dm.split_manifest[domain]["out"])
+        assert not set(manifest[domain]["in"]) & set(manifest[domain]["out"])
     assert len(dm.test_sets["75"]) == 1797
+
+
+def test_test_split_in_is_domainbeds_in_split_of_the_held_out_domain(data_root):
+    dm = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, test_split="in")
+    dm.setup("test")
+    rows = dm.test_sets["75"].rows
+    ids = dm.table.ids_of(rows)
+    assert len(rows) == 1797 - int(1797 * 0.2) and ids == dm.split_manifest["domains"]["75"]["in"]
 
 
 def test_splits_are_deterministic_per_trial_seed(data_root):
     def manifest(seed):
         dm = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), trial_seed=seed, image_size=32)
         dm.setup("fit")
-        return dm.split_manifest["0"]["out"]
+        return dm.split_manifest["domains"]["0"]["out"]
 
     assert manifest(0) == manifest(0) and manifest(0) != manifest(1)
 
@@ -54,11 +63,39 @@ def test_missing_root_names_the_folder(tmp_path):
         dm.setup("fit")
 
 
+def _pacs(tmp_path, **kwargs):
+    make_benchmark(tmp_path, "pacs", **kwargs)
+    return DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path), image_size=16, num_workers=0)
+
+
 def test_class_folders_that_differ_are_named(tmp_path):
-    make_domainbed(tmp_path, "PACS", {"photo": ["dog", "horse"], "sketch": ["dog", "hrose"]})
-    dm = DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path))
-    with pytest.raises(DGHeadsError, match=r"'sketch'.*missing \['horse'\], extra \['hrose'\]"):
+    dm = _pacs(tmp_path, per_class=2)
+    (tmp_path / "PACS/sketch/horse").rename(tmp_path / "PACS/sketch/hrose")
+    with pytest.raises(DGHeadsError, match=r"PACS/sketch differ.*missing \['horse'\], extra \['hrose'\]"):
         dm.setup("fit")
+
+
+def test_missing_domain_folder_is_named(tmp_path):
+    dm = _pacs(tmp_path, domains=["art_painting", "photo", "sketch"])
+    with pytest.raises(DGHeadsError, match=r"lacks the domain folder\(s\) \['cartoon'\]"):
+        dm.setup("fit")
+
+
+def test_empty_class_folder_is_an_incomplete_copy(tmp_path):
+    dm = _pacs(tmp_path, per_class=2)
+    for f in (tmp_path / "PACS/photo/guitar").iterdir():
+        f.unlink()
+    with pytest.raises(DGHeadsError, match=r"1 empty class folder\(s\).*\['photo/guitar'\]"):
+        dm.setup("fit")
+
+
+def test_non_image_files_are_skipped_and_counted(tmp_path, caplog):
+    dm = _pacs(tmp_path, per_class=2)
+    (tmp_path / "PACS/photo/dog/notes.txt").write_text("x")
+    (tmp_path / "PACS/sketch/dog/Thumbs.db").write_bytes(b"x")
+    dm.setup("fit")
+    assert len(dm.table.table) == 4 * 7 * 2
+    assert "skipped 2 non-image file(s)" in caplog.text
 
 
 def test_unknown_dataset_lists_known_ones():
@@ -66,17 +103,49 @@ def test_unknown_dataset_lists_known_ones():
         DomainBedDataModule("pacz", ["x"])
 
 
-def test_unreadable_image_names_the_file(tmp_path):
-    make_domainbed(tmp_path, "PACS", {"photo": ["dog", "cat"], "sketch": ["dog", "cat"]}, per_class=6)
-    bad = tmp_path / "PACS" / "sketch" / "dog" / "002.png"
-    bad.write_bytes(b"not a png")
-    dm = DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path), image_size=16, num_workers=0)
+def _break_images(tmp_path):
+    (tmp_path / "PACS/sketch/dog/001.png").write_bytes(b"not a png")
+    good = (tmp_path / "PACS/sketch/cat.jpg")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(good, quality=95)
+    data = good.read_bytes()
+    (tmp_path / "PACS/sketch/horse/000.png").unlink()
+    (tmp_path / "PACS/sketch/horse/000.jpg").write_bytes(data[: len(data) // 2])  # truncated
+    good.unlink()
+
+
+def test_unreadable_images_raise_naming_the_file_when_asked(tmp_path):
+    make_benchmark(tmp_path, "pacs", per_class=2)
+    _break_images(tmp_path)
+    dm = DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path), image_size=16, num_workers=0, bad_images="error")
     dm.setup("test")
-    with pytest.raises(DGHeadsError, match=r"cannot read image .*sketch/dog/002.png"):
+    with pytest.raises(DGHeadsError, match=r"cannot read image .*sketch/dog/001.png"):
         list(dm.test_dataloader()[0])
 
 
-def test_single_class_dataset_is_refused(tmp_path):
-    make_domainbed(tmp_path, "PACS", {"photo": ["dog"], "sketch": ["dog"]})
-    with pytest.raises(DGHeadsError, match="at least 2"):
-        DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path)).setup("fit")
+def test_unreadable_and_truncated_images_are_skipped_and_counted(tmp_path, caplog):
+    make_benchmark(tmp_path, "pacs", per_class=2)
+    _break_images(tmp_path)
+    dm = DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path), image_size=16, num_workers=0, eval_batch_size=4)
+    dm.setup("test")
+    seen = sum(len(labels) for _, labels in dm.test_dataloader()[0])
+    assert len(dm.test_sets["sketch"]) == 14 and seen == 12
+    assert "sketch/dog/001.png" in caplog.text and "sketch/horse/000.jpg" in caplog.text
+
+
+def test_folder_index_is_cached_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
+    import data_modules.folder as folder
+
+    make_benchmark(tmp_path, "pacs", per_class=2)
+    info_args = (tmp_path / "PACS", ["art_painting", "cartoon", "photo", "sketch"],
+                 ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"])
+    first = folder.load_folder_table(*info_args)
+    scans = []
+    real_scan = folder.scan_folder
+    monkeypatch.setattr(folder, "scan_folder", lambda d: scans.append(d) or real_scan(d))
+    again = folder.load_folder_table(*info_args)
+    assert scans == [] and again.table.equals(first.table)  # read from the memory-mapped Arrow file
+    (tmp_path / "PACS/photo/dog/000.png").rename(tmp_path / "PACS/photo/dog/zzz.png")
+    renamed = folder.load_folder_table(*info_args)
+    assert len(scans) == 1 and "photo/dog/zzz.png" in renamed.ids.to_pylist()

@@ -10,7 +10,7 @@ import torch
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.methods import GatingSpec, HeadPurification, LoRASpec
-from tests.conftest import QUICK, REPO, make_domainbed, run_cli
+from tests.conftest import QUICK, REPO, make_benchmark, run_cli
 
 HAP = REPO / "configs" / "demo" / "hap.yaml"
 
@@ -128,6 +128,8 @@ def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs/demo/hap/version_0/metrics_test.json").read_text())
     assert 0.0 <= metrics["test/acc/75"] <= 1.0 and metrics["global_step"] == 4
+    # exact evaluation over 2 ranks: 1,797 test images, none repeated by padding (1,798) or dropped
+    assert metrics["test/n/75"] == 1797
 
 
 @pytest.mark.slow
@@ -138,9 +140,10 @@ def test_mmd_preconditions_fail_at_start(case, data_root, tmp_path):
         args += ["--data.init_args.batch_size_per_domain", "1"]
         expected = "batch_size_per_domain is 1; the MMD needs at least 2"
     else:
-        make_domainbed(tmp_path, "PACS", {"photo": ["dog", "cat"], "sketch": ["dog", "cat"]}, size=32)
+        make_benchmark(tmp_path, "pacs", per_class=2, size=4)
         args += ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
-                 "--data.init_args.test_domains", "[sketch]", "--data.init_args.batch_size_per_domain", "2"]
+                 "--data.init_args.test_domains", "[art_painting,cartoon,sketch]",
+                 "--data.init_args.batch_size_per_domain", "2"]
         expected = "the MMD needs at least 2 source domains; the data has ['photo']"
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
@@ -161,8 +164,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 @pytest.mark.slow
 def test_vit_b16_checkpoint_holds_only_trained_tensors_under_10_mb(tmp_path):
-    make_domainbed(tmp_path, "PACS", {d: ["dog", "horse"] for d in ("art_painting", "cartoon", "photo")},
-                   per_class=3, size=224)
+    make_benchmark(tmp_path, "pacs", per_class=1, size=224)
     result = run_cli(
         "fit", "--config", str(REPO / "configs/pacs/hap.yaml"), "--data.init_args.test_domains", "[photo]",
         "--data.init_args.root", str(tmp_path), "--model.init_args.clip.pretrained", "null",

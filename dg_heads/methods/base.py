@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from open_clip import build_zero_shot_classifier
 from torch import nn
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
@@ -41,6 +42,7 @@ class DGModule(L.LightningModule):
         self.templates = resolve_templates(self.clip_spec.templates)
         self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
         self.metrics = nn.ModuleDict()
+        self.counts = nn.ModuleDict()  # images scored per domain: shows skipped or double-counted ones
         self.eval_domains: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- setup
@@ -67,6 +69,7 @@ class DGModule(L.LightningModule):
             self.metrics[split] = nn.ModuleList(
                 MulticlassAccuracy(num_classes=len(datamodule.class_names), average="micro") for _ in domains
             )
+            self.counts[split] = nn.ModuleList(SumMetric() for _ in domains)
         self.configure_trainable()
 
     @torch.no_grad()
@@ -193,7 +196,9 @@ class DGModule(L.LightningModule):
     # ------------------------------------------------------------ evaluation
     def _eval_step(self, split: str, batch, dataloader_idx: int) -> None:
         images, labels = batch
-        self.metrics[split][dataloader_idx].update(self(images), labels)
+        if len(labels):
+            self.metrics[split][dataloader_idx].update(self(images), labels)
+        self.counts[split][dataloader_idx].update(torch.tensor(float(len(labels)), device=self.device))
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
@@ -208,10 +213,12 @@ class DGModule(L.LightningModule):
 
     def _log_domain_accuracies(self, split: str) -> None:
         accs = {}
-        for domain, metric in zip(self.eval_domains[split], self.metrics[split]):
+        for domain, metric, count in zip(self.eval_domains[split], self.metrics[split], self.counts[split]):
             accs[domain] = metric.compute()
             metric.reset()
             self.log(f"{split}/acc/{domain}", accs[domain], sync_dist=True)  # synced already; silences DDP warning
+            self.log(f"{split}/n/{domain}", count.compute(), sync_dist=True)  # summed over ranks already
+            count.reset()
         self.log(f"{split}/acc", torch.stack(list(accs.values())).mean(), prog_bar=split == "val", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,153 @@
+"""Get a benchmark onto disk and check a copy against the registry (`dg-heads prepare`).
+
+Where a stable source exists, archives are downloaded (resumable `.part` files), checked against
+their sha256 where one is published, and unpacked through a temporary folder, so an interrupted
+run never leaves a copy that looks complete. Otherwise the manual steps are printed. Either way
+the copy is then verified: domains, class folders, empty classes, non-image files and images
+per domain against the registry's counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_modules import rotated_digits
+from data_modules.folder import scan_folder
+from data_modules.registry import Archive, DatasetInfo, manual_steps
+from dg_heads.errors import DGHeadsError
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class CopyReport:
+    """What a copy holds compared with the registry; `ok` when nothing is missing or extra."""
+
+    dataset: str
+    folder: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # domain -> class -> images
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        head = f"{self.dataset} at {self.folder}: " + ("complete" if self.ok else f"{len(self.problems)} problem(s)")
+        return [head] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+
+
+def verify_copy(info: DatasetInfo, dataset_dir: Path) -> CopyReport:
+    report = CopyReport(info.name, str(dataset_dir))
+    if not dataset_dir.is_dir():
+        report.problems.append(f"{dataset_dir} does not exist")
+        return report
+    scan = scan_folder(dataset_dir)
+    found = scan.domains
+    missing = [d for d in info.domains if d not in found]
+    extra = [d for d in found if d not in info.domains]
+    if missing:
+        report.problems.append(f"missing domain folder(s) {missing}")
+    if extra:
+        report.notes.append(f"extra folder(s) {extra}, not a domain of {info.name}: ignored")
+    for domain in (d for d in info.domains if d in found):
+        classes = scan.classes(domain)
+        lacking = sorted(set(info.classes) - set(classes))
+        surplus = sorted(set(classes) - set(info.classes))
+        empty = [c for c in classes if c in info.classes and not scan.files[domain][c]]
+        if lacking:
+            report.problems.append(f"{domain}: missing class folder(s) {lacking[:10]} ({len(lacking)} in all)")
+        if surplus:
+            report.problems.append(f"{domain}: extra class folder(s) {surplus[:10]} ({len(surplus)} in all)")
+        if empty:
+            report.problems.append(f"{domain}: empty class folder(s) {empty[:10]} ({len(empty)} in all)")
+        report.counts[domain] = {c: len(scan.files[domain][c]) for c in classes}
+        n, expected = sum(report.counts[domain].values()), info.counts.get(domain)
+        if expected is not None and n != expected:
+            more_or_less = f"{n - expected} extra" if n > expected else f"{expected - n} missing"
+            report.problems.append(f"{domain}: {n} images, expected {expected} ({more_or_less})")
+    if scan.skipped:
+        report.notes.append(f"{len(scan.skipped)} non-image file(s), skipped when training (e.g. {scan.skipped[:3]})")
+    if info.counts_source:
+        report.notes.append(f"expected counts: {info.counts_source}")
+    return report
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(archive: Archive, downloads: Path, say=print) -> Path:
+    """Fetch one archive into `downloads` (resuming a `.part` file) and check its sha256."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    target = downloads / archive.url.rstrip("/").split("/")[-1]
+    if not target.exists():
+        part = target.with_name(target.name + ".part")
+        done = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(archive.url, headers={"Range": f"bytes={done}-"} if done else {})
+        say(f"downloading {archive.url}" + (f" (resuming at {done} bytes)" if done else ""))
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response, open(part, "ab" if done else "wb") as out:
+                if done and getattr(response, "status", 206) != 206:  # the server ignored the range
+                    out.truncate(0)
+                shutil.copyfileobj(response, out, CHUNK)
+        except OSError as error:
+            raise DGHeadsError(f"cannot download {archive.url}: {error}; run again to resume") from None
+        part.replace(target)
+    actual = sha256_of(target)
+    if archive.sha256 is None:
+        say(f"note: {target.name} has no published checksum; its sha256 is {actual}")
+    elif actual != archive.sha256:
+        target.replace(target.with_name(target.name + ".bad"))
+        raise DGHeadsError(f"{archive.url}: sha256 {actual} != expected {archive.sha256}; the file was "
+                           f"moved to {target.name}.bad and nothing was unpacked")
+    return target
+
+
+def unpack(archive_file: Path, dataset_dir: Path, strip: str = "") -> None:
+    """Unpack into a temporary sibling, then move each top-level entry into the dataset folder."""
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".unpack-", dir=dataset_dir.parent) as tmp:
+        name = archive_file.name
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(archive_file) as z:
+                z.extractall(tmp)
+        elif name.endswith((".tar", ".tar.gz", ".tgz")):
+            with tarfile.open(archive_file) as t:
+                t.extractall(tmp, filter="data")
+        else:
+            raise DGHeadsError(f"cannot unpack {archive_file}: expected .zip, .tar or .tar.gz")
+        top = Path(tmp) / strip
+        for entry in sorted(top.iterdir()):
+            destination = dataset_dir / entry.name
+            if destination.exists():
+                shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
+            shutil.move(str(entry), destination)
+
+
+def prepare(info: DatasetInfo, root: Path, say=print) -> CopyReport:
+    """Download what can be downloaded, or say how to get it; then verify the copy."""
+    dataset_dir = root / info.folder
+    if info.builtin:
+        rotated_digits.build(dataset_dir)
+    elif not info.archives:
+        if not dataset_dir.is_dir():
+            say(f"{info.name} has no stable download. {manual_steps(info)}")
+    else:
+        for archive in info.archives:
+            if archive.provides and (dataset_dir / archive.provides).is_dir():
+                continue  # unpacked by an earlier run (the move into place is atomic)
+            unpack(download(archive, root / ".downloads", say), dataset_dir, archive.strip)
+    return verify_copy(info, dataset_dir)

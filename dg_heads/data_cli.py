@@ -1,0 +1,49 @@
+"""`dg-heads prepare` and `dg-heads splits`: get and check a benchmark, print its DomainBed splits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data_modules.domainbed import default_root, load_table, split_manifest
+from data_modules.prepare import prepare
+from data_modules.registry import DATASETS, get_dataset
+
+
+def prepare_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="dg-heads prepare",
+        description="Download a benchmark where a stable source exists (else print the manual steps), "
+                    "then verify the copy against the registry: domains, classes, images per domain.")
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
+    parser.add_argument("--json", action="store_true", help="print the report, with per-class counts, as JSON")
+    args = parser.parse_args(argv)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    report = prepare(get_dataset(args.dataset), args.root or default_root(), say)
+    if args.json:
+        print(json.dumps({"ok": report.ok, "problems": report.problems, "notes": report.notes,
+                          "counts": report.counts}, indent=1))
+    else:
+        print("\n".join(report.lines()))
+    sys.exit(0 if report.ok else 1)
+
+
+def splits_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="dg-heads splits",
+        description="Print, as JSON, every domain's DomainBed `in` and `out` samples (relative paths); "
+                    "each run writes the same into splits.json in its folder.")
+    parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--trial-seed", type=int, default=0)
+    parser.add_argument("--holdout-fraction", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    info = get_dataset(args.dataset)
+    table = load_table(info, args.root or default_root())
+    print(json.dumps({
+        "dataset": info.name, "trial_seed": args.trial_seed, "holdout_fraction": args.holdout_fraction,
+        "domains": split_manifest(table, args.trial_seed, args.holdout_fraction),
+    }))
