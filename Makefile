@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast test-slurm bench clean
 
 install: $(STAMP)
 
@@ -26,11 +26,17 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# The SLURM part alone: a real single-node cluster (needs root and Debian's slurmctld, slurmd,
+# slurm-client, munge; skipped with the reason otherwise, failed with DG_HEADS_REQUIRE_SLURM=1).
+test-slurm: install
+	$(PY) -m pytest -q -ra -m slurm
+
 # Benchmarks write their tables into docs/benchmarks.md (CPU here; on a GPU machine they pick CUDA).
 bench: install
 	$(PY) experiments/bench_heads.py --out docs/benchmarks.md
 	$(PY) experiments/bench_hap.py --out docs/benchmarks.md
 	$(PY) experiments/bench_aat.py --out docs/benchmarks.md
+	$(PY) experiments/bench_loader.py --out docs/benchmarks.md
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -70,7 +70,7 @@ def _load(source: HFSource):
         raise DGHeadsError(f"cannot load Hugging Face dataset {source.describe()}: "
                            f"{type(error).__name__}: {error}") from None
     if isinstance(loaded, datasets.Dataset):
-        return loaded
+        return loaded.flatten_indices() if loaded._indices is not None else loaded  # rows as stored
     names = source.splits or list(loaded)
     unknown = [s for s in names if s not in loaded]
     if unknown:

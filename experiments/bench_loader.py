@@ -7,7 +7,7 @@
 2. Per-worker throughput: images per second of decode + DomainBed augmentation (one process,
    the work one DataLoader worker does), and of the evaluation transform.
 3. Step throughput: images per second a ViT-B/16 HAP training step consumes (3 source domains x
-   `per-domain` images, bf16 autocast) on this machine's device; `--step-images-per-sec` takes a
+   `per-domain` images; bf16 autocast on CUDA) on this machine's device; `--step-images-per-sec` takes a
    figure measured elsewhere (a GPU) instead.
 4. Workers needed = ceil(step throughput / per-worker throughput), with a 25% margin.
 """
@@ -62,12 +62,12 @@ def per_worker_throughput(dataset, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-def step_throughput(per_domain: int, device: str, repeats: int) -> float:
-    """Images per second a ViT-B/16 HAP training step consumes (bf16 autocast)."""
+def step_throughput(per_domain: int, device: str, precision: str, repeats: int) -> float:
+    """Images per second a ViT-B/16 HAP training step consumes."""
     from experiments.bench_hap import DOMAINS, build, stepper
     from experiments.bench_report import interleaved
 
-    step, _ = stepper(build("hap", "ViT-B-16", device), per_domain, device, "bf16-mixed")
+    step, _ = stepper(build("hap", "ViT-B-16", device), per_domain, device, precision)
     seconds = interleaved({"hap": step}, repeats)["hap"]
     return DOMAINS * per_domain / seconds
 
@@ -78,11 +78,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--per-domain", type=int, default=32, help="training images per source domain per step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default=None,
+                        help="bf16-mixed (default on CUDA) or 32-true (default on CPU, where bf16 autocast is slow)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--step-images-per-sec", type=float, default=None,
                         help="use this measured step throughput instead of timing one here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a DataLoader worker runs single-threaded
 
@@ -97,8 +100,8 @@ def main() -> None:
     if args.step_images_per_sec is not None:
         step, step_note = args.step_images_per_sec, "given with --step-images-per-sec"
     else:
-        step = step_throughput(args.per_domain, args.device, args.repeats)
-        step_note = f"measured here: ViT-B/16 HAP step, 3 x {args.per_domain} images, {args.device}, bf16 autocast"
+        step = step_throughput(args.per_domain, args.device, args.precision, args.repeats)
+        step_note = f"measured here: ViT-B/16 HAP step, 3 x {args.per_domain} images, {args.device}, {args.precision}"
     workers = math.ceil(step * MARGIN / train)
     lines = [
         "| quantity | value |", "|---|---|",
@@ -111,7 +114,9 @@ def main() -> None:
     body = section(
         "Data loading: images per second per worker, and the workers a training step needs",
         "python experiments/bench_loader.py" + (f" --step-images-per-sec {args.step_images_per_sec:g}"
-                                                 if args.step_images_per_sec else f" --device {args.device}"),
+                                                 if args.step_images_per_sec
+                                                 else f" --device {args.device} --precision {args.precision}"
+                                                 f" --per-domain {args.per_domain}"),
         f"per-worker figures: one single-threaded process over {4 * 7 * args.per_class} generated PACS-sized "
         f"JPEGs for {args.seconds:g} s each, through the real DataModule (Arrow index, DomainBed order).",
         lines,

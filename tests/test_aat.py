@@ -109,7 +109,8 @@ def test_empty_scoring_set_is_refused():
 
 @pytest.mark.slow
 def test_search_never_reads_the_test_domain(data_root, tmp_path):
-    """Every image of the held-out domain is unreadable: a search that touched one would fail."""
+    """Every image of the held-out domain is unreadable and `bad_images: error` is set: a search
+    that touched one would fail."""
     import shutil
 
     root = tmp_path / "data"
@@ -118,9 +119,11 @@ def test_search_never_reads_the_test_domain(data_root, tmp_path):
         image.write_bytes(b"unreadable")
     for strategy in ("scan", "ga"):
         result = run_cli("fit", "--config", str(DEMO / f"aat_{strategy}.yaml"), *RUN, "--data.init_args.root", str(root),
-                         "--model.init_args.search.max_scoring_batches", "1", cwd=tmp_path)
+                         "--model.init_args.search.max_scoring_batches", "1", "--data.init_args.bad_images", "error",
+                         cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
-    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--data.init_args.root", str(root), cwd=tmp_path)
+    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--data.init_args.root", str(root),
+                     "--data.init_args.bad_images", "error", cwd=tmp_path)
     assert tested.returncode == 2 and "cannot read image" in tested.stderr  # the guard is real
 
 

@@ -1,0 +1,61 @@
+"""Resuming a run that was killed or requeued, without losing work or logging anything twice.
+
+`--ckpt_path last` resumes from the newest of: the `last*.ckpt` files of the run's
+checkpoint callbacks (a SIGKILL loses only the steps since the last one) and the
+`hpc_ckpt_N.ckpt` that Lightning's SLURM requeue handler writes into `default_root_dir` on
+SIGUSR1 (Lightning itself only looks at the latter when no `ckpt_path` is given). TensorBoard
+is told to purge events at or after the resumed step, so steps logged by the killed process
+after its checkpoint are not shown twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+def resume_candidates(trainer) -> list[Path]:
+    """Every checkpoint a resumed run could start from."""
+    found: set[Path] = set()
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            found |= {Path(p) for p in callback._find_last_checkpoints(trainer)}
+    root = Path(trainer.default_root_dir)
+    if root.is_dir():
+        found |= {p for p in root.glob("hpc_ckpt_*.ckpt") if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", p.name)}
+    return [p for p in found if p.is_file()]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step stored in a checkpoint (memory-mapped: the weights are not read)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(checkpoint.get("global_step", 0))
+
+
+def newest_checkpoint(trainer) -> tuple[Path, int] | None:
+    """The candidate with the highest global step (ties: the newest file), and that step."""
+    candidates = resume_candidates(trainer)
+    if not candidates:
+        return None
+    steps = {p: checkpoint_step(p) for p in candidates}
+    best = max(candidates, key=lambda p: (steps[p], p.stat().st_mtime))
+    return best, steps[best]
+
+
+def purge_logged_after(trainer, step: int) -> None:
+    """Make TensorBoard drop events at or after `step` that an earlier process wrote."""
+    logger = trainer.logger
+    if logger is not None and hasattr(logger, "_kwargs") and getattr(logger, "_experiment", None) is None:
+        logger._kwargs["purge_step"] = step
+
+
+def write_done_marker(path: Path, summary: dict) -> None:
+    """Written last, atomically: a run with this file is finished and a relaunch skips it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
+    tmp.replace(path)

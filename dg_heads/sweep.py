@@ -1,0 +1,236 @@
+"""`dg-heads sweep SPEC.yaml`: methods x datasets x test domains x trial seeds x hyper-parameters
+become a job list, one `lightning fit ...` command per line, for a SLURM array.
+
+A spec (YAML):
+
+    runs_dir: runs/sweeps/pacs          # every job's folder goes under it
+    methods:                            # name: config files (composed in order), or
+      hap: [configs/pacs/hap.yaml]      #   {configs: [...], args: [...], grid: {...}}
+      lora: [configs/pacs/lora.yaml]
+    datasets:                           # name: test domains, one job each (leave-one-domain-out);
+      pacs: [art_painting, cartoon, photo, sketch]   # `all` = every domain of the registry
+    trial_seeds: [0, 1, 2]              # DomainBed's trial seeds: the in/out split of every domain
+    grid:                               # every combination of these dotted config keys, or
+      model.init_args.optim.lr: [1.0e-4, 3.0e-5]
+    random:                             # DomainBed-style random draws: n per (method, dataset, domain, seed)
+      n: 0
+      seed: 0
+      space:
+        model.init_args.optim.lr: {log10_uniform: [-5, -3]}
+        data.init_args.batch_size_per_domain: {choice: [16, 32]}
+    args: [--trainer.max_epochs, "10"]  # added to every job
+    slurm: {partition: gpu, nodes: 1, gpus_per_node: 4, cpus_per_task: 8, time: "12:00:00", parallel: 16}
+
+Each job's folder is `RUNS_DIR/<dataset>/<method>/<domain>_seed<S>_hp<I>_<hash>`, the hash of its
+arguments: relaunching the same spec maps every job to the same folder, where a `done` file
+makes it a no-op and checkpoints make it resume (`--ckpt_path last`). TensorBoard logs go to
+`<job folder>/version_0` (a fixed version, so a requeued task logs into the same place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data_modules.registry import get_dataset
+from data_modules.splits import seed_hash
+from dg_heads.errors import DGHeadsError
+
+SBATCH = Path(__file__).resolve().parents[1] / "experiments" / "slurm" / "array.sbatch"
+DONE = "done"
+
+
+@dataclass
+class Job:
+    method: str
+    dataset: str
+    test_domain: str
+    trial_seed: int
+    hparams_index: int
+    hparams: dict
+    configs: list[str]
+    extra_args: list[str]
+    run_dir: Path = Path()
+
+    def identity(self) -> dict:
+        return {"method": self.method, "dataset": self.dataset, "test_domain": self.test_domain,
+                "trial_seed": self.trial_seed, "hparams_index": self.hparams_index, "hparams": self.hparams,
+                "configs": self.configs, "args": self.extra_args}
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def argv(self, command: str = "lightning") -> list[str]:
+        seed = seed_hash(self.dataset, self.method, self.test_domain, self.hparams_index, self.trial_seed)
+        argv = [command, "fit"]
+        for config in self.configs:
+            argv += ["--config", config]
+        argv += ["--seed_everything", str(seed),
+                 "--data.init_args.test_domains", json.dumps([self.test_domain]),
+                 "--data.init_args.trial_seed", str(self.trial_seed)]
+        for key, value in self.hparams.items():
+            argv += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        argv += self.extra_args
+        run = str(self.run_dir)
+        argv += ["--trainer.default_root_dir", run,
+                 "--trainer.logger.class_path", "lightning.pytorch.loggers.TensorBoardLogger",
+                 "--trainer.logger.init_args.save_dir", run, "--trainer.logger.init_args.name", "",
+                 "--trainer.logger.init_args.version", "0",
+                 "--test_after_fit", "true", "--ckpt_path", "last", "--done_marker", str(self.run_dir / DONE)]
+        return argv
+
+
+@dataclass
+class SweepSpec:
+    methods: dict[str, dict]
+    datasets: dict[str, list[str]]
+    trial_seeds: list[int] = field(default_factory=lambda: [0])
+    grid: dict[str, list] = field(default_factory=dict)
+    random: dict = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    runs_dir: str = "runs/sweep"
+    slurm: dict = field(default_factory=dict)
+    name: str = "dg-heads"
+
+
+def load_spec(path: Path) -> SweepSpec:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise DGHeadsError(f"cannot read sweep spec {path}: {error}") from None
+    if not isinstance(raw, dict):
+        raise DGHeadsError(f"sweep spec {path}: expected a mapping with methods, datasets, ...")
+    known = set(SweepSpec.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DGHeadsError(f"sweep spec {path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    for required in ("methods", "datasets"):
+        if not raw.get(required):
+            raise DGHeadsError(f"sweep spec {path}: `{required}` is required and may not be empty")
+    methods = {}
+    for name, value in raw["methods"].items():
+        value = {"configs": value} if isinstance(value, list) else dict(value or {})
+        if not value.get("configs"):
+            raise DGHeadsError(f"sweep spec {path}: method {name!r} needs a list of config files")
+        methods[name] = value
+    datasets = {}
+    for name, domains in raw["datasets"].items():
+        info = get_dataset(name)
+        domains = list(info.domains) if domains in ("all", None) else [str(d) for d in domains]
+        bad = [d for d in domains if d not in info.domains]
+        if bad:
+            raise DGHeadsError(f"sweep spec {path}: {name} has no domain(s) {bad}; its domains are {list(info.domains)}")
+        datasets[name] = domains
+    return SweepSpec(**{**raw, "methods": methods, "datasets": datasets})
+
+
+def _draw(space: dict, rng: np.random.RandomState) -> dict:
+    """One DomainBed-style random draw of every hyper-parameter in `space`."""
+    out = {}
+    for key, dist in space.items():
+        (kind, arg), = dist.items()
+        if kind == "log10_uniform":
+            out[key] = float(10 ** rng.uniform(*arg))
+        elif kind == "uniform":
+            out[key] = float(rng.uniform(*arg))
+        elif kind == "choice":
+            out[key] = arg[rng.randint(len(arg))]
+        else:
+            raise DGHeadsError(f"random.space.{key}: unknown distribution {kind!r}; use log10_uniform, uniform or choice")
+    return out
+
+
+def hparam_settings(spec: SweepSpec, method: dict, trial_seed: int) -> list[dict]:
+    """The grid's combinations (a method's own `grid` replaces the spec's), or `random.n` draws
+    seeded by (random.seed, index, trial_seed) as DomainBed."""
+    grid = method["grid"] if "grid" in method else spec.grid
+    if spec.random.get("n"):
+        return [_draw(spec.random.get("space", {}), np.random.RandomState(
+            seed_hash(spec.random.get("seed", 0), index, trial_seed))) for index in range(spec.random["n"])]
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
+    jobs = []
+    for method, mspec in spec.methods.items():
+        for dataset, domains in spec.datasets.items():
+            for domain in domains:
+                for seed in spec.trial_seeds:
+                    for index, hparams in enumerate(hparam_settings(spec, mspec, seed)):
+                        job = Job(method, dataset, domain, int(seed), index, hparams, list(mspec["configs"]),
+                                  [*spec.args, *mspec.get("args", [])])
+                        folder = f"{domain.replace(' ', '_')}_seed{seed}_hp{index}_{job.key}"
+                        job.run_dir = runs_dir / dataset / method / folder
+                        jobs.append(job)
+    return jobs
+
+
+def write_sweep(spec: SweepSpec, runs_dir: Path, command: str = "lightning") -> tuple[Path, list[Job]]:
+    """`jobs.txt` (one command per line), `sweep.json` (every job), `job.json` in each job folder."""
+    jobs = jobs_of(spec, runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    lines = [shlex.join(job.argv(command)) for job in jobs]
+    (runs_dir / "jobs.txt").write_text("\n".join(lines) + "\n")
+    for job, line in zip(jobs, lines):
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        (job.run_dir / "job.json").write_text(json.dumps({**job.identity(), "key": job.key, "command": line}, indent=1))
+    (runs_dir / "sweep.json").write_text(json.dumps(
+        {"jobs": [{**job.identity(), "key": job.key, "run_dir": str(job.run_dir.relative_to(runs_dir))} for job in jobs]},
+        indent=1))
+    return runs_dir / "jobs.txt", jobs
+
+
+def sbatch_command(spec: SweepSpec, jobs_file: Path, todo: list[int]) -> str:
+    """The `sbatch` line for the jobs still to run (array indices are job-file line numbers - 1)."""
+    slurm = dict(spec.slurm)
+    parallel = slurm.pop("parallel", None)
+    array = _ranges(todo) + (f"%{parallel}" if parallel else "")
+    options = [f"--array={array}", f"--job-name={spec.name}",
+               f"--output={jobs_file.parent / 'slurm-%A_%a.out'}"]
+    gpus = slurm.pop("gpus_per_node", None)
+    tasks = slurm.pop("ntasks_per_node", gpus or 1)
+    options.append(f"--ntasks-per-node={tasks}")
+    if gpus:
+        options.append(f"--gpus-per-node={gpus}")
+    options += [f"--{k.replace('_', '-')}={v}" for k, v in slurm.items()]
+    return shlex.join(["sbatch", *options, str(SBATCH), str(jobs_file)])
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8'."""
+    parts, start = [], None
+    for i, value in enumerate(indices):
+        if start is None:
+            start = value
+        if i + 1 == len(indices) or indices[i + 1] != value + 1:
+            parts.append(str(start) if start == value else f"{start}-{value}")
+            start = None
+    return ",".join(parts)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="dg-heads sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--runs-dir", type=Path, default=None, help="overrides the spec's runs_dir")
+    parser.add_argument("--command", default="lightning", help="the CLI each job line starts with")
+    args = parser.parse_args(argv)
+    spec = load_spec(args.spec)
+    runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
+    jobs_file, jobs = write_sweep(spec, runs_dir, args.command)
+    todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
+    print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
+          f"(unfinished ones resume from their checkpoints)")
+    if todo:
+        print(sbatch_command(spec, jobs_file, todo))
+    sys.stdout.flush()

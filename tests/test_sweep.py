@@ -1,0 +1,151 @@
+"""Sweeps (job lists, idempotent folders), result collection, and resuming a killed run."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dg_heads.collect import collect, mean_se
+from dg_heads.errors import DGHeadsError
+from dg_heads.sweep import jobs_of, load_spec, sbatch_command, write_sweep
+from tests.conftest import QUICK, REPO
+
+SPEC = """
+runs_dir: {runs}
+methods:
+  finetune: [{repo}/configs/demo/finetune.yaml]
+  lora: {{configs: [{repo}/configs/demo/lora.yaml], args: [--trainer.max_epochs, "2"]}}
+datasets:
+  pacs: [photo, sketch]
+trial_seeds: [0, 1]
+grid:
+  model.init_args.optim.lr: [1.0e-3, 1.0e-4]
+args: [--trainer.max_epochs, "1"]
+slurm: {{partition: gpu, gpus_per_node: 4, nodes: 2, time: "12:00:00", parallel: 8}}
+"""
+
+
+def _spec(tmp_path, text=SPEC):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text.format(runs=tmp_path / "runs", repo=REPO))
+    return load_spec(path)
+
+
+def test_sweep_is_the_full_product_with_stable_folders(tmp_path):
+    spec = _spec(tmp_path)
+    jobs_file, jobs = write_sweep(spec, tmp_path / "runs")
+    assert len(jobs) == 2 * 2 * 2 * 2  # methods x test domains x trial seeds x lrs
+    assert len({j.run_dir for j in jobs}) == 16 and len(jobs_file.read_text().splitlines()) == 16
+    again = jobs_of(_spec(tmp_path), tmp_path / "runs")
+    assert [j.run_dir for j in again] == [j.run_dir for j in jobs]  # relaunching maps to the same folders
+    argv = shlex.split(jobs_file.read_text().splitlines()[-1])
+    assert argv[:2] == ["lightning", "fit"] and argv[argv.index("--model.init_args.optim.lr") + 1] == "0.0001"
+    run = jobs[-1].run_dir
+    assert argv[argv.index("--trainer.default_root_dir") + 1] == str(run)
+    assert argv[argv.index("--done_marker") + 1] == str(run / "done") and "--ckpt_path" in argv
+    assert argv.count("--trainer.max_epochs") == 2 and argv[-argv[::-1].index("--trainer.max_epochs")] == "2"
+    assert json.loads((run / "job.json").read_text())["method"] == "lora"
+    command = sbatch_command(spec, jobs_file, [0, 1, 2, 5, 7, 8])
+    assert "--array=0-2,5,7-8%8" in command and "--ntasks-per-node=4" in command and "--gpus-per-node=4" in command
+    assert "--nodes=2" in command and command.endswith(f"experiments/slurm/array.sbatch {jobs_file}")
+
+
+def test_random_draws_are_domainbed_style_and_reproducible(tmp_path):
+    text = SPEC.replace("grid:\n  model.init_args.optim.lr: [1.0e-3, 1.0e-4]",
+                        "random:\n  n: 3\n  seed: 7\n  space:\n    model.init_args.optim.lr: {{log10_uniform: [-5, -3]}}")
+    jobs = jobs_of(_spec(tmp_path, text), tmp_path / "runs")
+    lrs = [j.hparams["model.init_args.optim.lr"] for j in jobs if j.method == "finetune" and j.test_domain == "photo"]
+    assert len(lrs) == 6 and all(1e-5 <= lr <= 1e-3 for lr in lrs) and len(set(lrs)) == 6
+    assert lrs == [j.hparams["model.init_args.optim.lr"] for j in jobs_of(_spec(tmp_path, text), tmp_path / "runs")
+                   if j.method == "finetune" and j.test_domain == "photo"]
+
+
+def test_the_example_pacs_sweep_expands_as_documented(tmp_path):
+    jobs = jobs_of(load_spec(REPO / "experiments/sweeps/pacs.yaml"), tmp_path)
+    per_method = {m: sum(j.method == m for j in jobs) for m in ("hap", "lora", "aat_scan")}
+    assert per_method == {"hap": 4 * 3 * 2, "lora": 4 * 3 * 2, "aat_scan": 4 * 3}  # aat_scan's own empty grid
+
+
+def test_bad_spec_names_the_key(tmp_path):
+    with pytest.raises(DGHeadsError, match=r"unknown key\(s\) \['trial_seed'\]"):
+        _spec(tmp_path, SPEC.replace("trial_seeds:", "trial_seed:"))
+    with pytest.raises(DGHeadsError, match=r"pacs has no domain\(s\) \['Photo'\]"):
+        _spec(tmp_path, SPEC.replace("[photo, sketch]", "[Photo]"))
+
+
+def _finish(job, val, test, step=10):
+    version = job.run_dir / "version_0"
+    version.mkdir(parents=True, exist_ok=True)
+    (version / "metrics_test.json").write_text(json.dumps({"val/acc": val, "test/acc": test, "global_step": step}))
+    (job.run_dir / "done").write_text("{}")
+
+
+def test_collect_selects_by_validation_and_lists_incomplete_runs(tmp_path):
+    spec = _spec(tmp_path)
+    _, jobs = write_sweep(spec, tmp_path / "runs")
+    test_acc = {}
+    for job in jobs:
+        lr_index = job.hparams_index
+        # the lr with the better validation accuracy has the *worse* test accuracy: selection must use val
+        val, test = (0.9, 0.5 + 0.1 * job.trial_seed) if lr_index == 0 else (0.8, 0.99)
+        if job.method == "lora" and job.test_domain == "sketch" and job.trial_seed == 1 and lr_index == 1:
+            (job.run_dir / "version_0").mkdir(parents=True)  # half-written: no done marker, no metrics
+            (job.run_dir / "version_0" / "metrics_test.json").write_text('{"val/acc": 0.')
+            continue
+        _finish(job, val, test)
+        test_acc[(job.method, job.test_domain, job.trial_seed)] = 0.5 + 0.1 * job.trial_seed
+    tables, incomplete, partial = collect(tmp_path / "runs")
+    (table,) = tables
+    mean, se = mean_se([0.5, 0.6])
+    assert table.rows["finetune"]["photo"] == (mean, se, 2) and round(mean, 6) == 55.0 and round(se, 4) == 3.5355  # std(x) / sqrt(n)
+    assert table.rows["lora"]["sketch"][2] == 1  # one trial seed left: marked, not hidden
+    md = (tmp_path / "runs/results/pacs.md").read_text()
+    assert "| finetune | 55.0 ± 3.5 | 55.0 ± 3.5 | 55.0 |" in md and "50.0 ± 0.0 (1/2 seeds)" in md
+    assert "\\pm" in (tmp_path / "runs/results/pacs.tex").read_text()
+    assert "finetune,photo,55.0000,3.5355,2" in (tmp_path / "runs/results/pacs.csv").read_text()
+    assert len(incomplete) == 1 and "no done marker" in incomplete[0].why
+    assert partial == [("lora", "pacs", "sketch", 1)]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_a_finished_one_is_skipped(data_root, tmp_path):
+    progress = tmp_path / "step.txt"
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "dg_heads", "fit", "--config", str(REPO / "configs/demo/finetune.yaml"), *QUICK,
+            "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4", "--trainer.log_every_n_steps", "1",
+            "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
+            "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", "0",
+            "--trainer.limit_test_batches", "2",
+            "--trainer.callbacks+=tests.poison.SlowSteps", "--trainer.callbacks.seconds=0.3",
+            f"--trainer.callbacks.progress_file={progress}",
+            "--test_after_fit", "true", "--ckpt_path", "last", "--done_marker", str(run / "done")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (progress.exists() and progress.read_text() and int(progress.read_text()) >= 6):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # no chance to save anything: only epoch 0's last.ckpt (step 4) survives
+    first.wait()
+    assert (run / "version_0/checkpoints/last.ckpt").exists() and not (run / "done").exists()
+
+    second = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]  # incl. config.yaml overwritten in the same folder
+    assert f"resuming from {run / 'version_0/checkpoints/last.ckpt'} at global step 4" in second.stdout
+    metrics = json.loads((run / "done").read_text())
+    assert metrics["global_step"] == 12 and "test/acc/75" in metrics
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("version_")) == ["version_0"]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "version_0")).Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 12  # the killed process's steps 4..6 shown once
+
+    third = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "this run finished earlier; nothing to do" in third.stdout
