@@ -20,11 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/lightning fit --config configs/demo/finetune.yaml --test_after_fit true
 
+# Two pytest workers: most tests wait on a CLI subprocess starting up, so two share 2 cores well
+# (the SLURM tests stay together on one worker: one cluster).
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 # The SLURM part alone: a real single-node cluster (needs root and Debian's slurmctld, slurmd,
 # slurm-client, munge; skipped with the reason otherwise, failed with DG_HEADS_REQUIRE_SLURM=1).

@@ -1,6 +1,16 @@
-"""LightningDataModules and the dataset registry for multi-source domain generalisation."""
+"""LightningDataModules and the dataset registry for multi-source domain generalisation.
 
-from data_modules.domainbed import DomainBedDataModule, default_root
+The registry is plain Python; the DataModule (Lightning, torch) is imported on first use, so
+tools that only need dataset facts (`dg-heads sweep`) start fast."""
+
 from data_modules.registry import DATASETS, DatasetInfo, get_dataset
 
 __all__ = ["DATASETS", "DatasetInfo", "DomainBedDataModule", "default_root", "get_dataset"]
+
+
+def __getattr__(name: str):
+    if name in ("DomainBedDataModule", "default_root"):
+        from data_modules import domainbed
+
+        return getattr(domainbed, name)
+    raise AttributeError(f"module 'data_modules' has no attribute {name!r}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from dg_heads.errors import DGHeadsError
+
 
 def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
     """The `val/acc*`, `test/acc*` entries and the images scored per domain (`val/n/*`,
@@ -57,11 +59,16 @@ def write_metrics(log_dir: str | Path, stage: str, accs: dict[str, float], extra
 
 
 def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) -> list[str]:
-    """Domains where fewer images were scored than the split holds (unreadable images skipped)."""
+    """Domains where fewer images were scored than the split holds (unreadable images skipped).
+
+    A domain of which no image was read is an error: a score over nothing is not a result."""
     notes = []
     for split, sizes in expected.items():
         for domain, size in sizes.items():
             n = accs.get(f"{split}/n/{domain}")
+            if n is not None and int(n) == 0 and size > 0:
+                raise DGHeadsError(f"{split} domain {domain!r}: none of its {size} images could be read "
+                                   f"(every one named in the log); its accuracy would mean nothing")
             if n is not None and int(n) != size:
                 notes.append(f"{split} domain {domain!r}: scored {int(n)} of {size} images "
                              f"({size - int(n)} unreadable, skipped; named in the log)")

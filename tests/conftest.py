@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on 2 cores: one intra-op thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "dg_heads_test_hf"))
 
@@ -63,6 +67,26 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) 
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "dg_heads", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The same CLI (`dg_heads.cli.main`) inside the test process, for runs that end at start-up
+    (bad input, `--print_config`): a fresh interpreter would add ~8 s of imports and test nothing more."""
+    from dg_heads.cli import main
+
+    out, err, code, here, argv = io.StringIO(), io.StringIO(), 0, os.getcwd(), sys.argv
+    try:
+        os.chdir(cwd)
+        sys.argv = ["dg-heads", *args]
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 # Overrides that make a demo config a seconds-long smoke run.

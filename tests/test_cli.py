@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, REPO, make_benchmark, run_cli
+from tests.conftest import QUICK, REPO, make_benchmark, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 DEMO = REPO / "configs" / "demo"
@@ -44,16 +44,19 @@ def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
 
 
 def test_zero_shot_fit_says_nothing_to_train(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "zero_shot.yaml"), *QUICK, cwd=tmp_path)
+    result = run_main("fit", "--config", str(DEMO / "zero_shot.yaml"), *QUICK, cwd=tmp_path)
     assert result.returncode == 2 and "nothing to train" in result.stderr
 
 
 def test_print_config_resolves_interpolation(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("trainer:\n  max_epochs: 7\n  max_steps: ${trainer.max_epochs}\n")
-    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--config", str(extra), "--print_config", cwd=tmp_path)
+    result = run_main("fit", "--config", str(DEMO / "finetune.yaml"), "--config", str(extra), "--print_config",
+                      "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1.0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max_steps: 7" in result.stdout and "class_path: dg_heads.methods.CLIPBaseline" in result.stdout
+    # `1` is one batch and `1.0` all of them, as in Lightning (not both 1.0: Lightning #21259)
+    assert "limit_val_batches: 1\n" in result.stdout and "limit_test_batches: 1.0\n" in result.stdout
 
 
 @pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image", "hub"])
@@ -80,7 +83,7 @@ def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
         (tmp_path / "PACS/sketch/dog/000.png").write_bytes(b"\x89PNG truncated")
         args += pacs + ["--data.init_args.num_workers", "1", "--data.init_args.bad_images", "error"]
         expected = "cannot read image " + str(tmp_path / "PACS/sketch/dog/000.png")
-    result = run_cli(*args, cwd=tmp_path)
+    result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and "Original Traceback" not in result.stderr

@@ -10,7 +10,7 @@ import torch
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.methods import GatingSpec, HeadPurification, LoRASpec
-from tests.conftest import QUICK, REPO, make_benchmark, run_cli
+from tests.conftest import QUICK, REPO, make_benchmark, run_cli, run_main
 
 HAP = REPO / "configs" / "demo" / "hap.yaml"
 
@@ -149,7 +149,7 @@ def test_mmd_preconditions_fail_at_start(case, data_root, tmp_path):
                  "--data.init_args.test_domains", "[art_painting,cartoon,sketch]",
                  "--data.init_args.batch_size_per_domain", "2"]
         expected = "the MMD needs at least 2 source domains; the data has ['photo']"
-    result = run_cli(*args, cwd=tmp_path)
+    result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
 

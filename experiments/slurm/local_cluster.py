@@ -57,6 +57,8 @@ def write_config(folder: Path, cpus: int) -> Path:
         f"SlurmctldHost={host}(127.0.0.1)",
         f"SlurmctldPort={port}", f"SlurmdPort={_free_port()}",
         "AuthType=auth/munge", "CredType=cred/munge",
+        # a requeued job waits cred_expire seconds before it may start again (default 120)
+        "AuthInfo=cred_expire=10",
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
         "SchedulerType=sched/backfill", "JobRequeue=1", "KillWait=5", "MinJobAge=600",

@@ -1,0 +1,133 @@
+"""The Lightning subcommands of `lightning` / `dg-heads`: a LightningCLI in subclass mode.
+
+Model and data are chosen by `class_path` in YAML; configs compose with repeated `--config`
+and may interpolate (`${...}`, omegaconf mode). The resolved config is saved with every run,
+overwriting on a requeued job. Entry point and error handling: `dg_heads.cli.main`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Union
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from dg_heads.resume import newest_checkpoint, purge_logged_after, write_done_marker
+from dg_heads.reporting import accuracy_metrics, format_table, run_dir, skipped_images, write_metrics
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "default", "default_hp_metric": False},
+    },
+}
+
+
+# Trainer arguments where an int and a float mean different things (`1`: one batch, `1.0`: all).
+INT_OR_FRACTION = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def int_before_float(parser) -> None:
+    """Read `--trainer.limit_val_batches 1` as one batch, not as 1.0 (every batch).
+
+    The Trainer annotates these `Optional[Union[int, float]]`, but typing's cache of unions
+    (equal whatever their order) hands the parser `Union[float, int, None]` once something has
+    built that first, and jsonargparse then takes the first type that fits: a quick `1`-batch
+    smoke run silently validated everything (Lightning issue #21259). The type is set int-first."""
+    for action in getattr(parser, "_actions", []):
+        if action.dest.removeprefix("trainer.") in INT_OR_FRACTION and hasattr(action, "_typehint"):
+            action._typehint = Union[int, float, None]
+
+
+class DGHeadsCLI(LightningCLI):
+    """LightningCLI with dg-heads defaults, `--test_after_fit`, and end-of-run reports."""
+
+    def __init__(self, args=None, run: bool = True) -> None:
+        super().__init__(
+            model_class=None,
+            datamodule_class=None,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+            trainer_defaults=TRAINER_DEFAULTS,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        int_before_float(parser)
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="After `fit`, test the checkpoint selected by val/acc (training-domain validation).",
+        )
+        parser.add_argument(
+            "--done_marker", type=Optional[str], default=None,
+            help="A file written when the run finished; if it exists, the run is skipped (sweeps relaunch safely).",
+        )
+
+    def _subcommand_config(self) -> dict:
+        return self.config.get(self.subcommand, {}) if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        marker = self._subcommand_config().get("done_marker")
+        if marker and Path(marker).exists():
+            print(f"dg-heads: {marker} exists: this run finished earlier; nothing to do", flush=True)
+            raise SystemExit(0)
+
+    def before_fit(self) -> None:
+        """`--ckpt_path last` resumes from the furthest of the last and the SLURM-requeue checkpoints."""
+        if self.config_init["fit"].get("ckpt_path") != "last":
+            return
+        found = newest_checkpoint(self.trainer)
+        self.config_init["fit"]["ckpt_path"] = None if found is None else str(found[0])
+        if found is not None:
+            purge_logged_after(self.trainer, found[1])
+            print(f"dg-heads: resuming from {found[0]} at global step {found[1]}", flush=True)
+
+    def _report(self, stage: str, earlier: dict[str, float] | None = None) -> dict[str, float]:
+        """Print the per-domain table, save `metrics_<stage>.json`, fill the HParams tab."""
+        trainer, model = self.trainer, self.model
+        accs = {**(earlier or {}), **accuracy_metrics(trainer.callback_metrics)}
+        if not accs or not trainer.is_global_zero:
+            return accs
+        datamodule = self.datamodule
+        print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+        if hasattr(datamodule, "eval_sizes"):
+            for note in skipped_images(accs, {s: datamodule.eval_sizes(s) for s in ("val", "test")}):
+                print(f"warning: {note}", file=sys.stderr, flush=True)
+        folder = run_dir(trainer)
+        if folder is not None:
+            extra = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
+            write_metrics(folder, stage, accs, extra)
+        if trainer.logger is not None and hasattr(model, "hparams_for_logging"):
+            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
+            trainer.logger.log_hyperparams(model.hparams_for_logging(), hp_metrics)
+            trainer.logger.save()
+        return accs
+
+    def after_fit(self) -> None:
+        """With `--test_after_fit`, evaluate the checkpoint that training-domain validation chose:
+        its per-domain `val/acc` (the selection evidence) and the held-out `test/acc`."""
+        if not self._subcommand_config().get("test_after_fit"):
+            self._mark_done(self._report("fit"))
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        val = accuracy_metrics(self.trainer.callback_metrics)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        self._mark_done(self._report("test", earlier=val))
+
+    def _mark_done(self, accs: dict[str, float]) -> None:
+        marker = self._subcommand_config().get("done_marker")
+        if marker and self.trainer.is_global_zero:
+            write_done_marker(Path(marker), {**accs, "global_step": self.trainer.global_step})
+
+    def after_validate(self) -> None:
+        self._report("validate")
+
+    def after_test(self) -> None:
+        self._report("test")
