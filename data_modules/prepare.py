@@ -3,8 +3,8 @@
 Where a stable source exists, archives are downloaded (resumable `.part` files), checked against
 their sha256 where one is published, and unpacked through a temporary folder, so an interrupted
 run never leaves a copy that looks complete. Otherwise the manual steps are printed. Either way
-the copy is then verified: domains, class folders, empty classes, non-image files and images
-per domain against the registry's counts.
+the copy is then verified: domains, class folders, empty classes, non-image files, and images
+per domain (and per class, where the registry tabulates them) against the registry's counts.
 """
 
 from __future__ import annotations
@@ -74,11 +74,20 @@ def verify_copy(info: DatasetInfo, dataset_dir: Path) -> CopyReport:
         if expected is not None and n != expected:
             more_or_less = f"{n - expected} extra" if n > expected else f"{expected - n} missing"
             report.problems.append(f"{domain}: {n} images, expected {expected} ({more_or_less})")
+        report.problems += _class_count_problems(domain, report.counts[domain], info.class_counts.get(domain, {}))
     if scan.skipped:
         report.notes.append(f"{len(scan.skipped)} non-image file(s), skipped when training (e.g. {scan.skipped[:3]})")
     if info.counts_source:
         report.notes.append(f"expected counts: {info.counts_source}")
     return report
+
+
+def _class_count_problems(domain: str, found: dict[str, int], expected: dict[str, int], shown: int = 10) -> list[str]:
+    """Classes whose image count differs from the registry's (present class folders only: a missing
+    folder is reported as such); the first `shown`, then how many more."""
+    wrong = [f"{domain}/{c}: {found[c]} images, expected {n}" for c, n in expected.items()
+             if c in found and found[c] and found[c] != n]
+    return wrong[:shown] + ([f"{domain}: {len(wrong) - shown} more class(es) with other counts"] if len(wrong) > shown else [])
 
 
 def sha256_of(path: Path) -> str:

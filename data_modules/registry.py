@@ -2,8 +2,9 @@
 
 For every benchmark: its DomainBed folder under the data root, its domains (DomainBed's env
 order: sorted folder names), its class folders (label order: sorted, as torchvision's
-`ImageFolder`), prompt-ready class names, and the image count per domain, so that
-`dg-heads prepare` can check a copy. Where the counts come from is stated beside them.
+`ImageFolder`), prompt-ready class names, and the image count per domain (and per class where
+tabulated: PACS, VLCS), so that `dg-heads prepare` can check a copy. Where the counts come from
+is stated beside them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class DatasetInfo:
     classes: tuple[str, ...]
     counts: dict[str, int] = field(default_factory=dict)  # images per domain in a complete copy
     counts_source: str = ""
+    # images per domain and class, where tabulated (a swapped or misfiled image keeps the domain total)
+    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     prompt_names: dict[str, str] = field(default_factory=dict)  # class folder -> words, where not obvious
     archives: tuple[Archive, ...] = ()
     manual_steps: str = ""
@@ -48,6 +51,11 @@ class DatasetInfo:
 def prompt_name(folder_name: str) -> str:
     """`Alarm_Clock` -> `alarm clock`: class folder names read as words in a prompt."""
     return folder_name.replace("_", " ").replace("-", " ").strip().lower()
+
+
+def _per_class(classes: tuple[str, ...], **domains: tuple[int, ...]) -> dict[str, dict[str, int]]:
+    """Per-class counts written as one row per domain, in the order of `classes`."""
+    return {domain: dict(zip(classes, row, strict=True)) for domain, row in domains.items()}
 
 
 _DOMAINBED_MANUAL = (
@@ -71,13 +79,23 @@ DATASETS: dict[str, DatasetInfo] = {
             "pacs", "PACS", ("art_painting", "cartoon", "photo", "sketch"),
             ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
             counts={"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929},
-            counts_source="Li et al. 2017 (PACS), 9,991 images",
+            counts_source="Li et al. 2017 (PACS), 9,991 images; per-class counts as tabulated for the "
+                          "PACS release (they add up to the per-domain ones); not checked against a copy here",
+            class_counts=_per_class(
+                ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
+                art_painting=(379, 255, 285, 184, 201, 295, 449), cartoon=(389, 457, 346, 135, 324, 288, 405),
+                photo=(189, 202, 182, 186, 199, 280, 432), sketch=(772, 740, 753, 608, 816, 80, 160)),
         ),
         DatasetInfo(
             "vlcs", "VLCS", ("Caltech101", "LabelMe", "SUN09", "VOC2007"),
             ("bird", "car", "chair", "dog", "person"),
             counts={"Caltech101": 1415, "LabelMe": 2656, "SUN09": 3282, "VOC2007": 3376},
-            counts_source="DomainBed's VLCS copy, 10,729 images",
+            counts_source="DomainBed's VLCS copy, 10,729 images, per class as tabulated for it (they add up "
+                          "to the per-domain ones); not checked against a copy here",
+            class_counts=_per_class(
+                ("bird", "car", "chair", "dog", "person"),
+                Caltech101=(237, 123, 118, 67, 870), LabelMe=(80, 1209, 89, 43, 1235),
+                SUN09=(21, 933, 1036, 31, 1261), VOC2007=(330, 699, 428, 420, 1499)),
         ),
         DatasetInfo(
             "office_home", "office_home", ("Art", "Clipart", "Product", "Real World"), OFFICE_HOME_CLASSES,

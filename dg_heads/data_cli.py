@@ -16,7 +16,7 @@ def prepare_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="dg-heads prepare",
         description="Download a benchmark where a stable source exists (else print the manual steps), "
-                    "then verify the copy against the registry: domains, classes, images per domain.")
+                    "then verify the copy against the registry: domains, classes, images per domain and class.")
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
     parser.add_argument("--json", action="store_true", help="print the report, with per-class counts, as JSON")

@@ -80,7 +80,7 @@ def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         sys.argv = ["dg-heads", *args]
         with redirect_stdout(out), redirect_stderr(err):
             try:
-                main(list(args))
+                main()  # reads sys.argv, as the console script does (args= too would make Lightning warn)
             except SystemExit as stop:
                 code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     finally:

@@ -32,6 +32,10 @@ def test_registry_matches_domainbeds_layout():
         assert set(info.counts) == set(info.domains) and all(v > 0 for v in info.counts.values())
     assert sum(DATASETS["pacs"].counts.values()) == 9991 and sum(DATASETS["office_home"].counts.values()) == 15588
     assert sum(DATASETS["domain_net"].counts.values()) == 586575 and sum(DATASETS["vlcs"].counts.values()) == 10729
+    for info in DATASETS.values():  # per-class counts, where tabulated, add up to the per-domain ones
+        for domain, per_class in info.class_counts.items():
+            assert list(per_class) == list(info.classes) and sum(per_class.values()) == info.counts[domain], domain
+    assert {n for n, info in DATASETS.items() if info.class_counts} == {"pacs", "vlcs"}
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -48,7 +52,8 @@ def test_fake_copy_of_each_benchmark_loads_in_domainbed_order(name, tmp_path):
     expected = [f"{d}/{c}/000.png" for d in info.domains for c in sorted(os.listdir(tmp_path / info.folder / d))]
     assert dm.table.ids.to_pylist() == expected
     report = verify_copy(info, tmp_path / info.folder)  # a fake copy: every domain short of the registry's count
-    assert len(report.problems) == len(info.domains) and f"expected {info.counts[test_domain]}" in report.problems[-1]
+    totals = [p for p in report.problems if "/" not in p.split(":")[0]]
+    assert len(totals) == len(info.domains) and f"expected {info.counts[test_domain]}" in totals[-1]
 
 
 def test_split_manifest_is_domainbeds_split_and_matches_the_splits_command(tmp_path, capsys):
@@ -153,6 +158,19 @@ def test_prepare_says_what_is_missing_or_extra(tmp_path):
     assert "missing domain folder(s) ['sketch']" in text and "photo: extra class folder(s) ['unicorn']" in text
     assert "extra folder(s) ['__MACOSX']" in text and "art_painting: 7 images, expected 2048 (2041 missing)" in text
     assert lines == []  # a copy exists: no download, no manual steps
+
+
+def test_prepare_finds_a_misfiled_image_by_its_class_counts(tmp_path):
+    """An image moved to the wrong class keeps the domain's total: only per-class counts see it."""
+    pacs = get_dataset("pacs")
+    copy = make_benchmark(tmp_path, "pacs", per_class=2, size=4)
+    as_made = {d: {c: 2 for c in pacs.classes} for d in pacs.domains}
+    info = type(pacs)(**{**pacs.__dict__, "counts": {d: 2 * pacs.num_classes for d in pacs.domains},
+                         "class_counts": as_made})
+    assert verify_copy(info, copy).ok
+    (copy / "sketch/dog/000.png").rename(copy / "sketch/horse/misfiled.png")
+    report = verify_copy(info, copy)
+    assert report.problems == ["sketch/dog: 1 images, expected 2", "sketch/horse: 3 images, expected 2"]
 
 
 def _zip_of_domain(tmp_path: Path) -> tuple[Path, str]:
