@@ -5,8 +5,8 @@ A spec (YAML):
 
     runs_dir: runs/sweeps/pacs          # every job's folder goes under it
     methods:                            # name: config files (composed in order), or
-      hap: [configs/pacs/hap.yaml]      #   {configs: [...], args: [...], grid: {...}}
-      lora: [configs/pacs/lora.yaml]
+      hap: [configs/pacs/hap.yaml]      #   {configs: [...], args: [...], grid: {...}};
+      lora: ["configs/{dataset}/lora.yaml"]   # `{dataset}`: each dataset's name (quoted in YAML)
     datasets:                           # name: test domains, one job each (leave-one-domain-out);
       pacs: [art_painting, cartoon, photo, sketch]   # `all` = every domain of the registry
     trial_seeds: [0, 1, 2]              # DomainBed's trial seeds: the in/out split of every domain
@@ -20,6 +20,7 @@ A spec (YAML):
         data.init_args.batch_size_per_domain: {choice: [16, 32]}
     args: [--trainer.max_epochs, "10"]  # added to every job
     slurm: {partition: gpu, nodes: 1, gpus_per_node: 4, cpus_per_task: 8, time: "12:00:00", parallel: 16}
+                                        # every job gets --trainer.num_nodes / --trainer.devices to match
 
 Each job's folder is `RUNS_DIR/<dataset>/<method>/<domain>_seed<S>_hp<I>_<hash>`, the hash of its
 arguments: relaunching the same spec maps every job to the same folder, where a `done` file
@@ -33,6 +34,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ class Job:
         for config in self.configs:
             argv += ["--config", config]
         argv += ["--seed_everything", str(seed),
+                 "--data.init_args.dataset", self.dataset,  # the spec's, whatever the config file says
                  "--data.init_args.test_domains", json.dumps([self.test_domain]),
                  "--data.init_args.trial_seed", str(self.trial_seed)]
         for key, value in self.hparams.items():
@@ -161,6 +164,40 @@ def hparam_settings(spec: SweepSpec, method: dict, trial_seed: int) -> list[dict
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
 
 
+def slurm_layout(spec: SweepSpec) -> tuple[int, int]:
+    """(nodes, processes per node) of every array task: `srun` starts one process per device."""
+    tasks = spec.slurm.get("ntasks_per_node", spec.slurm.get("gpus_per_node") or 1)
+    return int(spec.slurm.get("nodes", 1)), int(tasks)
+
+
+def layout_args(spec: SweepSpec, args: list[str], where: str) -> list[str]:
+    """`--trainer.num_nodes` and `--trainer.devices` matching the SLURM layout, so that DDP spans
+    every process `srun` starts; a different value given in the spec is an error now, not a
+    rank mismatch at the start of every array task."""
+    if not spec.slurm:
+        return []
+    added = []
+    for key, value in zip(("--trainer.num_nodes", "--trainer.devices"), slurm_layout(spec)):
+        given = [args[i + 1] for i, a in enumerate(args[:-1]) if a == key]
+        if not given:
+            added += [key, str(value)]
+        elif given[-1] != str(value):
+            raise DGHeadsError(f"sweep: {where} sets {key} {given[-1]}, but the slurm section starts {value} "
+                               f"(nodes: {slurm_layout(spec)[0]}, tasks per node: {slurm_layout(spec)[1]})")
+    return added
+
+
+def config_files(configs: list[str], method: str, dataset: str) -> list[str]:
+    """A method's config files for one dataset (`{dataset}` filled in), each checked now: a
+    missing file would otherwise fail every array task at start, hours after submission."""
+    files = [str(c).replace("{dataset}", dataset) for c in configs]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise DGHeadsError(f"sweep: method {method!r} on {dataset}: config file(s) {missing} not found "
+                           f"(relative paths are read from {Path.cwd()}, where the jobs also start)")
+    return files
+
+
 def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
     jobs = []
     for method, mspec in spec.methods.items():
@@ -168,8 +205,10 @@ def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
             for domain in domains:
                 for seed in spec.trial_seeds:
                     for index, hparams in enumerate(hparam_settings(spec, mspec, seed)):
-                        job = Job(method, dataset, domain, int(seed), index, hparams, list(mspec["configs"]),
-                                  [*spec.args, *mspec.get("args", [])])
+                        args = [*spec.args, *mspec.get("args", [])]
+                        job = Job(method, dataset, domain, int(seed), index, hparams,
+                                  config_files(mspec["configs"], method, dataset),
+                                  args + layout_args(spec, args, f"method {method!r}"))
                         folder = f"{domain.replace(' ', '_')}_seed{seed}_hp{index}_{job.key}"
                         job.run_dir = runs_dir / dataset / method / folder
                         jobs.append(job)
@@ -199,8 +238,8 @@ def sbatch_command(spec: SweepSpec, jobs_file: Path, todo: list[int]) -> str:
     options = [f"--array={array}", f"--job-name={spec.name}",
                f"--output={jobs_file.parent / 'slurm-%A_%a.out'}"]
     gpus = slurm.pop("gpus_per_node", None)
-    tasks = slurm.pop("ntasks_per_node", gpus or 1)
-    options.append(f"--ntasks-per-node={tasks}")
+    slurm.pop("ntasks_per_node", None)
+    options.append(f"--ntasks-per-node={slurm_layout(spec)[1]}")
     if gpus:
         options.append(f"--gpus-per-node={gpus}")
     options += [f"--{k.replace('_', '-')}={v}" for k, v in slurm.items()]
@@ -219,15 +258,63 @@ def _ranges(indices: list[int]) -> str:
     return ",".join(parts)
 
 
+def check_jobs(jobs: list[Job]) -> None:
+    """Parse the first job of every (method, dataset) with the CLI's own parser (`--print_config`:
+    configs composed, every key and type checked, nothing built), so a typo in a grid key or an
+    argument fails here, not in every array task after it waited in the queue."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from dg_heads.cli import run_lightning
+
+    seen = set()
+    for job in jobs:
+        if (job.method, job.dataset) in seen:
+            continue
+        seen.add((job.method, job.dataset))
+        err = io.StringIO()
+        try:
+            with redirect_stdout(io.StringIO()), redirect_stderr(err):
+                run_lightning([*job.argv()[1:], "--print_config"])
+        except SystemExit as stop:
+            if stop.code not in (0, None):
+                raise DGHeadsError(f"sweep: method {job.method!r} on {job.dataset} does not parse: "
+                                   f"{parser_error(err.getvalue())} (its first job: {job.run_dir / 'job.json'})") from None
+
+
+# jsonargparse's nested explanation of a failed Union/class_path match: the lines that say nothing
+_PARSER_NOISE = re.compile(r"^(- )?(Problem with given class_path|Does not validate|Subtypes:|Errors:|"
+                           r"Given value type|Given value: NestedArg|Expected a <class 'NoneType'>|tip:)")
+
+
+def parser_error(stderr: str) -> str:
+    """jsonargparse's multi-line error as one line: the dotted key, then what was wrong with it
+    (`model.optim: Option 'lrr' is not accepted`)."""
+    lines = stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    if start is None:
+        return " ".join(line.strip() for line in lines[-3:] if line.strip())
+    tail = [line.strip() for line in lines[start:] if line.strip()]
+    tail[0] = tail[0][len("error:"):].strip()
+    keys = re.findall(r'Parser key "([^"]+)":', "\n".join(tail))
+    said = [line for line in tail if not line.startswith("Parser key") and not _PARSER_NOISE.match(line)]
+    said += [line.split('":', 1)[1].strip() for line in tail if line.startswith("Parser key") and not line.endswith(":")]
+    return ".".join(keys) + ": " + "; ".join(dict.fromkeys(s.lstrip("- ") for s in said if s))
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="dg-heads sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("--runs-dir", type=Path, default=None, help="overrides the spec's runs_dir")
     parser.add_argument("--command", default="lightning", help="the CLI each job line starts with")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip parsing one job per method and dataset with the CLI (a few seconds)")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
     jobs_file, jobs = write_sweep(spec, runs_dir, args.command)
+    if args.check:
+        check_jobs(jobs)
     todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
     print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
           f"(unfinished ones resume from their checkpoints)")

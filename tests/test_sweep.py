@@ -14,6 +14,7 @@ import pytest
 from dg_heads.collect import collect, mean_se
 from dg_heads.errors import DGHeadsError
 from dg_heads.sweep import jobs_of, load_spec, sbatch_command, write_sweep
+from dg_heads.sweep import main as sweep_main
 from tests.conftest import QUICK, REPO
 
 SPEC = """
@@ -54,6 +55,10 @@ def test_sweep_is_the_full_product_with_stable_folders(tmp_path):
     command = sbatch_command(spec, jobs_file, [0, 1, 2, 5, 7, 8])
     assert "--array=0-2,5,7-8%8" in command and "--ntasks-per-node=4" in command and "--gpus-per-node=4" in command
     assert "--nodes=2" in command and command.endswith(f"experiments/slurm/array.sbatch {jobs_file}")
+    # DDP spans what srun starts: 2 nodes x 4 processes
+    assert argv[argv.index("--trainer.num_nodes") + 1] == "2" and argv[argv.index("--trainer.devices") + 1] == "4"
+    with pytest.raises(DGHeadsError, match=r"method 'lora' sets --trainer.devices 2, but the slurm section starts 4"):
+        jobs_of(_spec(tmp_path, SPEC.replace('"2"]}}', '"2", --trainer.devices, "2"]}}')), tmp_path / "runs")
 
 
 def test_random_draws_are_domainbed_style_and_reproducible(tmp_path):
@@ -66,7 +71,8 @@ def test_random_draws_are_domainbed_style_and_reproducible(tmp_path):
                    if j.method == "finetune" and j.test_domain == "photo"]
 
 
-def test_the_example_pacs_sweep_expands_as_documented(tmp_path):
+def test_the_example_pacs_sweep_expands_as_documented(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # its config paths are relative to the repository, where jobs start
     jobs = jobs_of(load_spec(REPO / "experiments/sweeps/pacs.yaml"), tmp_path)
     per_method = {m: sum(j.method == m for j in jobs) for m in ("hap", "lora", "aat_scan")}
     assert per_method == {"hap": 4 * 3 * 2, "lora": 4 * 3 * 2, "aat_scan": 4 * 3}  # aat_scan's own empty grid
@@ -77,6 +83,33 @@ def test_bad_spec_names_the_key(tmp_path):
         _spec(tmp_path, SPEC.replace("trial_seeds:", "trial_seed:"))
     with pytest.raises(DGHeadsError, match=r"pacs has no domain\(s\) \['Photo'\]"):
         _spec(tmp_path, SPEC.replace("[photo, sketch]", "[Photo]"))
+
+
+def test_one_method_over_several_datasets_uses_each_datasets_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    text = SPEC.replace("[{repo}/configs/demo/finetune.yaml]", "['configs/{{dataset}}/lora.yaml']").replace(
+        "pacs: [photo, sketch]", "pacs: [photo]\n  vlcs: [SUN09]")
+    jobs = [j for j in jobs_of(_spec(tmp_path, text), tmp_path / "runs") if j.method == "finetune"]
+    assert {(j.dataset, j.test_domain, tuple(j.configs)) for j in jobs} == {
+        ("pacs", "photo", ("configs/pacs/lora.yaml",)), ("vlcs", "SUN09", ("configs/vlcs/lora.yaml",))}
+    for job in jobs:  # the spec's dataset is passed, whatever the config files say
+        argv = job.argv()
+        assert argv[argv.index("--data.init_args.dataset") + 1] == job.dataset
+    with pytest.raises(DGHeadsError, match=r"method 'finetune' on vlcs: config file\(s\) \['configs/vlcs/nope.yaml'\]"):
+        jobs_of(_spec(tmp_path, text.replace("{{dataset}}/lora.yaml", "{{dataset}}/nope.yaml").replace(
+            "pacs: [photo]\n  ", "")), tmp_path / "runs")
+
+
+def test_sweep_parses_one_job_per_method_before_anything_is_queued(tmp_path, capsys):
+    """A typo in a grid key would fail every array task after its wait in the queue."""
+    _spec(tmp_path)  # writes spec.yaml
+    sweep_main([str(tmp_path / "spec.yaml")])
+    assert "16 to run" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((tmp_path / "spec.yaml").read_text().replace("optim.lr:", "optim.lrr:"))
+    with pytest.raises(DGHeadsError, match=r"method 'finetune' on pacs does not parse: "
+                                           r"model.optim: Option 'lrr' is not accepted \(its first job: "):
+        sweep_main([str(bad), "--runs-dir", str(tmp_path / "bad_runs")])
 
 
 def _finish(job, val, test, step=10):
