@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from data_modules.domainbed import default_root, load_table, split_manifest
+from data_modules.hf_source import HFSource
 from data_modules.prepare import prepare
 from data_modules.registry import DATASETS, get_dataset
 
@@ -31,6 +35,21 @@ def prepare_main(argv: list[str]) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+def hf_source(text: str) -> HFSource:
+    """`--hf '{name: ..., domain_column: ...}'`: the fields of `HFSource`, checked by name."""
+    try:
+        fields = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"not YAML: {error}") from None
+    if not isinstance(fields, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{name: owner/dataset}}', got {text!r}")
+    known = {f.name for f in dataclasses.fields(HFSource)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown key(s) {unknown}; expected some of {sorted(known)}")
+    return HFSource(**fields)
+
+
 def splits_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="dg-heads splits",
@@ -40,9 +59,12 @@ def splits_main(argv: list[str]) -> None:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--trial-seed", type=int, default=0)
     parser.add_argument("--holdout-fraction", type=float, default=0.2)
+    parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML",
+                        help="a Hugging Face source instead of the folder, as the DataModule's `hf` "
+                             "option, e.g. '{name: owner/pacs, domain_column: style, id_column: path}'")
     args = parser.parse_args(argv)
     info = get_dataset(args.dataset)
-    table = load_table(info, args.root or default_root())
+    table = load_table(info, args.root or default_root(), args.hf)
     print(json.dumps({
         "dataset": info.name, "trial_seed": args.trial_seed, "holdout_fraction": args.holdout_fraction,
         "domains": split_manifest(table, args.trial_seed, args.holdout_fraction),

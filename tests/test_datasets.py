@@ -111,7 +111,7 @@ def _same_table(a: DomainBedDataModule, b: DomainBedDataModule) -> None:
         assert np.array_equal(ya, yb) and np.allclose(xa, xb)
 
 
-def test_hf_saved_parquet_and_by_name_give_the_folders_table(tmp_path):
+def test_hf_saved_parquet_and_by_name_give_the_folders_table(tmp_path, capsys):
     make_benchmark(tmp_path, "pacs", per_class=2, size=8)
     hf = _hf_copy(tmp_path, tmp_path / "hf")
 
@@ -125,6 +125,11 @@ def test_hf_saved_parquet_and_by_name_give_the_folders_table(tmp_path):
     _same_table(folder, module(path=str(hf / "saved")))
     _same_table(folder, module(data_files=[str(hf / "parquet" / "*.parquet")]))
     _same_table(folder, module(name=str(hf / "parquet")))  # load_dataset(name): a hub name or a data folder
+    splits_main(["--dataset", "pacs", "--hf", f"{{path: {hf / 'saved'}, id_column: path}}"])
+    assert json.loads(capsys.readouterr().out)["domains"] == folder.split_manifest["domains"]
+    with pytest.raises(SystemExit):
+        splits_main(["--dataset", "pacs", "--hf", "{name: x, domain: style}"])
+    assert "unknown key(s) ['domain']" in capsys.readouterr().err
 
 
 def test_hf_dataset_without_a_domain_column_is_named(tmp_path):
