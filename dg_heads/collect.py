@@ -150,8 +150,8 @@ class Table:
         return out.getvalue()
 
 
-def tables(runs: list[Run], domains_of: dict[str, list[str]], expected_seeds: dict[str, int]) -> list[Table]:
-    chosen, _ = select(runs)
+def tables(chosen: dict[tuple, float], domains_of: dict[str, list[str]], expected_seeds: dict[str, int]) -> list[Table]:
+    """One table per dataset from the selected test accuracies (`select`)."""
     by_cell: dict[tuple, list[float]] = defaultdict(list)
     for (method, dataset, domain, _seed), acc in chosen.items():
         by_cell[(dataset, method, domain)].append(acc)
@@ -192,7 +192,8 @@ def collect(runs_dir: Path, out_dir: Path | None = None) -> tuple[list[Table], l
     if not runs:
         raise DGHeadsError(f"no runs (job.json files) under {runs_dir}; `dg-heads sweep` writes them")
     domains_of, seeds = _sweep_facts(runs_dir, runs)
-    result = tables(runs, domains_of, seeds)
+    chosen, partial = select(runs)
+    result = tables(chosen, domains_of, seeds)
     out_dir = out_dir or runs_dir / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     for table in result:
@@ -200,7 +201,7 @@ def collect(runs_dir: Path, out_dir: Path | None = None) -> tuple[list[Table], l
         (out_dir / f"{table.dataset}.tex").write_text(table.latex() + "\n")
         (out_dir / f"{table.dataset}.csv").write_text(table.csv())
     incomplete = [r for r in runs if r.metrics is None]
-    return result, incomplete, select(runs)[1]
+    return result, incomplete, partial
 
 
 def main(argv: list[str]) -> None:

@@ -8,13 +8,13 @@ overwriting on a requeued job. Entry point and error handling: `dg_heads.cli.mai
 from __future__ import annotations
 
 import sys
-from typing import Optional, Union
 from pathlib import Path
+from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI
 
-from dg_heads.resume import newest_checkpoint, purge_logged_after, write_done_marker
 from dg_heads.reporting import accuracy_metrics, format_table, run_dir, skipped_images, write_metrics
+from dg_heads.resume import newest_checkpoint, purge_logged_after, write_done_marker
 
 TRAINER_DEFAULTS = {
     "logger": {

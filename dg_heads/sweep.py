@@ -201,23 +201,24 @@ def config_files(configs: list[str], method: str, dataset: str) -> list[str]:
 def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
     jobs = []
     for method, mspec in spec.methods.items():
+        args = [*spec.args, *mspec.get("args", [])]
+        args += layout_args(spec, args, f"method {method!r}")
         for dataset, domains in spec.datasets.items():
+            configs = config_files(mspec["configs"], method, dataset)
             for domain in domains:
                 for seed in spec.trial_seeds:
                     for index, hparams in enumerate(hparam_settings(spec, mspec, seed)):
-                        args = [*spec.args, *mspec.get("args", [])]
-                        job = Job(method, dataset, domain, int(seed), index, hparams,
-                                  config_files(mspec["configs"], method, dataset),
-                                  args + layout_args(spec, args, f"method {method!r}"))
+                        job = Job(method, dataset, domain, int(seed), index, hparams, list(configs), list(args))
                         folder = f"{domain.replace(' ', '_')}_seed{seed}_hp{index}_{job.key}"
                         job.run_dir = runs_dir / dataset / method / folder
                         jobs.append(job)
     return jobs
 
 
-def write_sweep(spec: SweepSpec, runs_dir: Path, command: str = "lightning") -> tuple[Path, list[Job]]:
+def write_sweep(spec: SweepSpec, runs_dir: Path, command: str = "lightning",
+                jobs: list[Job] | None = None) -> tuple[Path, list[Job]]:
     """`jobs.txt` (one command per line), `sweep.json` (every job), `job.json` in each job folder."""
-    jobs = jobs_of(spec, runs_dir)
+    jobs = jobs_of(spec, runs_dir) if jobs is None else jobs
     runs_dir.mkdir(parents=True, exist_ok=True)
     lines = [shlex.join(job.argv(command)) for job in jobs]
     (runs_dir / "jobs.txt").write_text("\n".join(lines) + "\n")
@@ -279,7 +280,7 @@ def check_jobs(jobs: list[Job]) -> None:
         except SystemExit as stop:
             if stop.code not in (0, None):
                 raise DGHeadsError(f"sweep: method {job.method!r} on {job.dataset} does not parse: "
-                                   f"{parser_error(err.getvalue())} (its first job: {job.run_dir / 'job.json'})") from None
+                                   f"{parser_error(err.getvalue())} (its first job: {shlex.join(job.argv())})") from None
 
 
 # jsonargparse's nested explanation of a failed Union/class_path match: the lines that say nothing
@@ -312,9 +313,10 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
-    jobs_file, jobs = write_sweep(spec, runs_dir, args.command)
-    if args.check:
+    jobs = jobs_of(spec, runs_dir)
+    if args.check:  # before anything is written: a failed check leaves no job folders for `collect` to list
         check_jobs(jobs)
+    jobs_file, _ = write_sweep(spec, runs_dir, args.command, jobs)
     todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
     print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
           f"(unfinished ones resume from their checkpoints)")

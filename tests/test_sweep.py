@@ -110,6 +110,7 @@ def test_sweep_parses_one_job_per_method_before_anything_is_queued(tmp_path, cap
     with pytest.raises(DGHeadsError, match=r"method 'finetune' on pacs does not parse: "
                                            r"model.optim: Option 'lrr' is not accepted \(its first job: "):
         sweep_main([str(bad), "--runs-dir", str(tmp_path / "bad_runs")])
+    assert not (tmp_path / "bad_runs").exists()  # nothing written that `collect` would list as unfinished
 
 
 def _finish(job, val, test, step=10):
