@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-slurm bench clean
+.PHONY: install demo test test-fast test-slurm bench gpu-check clean
 
 install: $(STAMP)
 
@@ -41,6 +41,13 @@ bench: install
 	$(PY) experiments/bench_hap.py --out docs/benchmarks.md
 	$(PY) experiments/bench_aat.py --out docs/benchmarks.md
 	$(PY) experiments/bench_loader.py --out docs/benchmarks.md
+
+# On a machine with a CUDA GPU (never in CI): the shipped-config matrix on it (bf16-mixed, 1 GPU;
+# 2-process DDP when 2 GPUs are there) and the HAP / plain LoRA / full fine-tune training step on
+# ViT-B/16 at 32 images x 3 domains, both written into docs/benchmarks.md with the device named.
+gpu-check: install
+	$(PY) experiments/gpu_matrix.py --out docs/benchmarks.md
+	$(PY) experiments/bench_hap.py --model ViT-B-16 --per-domain 32 --device cuda --precision bf16-mixed --out docs/benchmarks.md
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from data_modules import rotated_digits
 from data_modules.folder import load_folder_table
@@ -237,7 +237,15 @@ class DomainBedDataModule(L.LightningDataModule):
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.val_sets[d], self.eval_batch_size, False) for d in self.source_domains]
+        return self.source_val_dataloaders()
+
+    def source_val_dataloaders(self, max_images: int | None = None) -> list[DataLoader]:
+        """One loader per source domain's `out` split, or the first `max_images` of each: the
+        same images whatever the number of processes, shared out over them without padding."""
+        sets = [self.val_sets[d] for d in self.source_domains]
+        if max_images is not None:
+            sets = [s if len(s) <= max_images else Subset(s, range(max_images)) for s in sets]
+        return [self._loader(s, self.eval_batch_size, False) for s in sets]
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.test_sets[d], self.eval_batch_size, False) for d in self.test_domains]

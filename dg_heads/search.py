@@ -9,6 +9,7 @@ one full scoring pass (every block over every scoring image), so savings are mea
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -28,18 +29,33 @@ class ScoringBatch:
     block_inputs: list[torch.Tensor]  # input of every block (index L: output of the last)
 
 
+def _no_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 @dataclass
 class MaskScorer:
-    """Mean per-domain accuracy of the frozen model under a head mask, with caches."""
+    """Mean per-domain accuracy of the frozen model under a head mask, with caches.
+
+    Precision and processes: `autocast` is the context every forward runs in (the trainer's
+    precision, e.g. bf16 autocast), for filling the caches and for scoring alike, so the
+    cached block inputs and the weights meet in the same dtype. Under DDP every process caches
+    its own share of the scoring images and `reduce` sums each mask's per-domain counts over
+    all of them, so every process gets the score of the whole set, the same on all: the same
+    masks are then chosen everywhere, as with one process, in a share of the time."""
 
     model: torch.nn.Module
     classify: Callable[[torch.Tensor], torch.Tensor]  # image features -> logits
     mode: str = "zero"
     alpha: float = 0.0
+    num_domains: int = 1
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+    reduce: Callable[[torch.Tensor], torch.Tensor] = _no_reduce  # sum over processes
     batches: list[ScoringBatch] = field(default_factory=list)
     scores: dict[Mask, float] = field(default_factory=dict)
-    block_forwards: int = 0  # images x blocks actually run (the cost)
+    block_forwards: int = 0  # images x blocks actually run (the cost, this process's share)
     evaluations: int = 0  # masks asked for, cached or not
+    total_images: int = 0  # scoring images over every process, known after the first score
 
     @property
     def num_blocks(self) -> int:
@@ -47,6 +63,7 @@ class MaskScorer:
 
     @property
     def num_images(self) -> int:
+        """Scoring images held by this process."""
         return sum(len(b.labels) for b in self.batches)
 
     @property
@@ -57,36 +74,49 @@ class MaskScorer:
     @torch.no_grad()
     def add(self, images: torch.Tensor, labels: torch.Tensor, domain: int) -> None:
         """Cache every block's input for one batch (with no head ablated)."""
+        if not 0 <= domain < self.num_domains:
+            raise ValueError(f"domain index {domain} is outside [0, {self.num_domains})")
         heads.clear_ablation(self.model)
         visual = self.model.visual
-        inputs = [staged.embed(visual, images)]
-        for block in visual.transformer.resblocks:
-            inputs.append(block(inputs[-1]))
+        with self.autocast():
+            inputs = [staged.embed(visual, images)]
+            for block in visual.transformer.resblocks:
+                inputs.append(block(inputs[-1]))
         self.batches.append(ScoringBatch(domain, labels, inputs))
         self.block_forwards += len(labels) * self.num_blocks
 
     @torch.no_grad()
-    def score(self, mask: Mask) -> float:
-        self.evaluations += 1
-        if mask in self.scores:
-            return self.scores[mask]
-        if not self.batches:
-            raise DGHeadsError("the scoring set is empty: no source validation images to score masks on")
+    def counts(self, mask: Mask) -> torch.Tensor:
+        """[2, domains]: right answers and images per domain under `mask`, summed over processes."""
         start = min((b for b, _ in mask), default=self.num_blocks)
         as_dict: dict[int, list[int]] = {}
         for block, head_index in mask:
             as_dict.setdefault(block, []).append(head_index)
         heads.ablate(self.model, as_dict, mode=self.mode, alpha=self.alpha)
-        correct: dict[int, float] = {}
-        count: dict[int, int] = {}
-        for batch in self.batches:
-            tokens = staged.run_blocks(self.model.visual, batch.block_inputs[start], start)
-            logits = self.classify(staged.head(self.model.visual, tokens))
-            correct[batch.domain] = correct.get(batch.domain, 0.0) + float((logits.argmax(-1) == batch.labels).sum())
-            count[batch.domain] = count.get(batch.domain, 0) + len(batch.labels)
-            self.block_forwards += len(batch.labels) * (self.num_blocks - start)
-        heads.clear_ablation(self.model)
-        value = sum(correct[d] / count[d] for d in count) / len(count)
+        device = next(self.model.parameters()).device
+        totals = torch.zeros(2, self.num_domains, dtype=torch.float64, device=device)
+        try:
+            with self.autocast():
+                for batch in self.batches:
+                    tokens = staged.run_blocks(self.model.visual, batch.block_inputs[start], start)
+                    logits = self.classify(staged.head(self.model.visual, tokens))
+                    totals[0, batch.domain] += (logits.argmax(-1) == batch.labels).sum()
+                    totals[1, batch.domain] += len(batch.labels)
+                    self.block_forwards += len(batch.labels) * (self.num_blocks - start)
+        finally:
+            heads.clear_ablation(self.model)
+        return self.reduce(totals)
+
+    def score(self, mask: Mask) -> float:
+        self.evaluations += 1
+        if mask in self.scores:
+            return self.scores[mask]
+        correct, count = self.counts(mask).cpu()
+        self.total_images = int(count.sum())  # over every process
+        if not bool((count > 0).any()):
+            raise DGHeadsError("the scoring set is empty: no source validation images to score masks on")
+        present = count > 0
+        value = float((correct[present] / count[present]).mean())
         self.scores[mask] = value
         return value
 

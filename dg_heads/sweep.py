@@ -19,8 +19,10 @@ A spec (YAML):
         model.init_args.optim.lr: {log10_uniform: [-5, -3]}
         data.init_args.batch_size_per_domain: {choice: [16, 32]}
     args: [--trainer.max_epochs, "10"]  # added to every job
-    slurm: {partition: gpu, nodes: 1, gpus_per_node: 4, cpus_per_task: 8, time: "12:00:00", parallel: 16}
-                                        # every job gets --trainer.num_nodes / --trainer.devices to match
+    slurm: {partition: gpu, nodes: 1, gpus_per_node: 1, cpus_per_task: 8, time: "12:00:00", parallel: 16}
+                                        # every job gets --trainer.num_nodes / --trainer.devices to match;
+                                        # jobs that would use a GPU need gpus_per_node (or gpus, gres),
+                                        # or `cpu_only: true` to run on CPUs on purpose
 
 Each job's folder is `RUNS_DIR/<dataset>/<method>/<domain>_seed<S>_hp<I>_<hash>`, the hash of its
 arguments: relaunching the same spec maps every job to the same folder, where a `done` file
@@ -198,6 +200,44 @@ def config_files(configs: list[str], method: str, dataset: str) -> list[str]:
     return files
 
 
+def slurm_asks_for_gpu(slurm: dict) -> bool:
+    return any(slurm.get(k) for k in ("gpus_per_node", "gpus", "gpus_per_task")) or "gpu" in str(slurm.get("gres", ""))
+
+
+def trainer_accelerator(configs: list[str], args: list[str]) -> str:
+    """`trainer.accelerator` as the CLI will resolve it: the config files in order, then the
+    arguments, else Lightning's default `auto`."""
+    value = "auto"
+    for config in configs:
+        try:
+            trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
+        except (OSError, yaml.YAMLError, AttributeError) as error:
+            raise DGHeadsError(f"sweep: cannot read config file {config}: {error}") from None
+        if isinstance(trainer, dict) and trainer.get("accelerator") is not None:
+            value = str(trainer["accelerator"])
+    for i, arg in enumerate(args):
+        if arg == "--trainer.accelerator" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--trainer.accelerator="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def check_gpu_request(spec: SweepSpec, configs: list[str], args: list[str], where: str) -> None:
+    """Jobs that would use a GPU need the SLURM section to ask for one: without it the tasks
+    land on nodes (or in cgroups) without a GPU, and `accelerator: auto` quietly trains on the
+    CPU for hours. `slurm.cpu_only: true` says CPU on purpose."""
+    if spec.slurm.get("cpu_only") or slurm_asks_for_gpu(spec.slurm):
+        return
+    accelerator = trainer_accelerator(configs, args)
+    if accelerator != "cpu":
+        raise DGHeadsError(
+            f"sweep: {where} runs with trainer.accelerator {accelerator} (a GPU wherever there is one), but "
+            f"the slurm section asks for no GPU: set slurm.gpus_per_node (or gpus / gres), or "
+            f"slurm.cpu_only: true to run on CPUs on purpose"
+        )
+
+
 def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
     jobs = []
     for method, mspec in spec.methods.items():
@@ -205,6 +245,7 @@ def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
         args += layout_args(spec, args, f"method {method!r}")
         for dataset, domains in spec.datasets.items():
             configs = config_files(mspec["configs"], method, dataset)
+            check_gpu_request(spec, configs, args, f"method {method!r} on {dataset}")
             for domain in domains:
                 for seed in spec.trial_seeds:
                     for index, hparams in enumerate(hparam_settings(spec, mspec, seed)):
@@ -235,6 +276,7 @@ def sbatch_command(spec: SweepSpec, jobs_file: Path, todo: list[int]) -> str:
     """The `sbatch` line for the jobs still to run (array indices are job-file line numbers - 1)."""
     slurm = dict(spec.slurm)
     parallel = slurm.pop("parallel", None)
+    slurm.pop("cpu_only", None)
     array = _ranges(todo) + (f"%{parallel}" if parallel else "")
     options = [f"--array={array}", f"--job-name={spec.name}",
                f"--output={jobs_file.parent / 'slurm-%A_%a.out'}"]

@@ -27,7 +27,7 @@ from experiments.bench_report import section, update_section  # noqa: E402
 def scorer_for(model, images, labels, domains: int) -> MaskScorer:
     classes = int(labels.max()) + 1
     centres = F.normalize(torch.randn(classes, model.text_projection.shape[1]), dim=-1)
-    scorer = MaskScorer(model, lambda f: F.normalize(f, dim=-1) @ centres.T.to(f))
+    scorer = MaskScorer(model, lambda f: F.normalize(f, dim=-1) @ centres.T.to(f), num_domains=domains)
     for d, (x, y) in enumerate(zip(images.chunk(domains), labels.chunk(domains))):
         scorer.add(x, y, d)
     return scorer

@@ -32,7 +32,7 @@ def scorer():
     with torch.no_grad():
         features = F.normalize(model.encode_image(images), dim=-1)
         centres = F.normalize(torch.stack([features[labels == c].mean(0) for c in range(4)]), dim=-1)
-    scorer = MaskScorer(model, lambda f: F.normalize(f, dim=-1) @ centres.T)
+    scorer = MaskScorer(model, lambda f: F.normalize(f, dim=-1) @ centres.T, num_domains=2)
     for domain in range(2):
         scorer.add(images[domain * 24:(domain + 1) * 24], labels[domain * 24:(domain + 1) * 24], domain)
     return scorer, images, labels, centres
@@ -100,7 +100,7 @@ def test_mask_naming_a_missing_head_or_block_fails_at_start(tmp_path):
 
 
 def test_empty_scoring_set_is_refused():
-    empty = MaskScorer(torch.nn.Identity(), lambda f: f)
+    empty = MaskScorer(heads.convert(create_clip(CLIPSpec())[0]), lambda f: f)
     with pytest.raises(DGHeadsError, match="scoring set is empty"):
         empty.score(Mask())
     with pytest.raises(DGHeadsError, match="max_scoring_batches must be >= 1"):
@@ -163,3 +163,29 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
 
     module = load_module(run / "checkpoints/last.ckpt")  # rebuilds the seeded random-init backbone
     assert heads.ablation_mask(module.clip) == {int(b): h for b, h in mask.items()}
+
+
+@pytest.mark.slow
+def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
+    """Each process caches its share of the scoring images and every mask's counts are summed
+    over the processes: 2-process DDP finds the same head importance and mask as 1 process."""
+    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
+                    "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+                    "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    start = tmp_path / "runs/demo/finetune/version_0/checkpoints/last.ckpt"  # a model with heads worth ablating
+    runs = {}
+    for devices, strategy in (("1", "auto"), ("2", "ddp")):
+        result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--model.init_args.init_checkpoint",
+                         str(start), "--model.init_args.search.max_scoring_batches", "3",
+                         "--trainer.devices", devices, "--trainer.strategy", strategy, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[devices] = sorted((tmp_path / "runs/demo/aat_scan").iterdir())[-1]
+    read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
+            for d, run in runs.items()}
+    one, two = read["1"], read["2"]
+    assert any(v != 0 for row in one["head_importance.json"].values() for v in row)  # not trivially equal
+    assert two["head_importance.json"] == one["head_importance.json"]
+    assert two["ablation.json"] == one["ablation.json"]
+    assert one["search_cost.json"]["scoring_images"] == two["search_cost.json"]["scoring_images"] == 5 * 3 * 32
+    assert (one["search_cost.json"]["processes"], two["search_cost.json"]["processes"]) == (1, 2)

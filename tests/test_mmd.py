@@ -36,3 +36,23 @@ def test_multi_domain_mmd_averages_all_pairs():
     assert torch.allclose(multi_domain_mmd(features, domains), expected)
     with pytest.raises(ValueError, match="at least 2 domains"):
         multi_domain_mmd(a, torch.zeros(6, dtype=torch.long))
+
+
+def test_mmd_is_fp32_under_bf16_autocast():
+    """`bf16-mixed` runs the loss under autocast: the MMD must still be the fp32 value (the
+    reference is computed in float64 by the explicit formula, outside any autocast)."""
+    torch.manual_seed(3)
+    x, y = torch.randn(16, 32) * 0.3, torch.randn(16, 32) * 0.3 + 0.05
+    gammas = (0.1, 1.0, 10.0)
+
+    def k(a, b):
+        d = ((a[:, None].double() - b[None].double()) ** 2).sum(-1)
+        return sum(torch.exp(-g * d) for g in gammas)
+
+    expected = (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = mmd(x, y, gammas)
+        pooled = multi_domain_mmd(torch.cat([x, y]), torch.arange(2).repeat_interleave(16), gammas)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(expected, rel=1e-4)
+    assert pooled.item() == pytest.approx(expected, rel=1e-4)

@@ -183,3 +183,44 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_a_finished_one_is_ski
 
     third = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and "this run finished earlier; nothing to do" in third.stdout
+
+
+def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
+    """`accelerator: auto` (every benchmark config) on a node without a GPU trains on the CPU for
+    hours without a word: the sweep refuses in one line, unless the spec says CPU on purpose."""
+    pacs = SPEC.replace("{repo}/configs/demo/finetune.yaml", "{repo}/configs/pacs/hap.yaml")
+    no_gpu = pacs.replace("gpus_per_node: 4, nodes: 2, ", "ntasks_per_node: 1, ")
+    with pytest.raises(DGHeadsError, match=r"method 'finetune' on pacs runs with trainer.accelerator auto .*"
+                                           r"asks for no GPU: set slurm.gpus_per_node"):
+        jobs_of(_spec(tmp_path, no_gpu), tmp_path / "runs")
+    no_section = pacs.replace('slurm: {{partition: gpu, gpus_per_node: 4, nodes: 2, time: "12:00:00", parallel: 8}}', "")
+    with pytest.raises(DGHeadsError, match="asks for no GPU"):
+        jobs_of(_spec(tmp_path, no_section), tmp_path / "runs")
+    assert len(jobs_of(_spec(tmp_path, pacs), tmp_path / "runs")) == 16  # gpus_per_node: 4
+    cpu = no_gpu.replace("ntasks_per_node: 1, ", "ntasks_per_node: 1, cpu_only: true, ")
+    spec = _spec(tmp_path, cpu)
+    jobs_file, jobs = write_sweep(spec, tmp_path / "runs")
+    assert len(jobs) == 16 and "cpu-only" not in sbatch_command(spec, jobs_file, [0])
+    # an explicit CPU accelerator in the arguments is CPU on purpose too
+    args_cpu = no_gpu.replace('args: [--trainer.max_epochs, "1"]', 'args: [--trainer.max_epochs, "1", --trainer.accelerator, cpu]')
+    assert len(jobs_of(_spec(tmp_path, args_cpu), tmp_path / "runs")) == 16
+    # the demo configs say `accelerator: cpu`: no GPU needed
+    assert len(jobs_of(_spec(tmp_path, SPEC.replace("gpus_per_node: 4, nodes: 2, ", "")), tmp_path / "runs")) == 16
+
+
+def test_srun_gets_the_tasks_cpus(tmp_path):
+    """srun inside sbatch does not inherit --cpus-per-task (SLURM >= 22.05): the array script
+    passes it on, or a rank and its loader workers share one core."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text('#!/bin/bash\necho "SRUN_CPUS_PER_TASK=${SRUN_CPUS_PER_TASK:-unset} $*" > "$SRUN_LOG"\n')
+    (fake / "srun").chmod(0o755)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("echo one\n")
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
+           "SLURM_CPUS_PER_TASK": "8", "SRUN_LOG": str(tmp_path / "srun.log")}
+    env.pop("SRUN_CPUS_PER_TASK", None)
+    result = subprocess.run(["bash", str(REPO / "experiments/slurm/array.sbatch"), str(jobs)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "srun.log").read_text().startswith("SRUN_CPUS_PER_TASK=8 ")

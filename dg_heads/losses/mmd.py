@@ -26,10 +26,14 @@ def rbf_kernel(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = DOM
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
-    """Biased MMD^2 estimate between samples x [n, f] and y [m, f]."""
-    x, y = x.float(), y.float()  # kernels of bf16 distances lose too much
-    return (rbf_kernel(x, x, gammas).mean() + rbf_kernel(y, y, gammas).mean()
-            - 2 * rbf_kernel(x, y, gammas).mean())
+    """Biased MMD^2 estimate between samples x [n, f] and y [m, f], in fp32 whatever the precision.
+
+    Kernels of bf16 distances lose too much, and a `.float()` alone does not keep them fp32:
+    under autocast (`bf16-mixed`) `addmm` is cast back to bf16, so the computation leaves autocast."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, y = x.float(), y.float()
+        return (rbf_kernel(x, x, gammas).mean() + rbf_kernel(y, y, gammas).mean()
+                - 2 * rbf_kernel(x, y, gammas).mean())
 
 
 def multi_domain_mmd(features: torch.Tensor, domains: torch.Tensor,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +70,21 @@ def read_mask(source: str | dict) -> dict[int, list[int]]:
     return {int(k): list(v) for k, v in data.items()}
 
 
+def leave_out_ddp_wrapper(strategy) -> None:
+    """Let a training-free search (scan, GA, a given mask) run under a DDP strategy.
+
+    DDP refuses to wrap a module with no parameter that requires a gradient ("DistributedDataParallel
+    is not needed when a module doesn't have any parameter that requires a gradient"), and
+    there is no gradient to synchronise. The processes still form their group (the search shares
+    its scoring out over it, and validation and test reduce over it); only the wrapper is left out.
+    Lightning has no public switch for this; `_setup_model` is the method its DDP strategy wraps
+    the module in, so this strategy instance returns the module as it is."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if isinstance(strategy, DDPStrategy):
+        strategy._setup_model = lambda module: module
+
+
 class AttentionAblation(DGModule):
     """Frozen CLIP with harmful heads suppressed; the heads are chosen on source domains."""
 
@@ -106,6 +122,11 @@ class AttentionAblation(DGModule):
         super().configure_trainable()
         if self.ablation_logits is not None:
             self.ablation_logits.requires_grad_(True)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.ablation_logits is None:
+            leave_out_ddp_wrapper(self.trainer.strategy)
 
     # ------------------------------------------------------------- masks
     def apply_mask(self) -> None:
@@ -158,6 +179,7 @@ class AttentionAblation(DGModule):
         if self.mask:
             self.trainer.should_stop = True  # a given mask: nothing to search
             return
+        started = time.perf_counter()
         scorer = self._scorer()
         progress = self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
         if self.search_spec.strategy == "scan":
@@ -175,25 +197,33 @@ class AttentionAblation(DGModule):
                 self.mask.setdefault(b, []).append(h)
             self._write_history(history)
         self.search_cost = {"cost_full_passes": scorer.cost, "mask_evaluations": scorer.evaluations,
-                            "unique_masks": len(scorer.scores), "scoring_images": scorer.num_images}
+                            "unique_masks": len(scorer.scores), "scoring_images": scorer.total_images,
+                            "processes": self.trainer.world_size, "seconds": round(time.perf_counter() - started, 3)}
+        self.mask = self.trainer.strategy.broadcast(self.mask)  # one mask on every rank, whatever happened
         self.apply_mask()
         self._finish_search()
         self.trainer.should_stop = True
 
     def _scorer(self) -> MaskScorer:
-        """Cache the source `out` splits' block inputs; the held-out domains are never read."""
-        datamodule = self.trainer.datamodule
-        scorer = MaskScorer(self.clip, lambda f: self.logits(F.normalize(f, dim=-1)),
-                            self.search_spec.mode, self.search_spec.alpha)
+        """Cache the source `out` splits' block inputs; the held-out domains are never read.
+
+        Under DDP each process caches its share of the scoring images and every mask's counts
+        are summed over all processes, so all of them score the same masks the same way (and
+        pick the same heads) as one process would, each doing a share of the work. Caching and
+        scoring both run in the trainer's precision context (bf16 autocast under bf16-mixed)."""
+        datamodule, trainer = self.trainer.datamodule, self.trainer
         limit = self.search_spec.max_scoring_batches
-        with self.trainer.precision_plugin.forward_context():
-            for domain_index, loader in enumerate(datamodule.val_dataloader()):
-                for batch_index, (images, labels) in enumerate(loader):
-                    if limit is not None and batch_index >= limit:
-                        break
-                    scorer.add(images.to(self.device), labels.to(self.device), domain_index)
-        if not scorer.batches:
-            raise DGHeadsError("the scoring set is empty: the source domains' `out` splits hold no images")
+        loaders = datamodule.source_val_dataloaders(None if limit is None else limit * datamodule.eval_batch_size)
+        strategy = trainer.strategy
+        scorer = MaskScorer(
+            self.clip, lambda f: self.logits(F.normalize(f, dim=-1)), self.search_spec.mode, self.search_spec.alpha,
+            num_domains=len(loaders), autocast=trainer.precision_plugin.forward_context,
+            reduce=(lambda t: strategy.reduce(t, reduce_op="sum")) if trainer.world_size > 1 else (lambda t: t),
+        )
+        device = self.classifier.device  # the weights' device (on_fit_start: after the strategy moved them)
+        for domain_index, loader in enumerate(loaders):
+            for images, labels in loader:
+                scorer.add(images.to(device), labels.to(device), domain_index)
         return scorer
 
     def _log_generation(self, generation: int, best: float, mean: float) -> None:

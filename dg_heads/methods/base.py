@@ -74,10 +74,13 @@ class DGModule(L.LightningModule):
 
     @torch.no_grad()
     def text_classifier(self, class_names: list[str]) -> torch.Tensor:
-        """Normalised mean text embedding of each class over the prompt templates."""
+        """Normalised mean text embedding of each class over the prompt templates.
+
+        Built where the text tower's weights are, never on `self.device`: in `setup` Lightning
+        already reports the strategy's device (`cuda:N`) while the weights are still on the CPU."""
         weights = build_zero_shot_classifier(
             self.clip, self.tokenizer, class_names, self.templates,
-            num_classes_per_batch=10, device=self.device,
+            num_classes_per_batch=10, device=self.clip.token_embedding.weight.device,
         )
         return weights.T.contiguous().float()
 

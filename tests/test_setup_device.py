@@ -1,0 +1,50 @@
+"""On a GPU node Lightning reports `self.device` as the strategy's device during `setup`, while
+the weights are still on the CPU (lightning/pytorch/trainer/call.py, `_call_setup_hook`). What a
+method builds in `setup` must follow the weights, not that property."""
+
+from unittest import mock
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.trainer import call
+
+from data_modules import DomainBedDataModule
+from dg_heads.methods import AttentionAblation, CLIPBaseline, HeadPurification
+
+FAKE_ROOT_DEVICE = torch.device("meta")  # what a CUDA node reports there: a device the weights are not on yet
+
+
+@pytest.fixture()
+def gpu_like_setup(monkeypatch):
+    """Lightning's own setup hook, with the strategy's root device faked while it runs."""
+    real = call._call_setup_hook
+
+    def setup_hook(trainer):
+        with mock.patch.object(type(trainer.strategy), "root_device", new_callable=mock.PropertyMock,
+                               return_value=FAKE_ROOT_DEVICE):
+            real(trainer)
+
+    monkeypatch.setattr(call, "_call_setup_hook", setup_hook)
+
+
+@pytest.mark.parametrize("method", [lambda: CLIPBaseline(mode="zero_shot"), lambda: HeadPurification(),
+                                    lambda: AttentionAblation()], ids=["baseline", "hap", "aat"])
+def test_setup_builds_on_the_weights_device_not_on_self_device(method, gpu_like_setup, data_root, tmp_path):
+    model = method()
+    seen = {}
+    real_setup = model.setup
+
+    def setup(stage):
+        seen["reported"] = model.device  # Lightning's fake: the emulation is in place
+        real_setup(stage)
+
+    model.setup = setup
+    data = DomainBedDataModule("rotated_digits", test_domains=["75"], image_size=32, num_workers=0,
+                               eval_batch_size=256)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=1, enable_model_summary=False)
+    trainer.validate(model, datamodule=data, verbose=False)
+    assert seen["reported"] == FAKE_ROOT_DEVICE
+    assert model.classifier.device.type == "cpu" and model.classifier.shape[0] == 10
+    assert torch.isfinite(model.classifier).all()

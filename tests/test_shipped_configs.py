@@ -1,0 +1,118 @@
+"""Every shipped YAML, as a cluster user runs it, on a small fake copy of its dataset with the
+tiny backbone swapped in: a few training steps, validation and test under `bf16-mixed`, and
+the dataset configs also as 2-process DDP (gloo on the CPU). CPU bf16 autocast and gloo catch
+most of the dtype and collective mistakes a GPU cluster would meet first; on a machine with a
+GPU, `make gpu-check` runs the same matrix on CUDA (DG_HEADS_TEST_ACCELERATOR=gpu)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from data_modules.registry import DATASETS, get_dataset
+from tests.conftest import REPO, make_benchmark, run_cli, run_main
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = REPO / "configs"
+VARIANT_BASE = CONFIGS / "pacs" / "hap.yaml"  # the HAP variants are overlays on a HAP config
+# `make gpu-check` runs this matrix on a CUDA machine (`gpu`); CI and `make test` on the CPU.
+ACCELERATOR = os.environ.get("DG_HEADS_TEST_ACCELERATOR", "cpu")
+BENCHMARKS = [name for name in DATASETS if not get_dataset(name).builtin]
+
+
+def _config_files(path: Path) -> list[Path]:
+    return [VARIANT_BASE, path] if path.parent.name == "hap_variants" else [path]
+
+
+def _composed(files: list[Path]) -> dict:
+    """The merged model and data sections of the composed files (enough to choose overrides)."""
+    out: dict = {}
+    for f in files:
+        for section, value in (yaml.safe_load(f.read_text()) or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(section), dict):
+                out[section] = {**out[section], **value,
+                                "init_args": {**out[section].get("init_args", {}), **value.get("init_args", {})}}
+            else:
+                out[section] = value
+    return out
+
+
+SHIPPED = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
+DATASET_CONFIGS = [c for c in SHIPPED if c.split("/")[0] in BENCHMARKS]
+
+
+def test_the_matrix_covers_every_shipped_config():
+    assert len(SHIPPED) >= 38 and {c.split("/")[0] for c in DATASET_CONFIGS} == set(BENCHMARKS)
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory, data_root) -> Path:
+    """A data root with RotatedDigits and a small fake copy of every benchmark (every domain and
+    class folder; at least ~20 images per domain so every split and batch has images)."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    (root / "RotatedDigits").symlink_to(data_root / "RotatedDigits")
+    for name in BENCHMARKS:
+        make_benchmark(root, name, per_class=max(1, -(-20 // len(get_dataset(name).classes))), size=12)
+    return root
+
+
+def _arguments(config: str, root: Path) -> tuple[list[str], dict]:
+    files = _config_files(CONFIGS / config)
+    composed = _composed(files)
+    model, data = composed["model"], composed["data"]["init_args"]
+    info = get_dataset(data["dataset"])
+    test_domains = data.get("test_domains") or [info.domains[0]]
+    args = [a for f in files for a in ("--config", str(f))]
+    args += ["--model.init_args.clip.model_name", "dg-tiny-vit", "--model.init_args.clip.pretrained", "null",
+             "--data.init_args.root", str(root), "--data.init_args.test_domains", json.dumps(test_domains),
+             "--data.init_args.image_size", "32", "--data.init_args.num_workers", "0",
+             "--data.init_args.batch_size_per_domain", "4", "--data.init_args.eval_batch_size", "16",
+             "--trainer.accelerator", ACCELERATOR, "--trainer.precision", "bf16-mixed",
+             "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--trainer.val_check_interval", "2",
+             "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+             "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"]
+    if model["class_path"].endswith("AttentionAblation"):
+        args += ["--model.init_args.search.max_scoring_batches", "1",
+                 "--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "2"]
+    return args, {"info": info, "test_domains": test_domains, "model": model}
+
+
+def _trains(model: dict) -> bool:
+    return model.get("init_args", {}).get("mode") != "zero_shot"
+
+
+def _check_run(folder: Path, meta: dict) -> None:
+    metrics = json.loads(next(folder.rglob("metrics_test.json")).read_text())
+    for domain in meta["test_domains"]:
+        assert 0.0 <= metrics[f"test/acc/{domain}"] <= 1.0
+        assert metrics[f"test/n/{domain}"] > 0
+
+
+@pytest.mark.parametrize("config", SHIPPED)
+def test_config_runs_under_bf16_mixed(config, fake_root, tmp_path):
+    args, meta = _arguments(config, fake_root)
+    if _trains(meta["model"]):
+        result = run_main("fit", *args, "--test_after_fit", "true", cwd=tmp_path)
+    else:  # zero-shot trains nothing: validate and test
+        result = run_main("validate", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        result = run_main("test", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_run(tmp_path, meta)
+
+
+@pytest.mark.parametrize("config", DATASET_CONFIGS)
+def test_dataset_config_runs_as_two_process_ddp(config, fake_root, tmp_path):
+    if ACCELERATOR != "cpu" and torch.cuda.device_count() < 2:
+        pytest.skip("2-process DDP on the GPU needs 2 GPUs")
+    args, meta = _arguments(config, fake_root)
+    result = run_cli("fit", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                     "--test_after_fit", "true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_run(tmp_path, meta)
