@@ -46,7 +46,7 @@ def _mmd_grads(routing: str) -> dict[str, bool]:
     images = torch.randn(8, 3, 32, 32)
     images[4:] += 1.0  # a shift between the two domains
     module.image_features(images)
-    module.mmd_loss(torch.arange(2).repeat_interleave(4)).backward()
+    module.mmd_term(module.mmd_loss(torch.arange(2).repeat_interleave(4))).backward()
     grad = lambda p: p.grad is not None and bool(p.grad.abs().sum() > 0)  # noqa: E731
     attn = heads.head_attentions(module.clip)
     return {"gate": grad(attn[3].gate.theta), "lora": any(grad(p) for a in attn for p in a.lora.parameters())}
@@ -54,6 +54,7 @@ def _mmd_grads(routing: str) -> dict[str, bool]:
 
 @pytest.mark.parametrize("routing, expected", [
     ("gates", {"gate": True, "lora": False}),
+    ("gates_local", {"gate": True, "lora": False}),
     ("lora", {"gate": False, "lora": True}),
     ("both", {"gate": True, "lora": True}),
 ])
@@ -64,12 +65,69 @@ def test_mmd_routing_decides_which_parameters_get_its_gradient(routing, expected
 def test_unknown_routing_and_nothing_to_train_are_refused():
     from dg_heads.errors import DGHeadsError
 
-    with pytest.raises(DGHeadsError, match=r"mmd_routing 'heads' is not one of \('gates', 'lora', 'both'\)"):
+    with pytest.raises(DGHeadsError, match=r"mmd_routing 'heads' is not one of \('gates', 'lora', 'both', 'gates_local'\)"):
         HeadPurification(gating=GatingSpec(mmd_routing="heads"))
     with pytest.raises(DGHeadsError, match="mmd_weight must be a finite number >= 0, got nan"):
         HeadPurification(gating=GatingSpec(mmd_weight=float("nan")))
     with pytest.raises(DGHeadsError, match="nothing to train"):
         HeadPurification(lora=LoRASpec(enabled=False), gating=GatingSpec(enabled=False))
+
+
+def _reference_mmd(module, domains, gammas, detach_outputs=False):
+    """The HAP loss's MMD written out: per gated block, DomainBed's pairwise MMD of the gated CLS
+    head features (from the taps of the last forward), averaged over pairs, then over blocks."""
+    def kernel(a, b):
+        d = ((a[:, None] - b[None]) ** 2).sum(-1).clamp_min(1e-30)
+        return sum(torch.exp(-g * d) for g in gammas)
+
+    values = []
+    for attn in heads.head_attentions(module.clip):
+        outputs = attn.tap["cls"].detach() if detach_outputs else attn.tap["cls"]
+        features = (outputs * attn.gate.values().view(1, -1, 1)).flatten(1)
+        groups = [features[domains == d] for d in range(int(domains.max()) + 1)]
+        pairs = [kernel(a, a).mean() + kernel(b, b).mean() - 2 * kernel(a, b).mean()
+                 for i, a in enumerate(groups) for b in groups[i + 1:]]
+        values.append(torch.stack(pairs).mean())
+    return torch.stack(values).mean()
+
+
+@pytest.mark.parametrize("routing", ["gates", "lora", "both", "gates_local"])
+def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
+    """grad(loss) - grad(CE) equals w * grad(MMD) (torch.autograd.grad of an independent
+    implementation) for the routed parameter group and is zero for the other group."""
+    module = _hap(mmd_routing=routing, mmd_weight=0.7, mmd_gammas=[0.1, 1.0, 10.0])
+    module.num_domains = 3
+    for attn in heads.head_attentions(module.clip):
+        torch.nn.init.normal_(attn.lora.factors["v_B"], std=0.1)  # B != 0: LoRA's A gets gradients too
+        torch.nn.init.normal_(attn.lora.factors["q_B"], std=0.1)
+        torch.nn.init.normal_(attn.gate.theta, std=0.3)
+    torch.manual_seed(1)
+    images, labels = torch.randn(9, 3, 32, 32), torch.randint(0, 10, (9,))
+    domains = torch.arange(3).repeat_interleave(3)
+    images[domains == 1] += 0.5
+    loss, logs = module.training_loss(images, labels, domains)
+    attns = heads.head_attentions(module.clip)
+    groups = {"gates": [a.gate.theta for a in attns], "lora": [p for a in attns for p in a.lora.parameters()]}
+    params = groups["gates"] + groups["lora"]
+    total = torch.autograd.grad(loss, params, retain_graph=True)
+    ce = torch.autograd.grad(logs["train/ce"], params, retain_graph=True, allow_unused=True)
+    reference = _reference_mmd(module, domains, (0.1, 1.0, 10.0), detach_outputs=routing == "gates_local")
+    assert logs["train/mmd"].item() == pytest.approx(reference.item(), rel=1e-5)
+    mmd = torch.autograd.grad(0.7 * reference, params, allow_unused=True)
+    zero = torch.zeros(())
+    routed = {"gates": {"gates"}, "lora": {"lora"}, "both": {"gates", "lora"}, "gates_local": {"gates", "lora"}}[routing]
+    offset = 0
+    for name, group in groups.items():
+        for i, p in enumerate(group):
+            t, c, m = total[offset + i], ce[offset + i], mmd[offset + i]
+            extra = t - (c if c is not None else zero)
+            expected = (m if m is not None else torch.zeros_like(p)) if name in routed else torch.zeros_like(p)
+            assert torch.allclose(extra, expected, rtol=1e-4, atol=1e-7), (routing, name, i)
+        offset += len(group)
+    if routing in ("gates", "both"):  # the full path: block 0's gate feels the later blocks' MMDs
+        local = torch.autograd.grad(0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0), detach_outputs=True),
+                                    groups["gates"][0])[0]
+        assert not torch.allclose(local, total[0] - ce[0], rtol=1e-3)
 
 
 # ---------------------------------------------------------------- through the CLI

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dg_heads.losses import mmd, multi_domain_mmd
+from dg_heads.losses import batched_mmd, mmd, multi_domain_mmd
 
 
 def test_mmd_is_near_zero_for_one_distribution_and_grows_with_shift():
@@ -56,3 +56,44 @@ def test_mmd_is_fp32_under_bf16_autocast():
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(expected, rel=1e-4)
     assert pooled.item() == pytest.approx(expected, rel=1e-4)
+
+
+def _domainbed_mmd(x, y, gammas):
+    """DomainBed's `MMD.mmd` with its `gaussian_kernel`, written out in float64."""
+    def kernel(a, b):
+        d = ((a[:, None] - b[None]) ** 2).sum(-1).clamp_min(1e-30)
+        return sum(torch.exp(-g * d) for g in gammas)
+    return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
+
+
+def test_batched_mmd_equals_domainbeds_formula_per_block_in_float64():
+    """All blocks at once, unequal domain sizes, a domain absent from the batch: each block's value
+    is DomainBed's penalty (sum over pairs of present domains / number of pairs)."""
+    torch.manual_seed(4)
+    blocks, sizes, dim = 3, [5, 3, 0, 6], 8
+    domains = torch.cat([torch.full((s,), d) for d, s in enumerate(sizes)])
+    features = torch.randn(blocks, len(domains), dim, dtype=torch.float64) * 0.4
+    features[:, domains == 1] += 0.3
+    gammas = (0.01, 1.0, 10.0)
+    got = batched_mmd(features, domains, len(sizes), "domainbed", gammas)
+    present = [d for d, s in enumerate(sizes) if s]
+    for k in range(blocks):
+        groups = [features[k, domains == d] for d in present]
+        pairs = [_domainbed_mmd(a, b, gammas) for i, a in enumerate(groups) for b in groups[i + 1:]]
+        assert got[k].item() == pytest.approx((sum(pairs) / len(pairs)).item(), rel=1e-12, abs=1e-14)
+
+
+def test_gaussian_kernel_uses_the_median_heuristic():
+    torch.manual_seed(5)
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64) + 0.5
+    both = torch.cat([x, y])
+    d = ((both[:, None] - both[None]) ** 2).sum(-1)
+    off = d[~torch.eye(13, dtype=torch.bool)]
+    bandwidth = off.sort().values[(len(off) - 1) // 2]  # the lower median of the off-diagonal distances
+
+    def kernel(a, b):
+        return torch.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / bandwidth)
+
+    expected = kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
+    got = batched_mmd(both, torch.tensor([0] * 6 + [1] * 7), 2, "gaussian")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-10)

@@ -32,6 +32,26 @@ ABLATION_MODES = ("zero", "identity", "uniform", "scale")
 FOLDABLE_ABLATIONS = ("zero", "scale")
 
 
+class HeadTap(dict):
+    """What a tapped forward leaves for a loss: `tap["cls"]` and `tap["mean"]` ([B, H, d_h], each
+    computed when first read, so an unused one costs nothing) and `tap["gate"]` ([H], the gate
+    values that forward used, or None)."""
+
+    def __init__(self, heads_out: torch.Tensor, gate: torch.Tensor | None) -> None:
+        super().__init__(gate=gate)
+        self._heads_out = heads_out  # [B, H, tokens, d_h]
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        if key == "cls":
+            value = self._heads_out[:, :, 0]
+        elif key == "mean":
+            value = self._heads_out.mean(dim=2)
+        else:
+            raise KeyError(key)
+        self[key] = value
+        return value
+
+
 class HeadAttention(nn.MultiheadAttention):
     """Self-attention of one ViT block with per-head LoRA, gates, ablation and taps."""
 
@@ -107,17 +127,18 @@ class HeadAttention(nn.MultiheadAttention):
                                            dropout_p=self.dropout if self.training else 0.0)
         if self.ablation_strength is not None:
             y = self._ablate(y, v, attn_mask)
-        if self.tap_enabled:  # [B, H, d_h] per head: CLS token and token mean, for losses
-            self.tap = {"cls": y[:, :, 0], "mean": y.mean(dim=2)}
+        gate = self.gate.values() if self.gate is not None else None
+        if self.tap_enabled:  # per head [B, H, d_h]: CLS token and token mean (computed when read), and the gate values
+            self.tap = HeadTap(y, gate)
         y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
         lora_o = lora is not None and "o" in lora.targets
-        if self.gate is None:
+        if gate is None:
             out = self.out_proj(y)
         elif lora_o:  # the output LoRA reads the gated heads
-            y = y * self.gate.values().to(y.dtype).repeat_interleave(head_dim)
+            y = y * gate.to(y.dtype).repeat_interleave(head_dim)
             out = self.out_proj(y)
         else:  # gate the projection's columns ([d, d]), not the activations ([batch, tokens, d])
-            columns = self.gate.values().to(y.dtype).repeat_interleave(head_dim)
+            columns = gate.to(y.dtype).repeat_interleave(head_dim)
             out = F.linear(y, self.out_proj.weight * columns, self.out_proj.bias)
         if lora_o:
             out = out + lora.delta("o", y)

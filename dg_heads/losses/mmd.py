@@ -1,47 +1,91 @@
-"""MMD between domains, as DomainBed computes it.
+"""MMD between domains, as DomainBed computes it, for many feature sets in one computation.
 
-A sum of Gaussian (RBF) kernels `exp(-gamma * ||x - y||^2)` over a set of bandwidths, the
-biased estimator `mean(Kxx) + mean(Kyy) - 2 mean(Kxy)`, averaged over all pairs of domains.
+DomainBed's estimator: a sum of Gaussian (RBF) kernels `exp(-gamma * ||x - y||^2)` over a set of
+bandwidths, the biased estimate `mean(Kxx) + mean(Kyy) - 2 mean(Kxy)`, averaged over all pairs of
+domains. `kernel="gaussian"` instead uses one Gaussian kernel `exp(-||x - y||^2 / h)` whose
+bandwidth `h` is the median squared distance between the batch's samples (the median heuristic,
+detached): the HAP paper names "the Gaussian kernel" without a bandwidth.
+
+`batched_mmd` takes `[K, n, f]` features (e.g. one feature set per gated block) and the domain
+of every sample, and computes every set's MMD at once: one batched Gram matrix, the bandwidths
+broadcast, the per-domain-pair kernel means as one-hot products. Nothing in it reads a value on
+the host, so a training step stays free of synchronisation. It always runs in fp32 (fp64 inputs
+stay fp64): kernels of bf16 distances lose too much, and under autocast a `.float()` alone does
+not keep a matmul in fp32, so it leaves autocast.
 """
 
 from __future__ import annotations
 
-import itertools
+from typing import Literal
 
 import torch
 
 DOMAINBED_GAMMAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+Kernel = Literal["domainbed", "gaussian"]
+KERNELS: tuple[str, ...] = Kernel.__args__
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """||x_i - y_j||^2 via norms and one matmul (DomainBed's `my_cdist`), clamped at 1e-30."""
+    """||x_i - y_j||^2 via norms and one (batched) matmul (DomainBed's `my_cdist`), clamped at 1e-30."""
     x_norm = x.pow(2).sum(dim=-1, keepdim=True)
     y_norm = y.pow(2).sum(dim=-1, keepdim=True)
-    return torch.addmm(y_norm.T, x, y.T, alpha=-2).add_(x_norm).clamp_min_(1e-30)
+    return (x_norm + y_norm.transpose(-2, -1) - 2 * x @ y.transpose(-2, -1)).clamp_min(1e-30)
 
 
-def rbf_kernel(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
-    d = squared_distances(x, y)
-    return sum(torch.exp(-gamma * d) for gamma in gammas)
+def kernel_matrix(d: torch.Tensor, kernel: Kernel = "domainbed",
+                  gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
+    """Kernel values from squared distances `d` [..., n, m] (for `gaussian`, a square `d`)."""
+    if kernel == "domainbed":
+        gamma = torch.tensor(gammas, dtype=d.dtype, device=d.device).view(-1, *([1] * d.dim()))
+        return torch.exp(-gamma * d).sum(0)
+    if kernel == "gaussian":
+        n = d.shape[-1]
+        flat = d.detach().flatten(-2)
+        # the n diagonal zeros are the n smallest entries: the lower median of the n(n-1)
+        # off-diagonal distances is order statistic n + (n(n-1) - 1) // 2 (1-based), static
+        k = min(flat.shape[-1], n + (n * (n - 1) - 1) // 2 + 1)
+        bandwidth = flat.kthvalue(k, dim=-1).values.clamp_min(1e-12)
+        return torch.exp(-d / bandwidth[..., None, None])
+    raise ValueError(f"MMD kernel {kernel!r} is not one of {KERNELS}")
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
-    """Biased MMD^2 estimate between samples x [n, f] and y [m, f], in fp32 whatever the precision.
-
-    Kernels of bf16 distances lose too much, and a `.float()` alone does not keep them fp32:
-    under autocast (`bf16-mixed`) `addmm` is cast back to bf16, so the computation leaves autocast."""
+def batched_mmd(features: torch.Tensor, domains: torch.Tensor, num_domains: int, kernel: Kernel = "domainbed",
+                gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
+    """Mean MMD over all pairs of domains present, for each of K feature sets: features [K, n, f]
+    (or [n, f]), domains [n] in [0, num_domains) -> [K] (or a scalar)."""
+    single = features.dim() == 2
+    x = features[None] if single else features
     with torch.autocast(x.device.type, enabled=False):
-        x, y = x.float(), y.float()
-        return (rbf_kernel(x, x, gammas).mean() + rbf_kernel(y, y, gammas).mean()
-                - 2 * rbf_kernel(x, y, gammas).mean())
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        k = kernel_matrix(squared_distances(x, x), kernel, gammas)  # [K, n, n]
+        # [n, D] one-hot membership (F.one_hot checks its input's range on the host: a sync)
+        member = (domains[:, None] == torch.arange(num_domains, device=domains.device)).to(k.dtype)
+        count = member.sum(0)  # [D]
+        sums = member.T @ k @ member  # [K, D, D]: kernel sums over each pair of domains
+        means = sums / (count[:, None] * count[None, :]).clamp_min(1)
+        within = means.diagonal(dim1=-2, dim2=-1)  # [K, D]
+        pair_mmd = within[:, :, None] + within[:, None, :] - 2 * means  # [K, D, D]
+        present = count > 0
+        pairs = torch.ones(num_domains, num_domains, dtype=torch.bool, device=x.device).triu(1)
+        pairs = (pairs & present[:, None] & present[None, :]).to(k.dtype)
+        value = (pair_mmd * pairs).sum((-2, -1)) / pairs.sum().clamp_min(1)
+    return value[0] if single else value
 
 
-def multi_domain_mmd(features: torch.Tensor, domains: torch.Tensor,
-                     gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
-    """Mean MMD over all pairs of the domains present in a batch (features [n, f], domains [n])."""
+def mmd(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS,
+        kernel: Kernel = "domainbed") -> torch.Tensor:
+    """Biased MMD^2 estimate between samples x [n, f] and y [m, f]."""
+    domains = torch.cat([torch.zeros(len(x), dtype=torch.long), torch.ones(len(y), dtype=torch.long)]).to(x.device)
+    return batched_mmd(torch.cat([x, y]), domains, 2, kernel, gammas)
+
+
+def multi_domain_mmd(features: torch.Tensor, domains: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS,
+                     kernel: Kernel = "domainbed") -> torch.Tensor:
+    """Mean MMD over all pairs of the domains present in a batch (features [n, f], domains [n]).
+
+    Reads the domains on the host (a check, and the number of domains): for scripts and tests;
+    a training step calls `batched_mmd` with the number of domains it knows."""
     present = torch.unique(domains).tolist()
     if len(present) < 2:
         raise ValueError(f"MMD needs samples of at least 2 domains in a batch, got domains {present}")
-    groups = [features[domains == d] for d in present]
-    pairs = [mmd(a, b, gammas) for a, b in itertools.combinations(groups, 2)]
-    return torch.stack(pairs).mean()
+    return batched_mmd(features, domains, int(max(present)) + 1, kernel, gammas)

@@ -7,13 +7,27 @@ outputs, identity at init, shared by all domains, kept at inference (folded at e
 
 Loss: `CE(CLIP logits) + mmd_weight * MMD`, the MMD taken between every pair of source domains
 in the batch on each gated block's gated per-head features (CLS token by default), averaged over
-blocks. Gradient routing of the MMD term (`mmd_routing`):
-  gates  the MMD reaches only the gates of the block it is measured on (the head outputs enter
-         it detached): the paper's best variant, the default;
-  lora   the gate values enter it detached: the MMD reaches the LoRA factors (and, through the
-         features, the gates of earlier blocks);
-  both   nothing detached.
-Cross-entropy trains LoRA and gates alike. One backward pass per step in every mode (DDP-safe).
+blocks; all blocks' MMDs are one batched computation in fp32 (`dg_heads.losses.batched_mmd`).
+Gradient routing of the MMD term (`mmd_routing`):
+  gates        the MMD's full gradient reaches every gate (a block's MMD also reaches the gates
+               of the blocks before it, through the features) and no LoRA factor: the paper's
+               best row, "the MMD updates only the gates", read plainly; the default;
+  lora         the MMD's full gradient reaches the LoRA factors and no gate;
+  both         every trainable tensor gets the MMD's gradient;
+  gates_local  a cheaper approximation of `gates`: the head outputs enter the MMD detached, so a
+               block's MMD reaches only that block's own gate (no extra backward work).
+Cross-entropy trains LoRA and gates alike. `gates` and `lora` take the MMD's gradient for their
+parameters with `torch.autograd.grad` and add it to the loss as a surrogate term (value 0,
+gradient exactly that), so a step still has one `backward` as DDP sees it; that extra gradient
+computation is what `gates_local` saves.
+
+What is the paper's and what is ours (see ../shared/research/methods.md in the project's notes):
+the paper's: HA-LoRA on q and v with ranks 8 (last two blocks) / 2, gates `H * softmax(theta)`
+on head outputs before the output projection, an MMD on the gated head features "on each layer",
+"the Gaussian kernel", MMD updating only the gates as the best row, joint training. Ours: the
+CLS token (or token mean) as the feature, the mean over gated blocks, DomainBed's sum of 7 RBF
+kernels as the default kernel (`mmd_kernel: gaussian` is one Gaussian with a median-heuristic
+bandwidth), the plain reading of "only the gates" above, theta = 0 at init, `mmd_weight` 1.
 
 The paper's ablation rows are switches: HA-LoRA only (`gating.enabled: false`), gating+MMD only
 (`lora.enabled: false`), both (default), plain LoRA + gating (`lora.head_aware: false`), plain
@@ -24,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +47,14 @@ from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.errors import DGHeadsError
 from dg_heads.heatmap import log_heatmap, write_matrix
-from dg_heads.losses import DOMAINBED_GAMMAS, multi_domain_mmd
+from dg_heads.losses import DOMAINBED_GAMMAS, KERNELS, batched_mmd
+from dg_heads.losses.mmd import Kernel
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec
 from dg_heads.reporting import run_dir
 
-ROUTINGS = ("gates", "lora", "both")
+Routing = Literal["gates", "lora", "both", "gates_local"]
+ROUTINGS: tuple[str, ...] = get_args(Routing)
 
 
 @dataclass
@@ -59,9 +75,10 @@ class GatingSpec:
     enabled: bool = True
     blocks: list[int] | None = None
     mmd_weight: float = 1.0
-    mmd_routing: Literal["gates", "lora", "both"] = "gates"
+    mmd_routing: Routing = "gates"
     mmd_feature: Literal["cls", "mean"] = "cls"
-    mmd_gammas: list[float] = field(default_factory=lambda: list(DOMAINBED_GAMMAS))
+    mmd_kernel: Kernel = "domainbed"
+    mmd_gammas: list[float] = field(default_factory=lambda: list(DOMAINBED_GAMMAS))  # of the `domainbed` kernel
 
 
 def hap_ranks(num_blocks: int) -> list[int]:
@@ -77,6 +94,8 @@ class HeadPurification(DGModule):
         self.lora_spec, self.gating_spec = lora or LoRASpec(), gating or GatingSpec()
         if self.gating_spec.mmd_routing not in ROUTINGS:
             raise DGHeadsError(f"gating.mmd_routing {self.gating_spec.mmd_routing!r} is not one of {ROUTINGS}")
+        if self.gating_spec.mmd_kernel not in KERNELS:
+            raise DGHeadsError(f"gating.mmd_kernel {self.gating_spec.mmd_kernel!r} is not one of {KERNELS}")
         if not math.isfinite(self.gating_spec.mmd_weight) or self.gating_spec.mmd_weight < 0:
             raise DGHeadsError(f"gating.mmd_weight must be a finite number >= 0, got {self.gating_spec.mmd_weight}")
         if not self.lora_spec.enabled and not self.gating_spec.enabled:
@@ -92,6 +111,7 @@ class HeadPurification(DGModule):
             self.gated_blocks = sorted(set(self.gating_spec.blocks or range(num_blocks)))
         if self.mmd_on:
             heads.set_taps(self.clip, blocks=self.gated_blocks)
+        self.num_domains: int | None = None  # source domains: set in setup (a step then reads nothing on the host)
 
     @property
     def mmd_on(self) -> bool:
@@ -113,6 +133,7 @@ class HeadPurification(DGModule):
                     f"the MMD needs at least 2 source domains; the data has {datamodule.source_domains} "
                     f"(set model.init_args.gating.mmd_weight: 0 to train without it)"
                 )
+            self.num_domains = len(datamodule.source_domains)
             if getattr(datamodule, "batch_size_per_domain", 2) < 2:
                 raise DGHeadsError(
                     f"data.batch_size_per_domain is {datamodule.batch_size_per_domain}; the MMD needs "
@@ -121,18 +142,45 @@ class HeadPurification(DGModule):
 
     # -------------------------------------------------------------- loss
     def mmd_loss(self, domains: torch.Tensor) -> torch.Tensor:
+        """Mean over gated blocks of the MMD between source domains of the gated head features
+        (from this forward's taps), all blocks in one batched computation. Only `gates_local`
+        detaches anything here; `mmd_term` routes the gradient of the others."""
         spec, attns = self.gating_spec, heads.head_attentions(self.clip)
-        terms = []
-        for block in self.gated_blocks:
-            attn = attns[block]
-            outputs, gates = attn.tap[spec.mmd_feature], attn.gate.values().to(attn.tap[spec.mmd_feature].dtype)
-            if spec.mmd_routing == "gates":
-                outputs = outputs.detach()
-            elif spec.mmd_routing == "lora":
-                gates = gates.detach()
-            features = (outputs * gates.view(1, -1, 1)).flatten(1)
-            terms.append(multi_domain_mmd(features, domains, tuple(spec.mmd_gammas)))
-        return torch.stack(terms).mean()
+        taps = [attns[block].tap for block in self.gated_blocks]
+        outputs = torch.stack([tap[spec.mmd_feature] for tap in taps])  # [blocks, n, H, d_h]
+        if spec.mmd_routing == "gates_local":
+            outputs = outputs.detach()
+        gates = torch.stack([tap["gate"] for tap in taps]).to(outputs.dtype)  # the values this forward used
+        features = (outputs * gates[:, None, :, None]).flatten(2)  # [blocks, n, H * d_h]
+        num_domains = self.num_domains if self.num_domains is not None else int(domains.max()) + 1  # outside fit: a read
+        return batched_mmd(features, domains, num_domains, spec.mmd_kernel,
+                           tuple(spec.mmd_gammas)).mean()
+
+    def routed_parameters(self) -> list[torch.nn.Parameter] | None:
+        """The tensors the MMD's gradient may reach; None: all of them (`both`, `gates_local`)."""
+        routing, attns = self.gating_spec.mmd_routing, heads.head_attentions(self.clip)
+        if routing == "gates":
+            return [p for a in attns if a.gate is not None for p in a.gate.parameters() if p.requires_grad]
+        if routing == "lora":
+            return [p for a in attns if a.lora is not None for p in a.lora.parameters() if p.requires_grad]
+        return None
+
+    def mmd_term(self, mmd: torch.Tensor) -> torch.Tensor:
+        """What the loss adds for the MMD: its value, and its gradient for the routed tensors only.
+
+        `surrogate = sum(p * g)` with `g` the MMD's gradient for each routed tensor p (detached)
+        has gradient exactly g; `mmd.detach() + surrogate - surrogate.detach()` has the MMD's value
+        and that gradient, so the step's single backward (the one DDP reduces) carries it."""
+        params = self.routed_parameters()
+        if params is None or not torch.is_grad_enabled():
+            return mmd
+        if not params:
+            return mmd.detach()
+        grads = torch.autograd.grad(mmd, params, retain_graph=True, allow_unused=True)
+        surrogate = sum((p * g.detach()).sum() for p, g in zip(params, grads) if g is not None)
+        if not isinstance(surrogate, torch.Tensor):  # no routed tensor reaches the MMD
+            return mmd.detach()
+        return mmd.detach() + surrogate - surrogate.detach()
 
     def training_loss(self, images, labels, domains):
         logits = self(images)
@@ -141,8 +189,8 @@ class HeadPurification(DGModule):
         if not self.mmd_on:
             return ce, logs
         mmd = self.mmd_loss(domains)
-        logs["train/mmd"] = mmd
-        return ce + self.gating_spec.mmd_weight * mmd, logs
+        logs["train/mmd"] = mmd.detach()
+        return ce + self.gating_spec.mmd_weight * self.mmd_term(mmd), logs
 
     # ------------------------------------------------------- what a user sees
     def on_validation_epoch_end(self) -> None:
