@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-slurm bench gpu-check clean
+.PHONY: install demo test test-fast test-floor test-slurm bench gpu-check clean
 
 install: $(STAMP)
 
@@ -29,6 +29,38 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+
+# The floor: a second environment (.venv-floor) with every direct dependency at the lowest
+# version pyproject.toml allows (uv's lowest-direct resolution from PyPI, each direct dependency
+# held at its lower bound by .ci/floor_constraints.py; the rest as new as those allow),
+# as a cluster user with old pins has it. Rebuilt when pyproject.toml changes. Prints the
+# resolved versions, imports the package, runs the fast tests and one short demo epoch.
+FLOOR_VENV ?= .venv-floor
+FLOOR_PY   := $(FLOOR_VENV)/bin/python
+UV_VERSION ?= 0.13.9
+FLOOR_SHOW := torch torchvision lightning open_clip_torch torchmetrics omegaconf tensorboard datasets \
+              jsonargparse pyarrow pyyaml tqdm scikit-learn pillow numpy pytest pytest-xdist
+
+$(FLOOR_VENV)/.installed: pyproject.toml .ci/floor_constraints.py
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PY) -m pip install -q uv==$(UV_VERSION)
+	$(PYTHON) .ci/floor_constraints.py dev > $(FLOOR_VENV)/floor-constraints.txt
+	$(FLOOR_VENV)/bin/uv pip install -q --python $(FLOOR_PY) --resolution lowest-direct \
+	    -c $(FLOOR_VENV)/floor-constraints.txt -e ".[dev]"
+	@# Lightning < 2.5.1 installs a `lightning` command of its own (a silent no-op for `fit`); uv
+	@# installs in no fixed order, so install dg-heads once more, last, as pip does: its command wins.
+	$(FLOOR_VENV)/bin/uv pip install -q --python $(FLOOR_PY) --no-deps --reinstall-package dg-heads -e .
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/uv pip show --python $(FLOOR_PY) $(FLOOR_SHOW) | grep -E '^(Name|Version):' | paste - - | awk '{print $$2 "==" $$4}'
+	$(FLOOR_PY) -c "import dg_heads, data_modules, dg_heads.methods, dg_heads.heads; print('dg_heads imports')"
+	$(FLOOR_PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	rm -rf runs/floor
+	$(FLOOR_VENV)/bin/lightning fit --config configs/demo/finetune.yaml --trainer.max_epochs 1 \
+	    --trainer.logger.init_args.save_dir runs/floor --trainer.enable_progress_bar false --test_after_fit true
+	test -s runs/floor/finetune/version_0/metrics_test.json  # the demo ran (not another `lightning`)
 
 # The SLURM part alone: a real single-node cluster (needs root and Debian's slurmctld, slurmd,
 # slurm-client, munge; skipped with the reason otherwise, failed with DG_HEADS_REQUIRE_SLURM=1).
