@@ -33,10 +33,14 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_matrix(d: torch.Tensor, kernel: Kernel = "domainbed",
-                  gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
-    """Kernel values from squared distances `d` [..., n, m] (for `gaussian`, a square `d`)."""
+                  gammas: tuple[float, ...] | torch.Tensor = DOMAINBED_GAMMAS) -> torch.Tensor:
+    """Kernel values from squared distances `d` [..., n, m] (for `gaussian`, a square `d`).
+
+    `gammas` may be a tensor already on `d`'s device (a module buffer): a tuple is copied to the
+    device on every call, which on a GPU is a blocking host-to-device copy."""
     if kernel == "domainbed":
-        gamma = torch.tensor(gammas, dtype=d.dtype, device=d.device).view(-1, *([1] * d.dim()))
+        gamma = gammas if isinstance(gammas, torch.Tensor) else torch.tensor(gammas, dtype=torch.float64)
+        gamma = gamma.to(device=d.device, dtype=d.dtype).view(-1, *([1] * d.dim()))
         return torch.exp(-gamma * d).sum(0)
     if kernel == "gaussian":
         n = d.shape[-1]
@@ -50,7 +54,7 @@ def kernel_matrix(d: torch.Tensor, kernel: Kernel = "domainbed",
 
 
 def batched_mmd(features: torch.Tensor, domains: torch.Tensor, num_domains: int, kernel: Kernel = "domainbed",
-                gammas: tuple[float, ...] = DOMAINBED_GAMMAS) -> torch.Tensor:
+                gammas: tuple[float, ...] | torch.Tensor = DOMAINBED_GAMMAS) -> torch.Tensor:
     """Mean MMD over all pairs of domains present, for each of K feature sets: features [K, n, f]
     (or [n, f]), domains [n] in [0, num_domains) -> [K] (or a scalar)."""
     single = features.dim() == 2

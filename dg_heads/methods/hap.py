@@ -112,6 +112,9 @@ class HeadPurification(DGModule):
         if self.mmd_on:
             heads.set_taps(self.clip, blocks=self.gated_blocks)
         self.num_domains: int | None = None  # source domains: set in setup (a step then reads nothing on the host)
+        # on the weights' device with them: no host-to-device copy in a step
+        self.register_buffer("mmd_gammas", torch.tensor(self.gating_spec.mmd_gammas, dtype=torch.float64),
+                             persistent=False)
 
     @property
     def mmd_on(self) -> bool:
@@ -153,8 +156,7 @@ class HeadPurification(DGModule):
         gates = torch.stack([tap["gate"] for tap in taps]).to(outputs.dtype)  # the values this forward used
         features = (outputs * gates[:, None, :, None]).flatten(2)  # [blocks, n, H * d_h]
         num_domains = self.num_domains if self.num_domains is not None else int(domains.max()) + 1  # outside fit: a read
-        return batched_mmd(features, domains, num_domains, spec.mmd_kernel,
-                           tuple(spec.mmd_gammas)).mean()
+        return batched_mmd(features, domains, num_domains, spec.mmd_kernel, self.mmd_gammas).mean()
 
     def routed_parameters(self) -> list[torch.nn.Parameter] | None:
         """The tensors the MMD's gradient may reach; None: all of them (`both`, `gates_local`)."""
