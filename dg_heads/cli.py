@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from dg_heads import environment
 from dg_heads.errors import DGHeadsError, one_line
 
 # subcommand -> "module:function" that runs it on the remaining arguments
@@ -45,6 +46,7 @@ def main(args: list[str] | None = None) -> None:
     DomainBed's splits); `sweep` (a job list for a SLURM array); `collect` (result tables)."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
+        environment.check()
         if argv[:1] and argv[0] in TOOLS:
             module, function = TOOLS[argv[0]].split(":")
             getattr(importlib.import_module(module), function)(argv[1:])

@@ -166,9 +166,32 @@ def hparam_settings(spec: SweepSpec, method: dict, trial_seed: int) -> list[dict
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
 
 
+def _gpu_count(value, key: str) -> int:
+    count = str(value).rsplit(":", 1)[-1]  # `4` or `a100:4`
+    if not count.isdigit():
+        raise DGHeadsError(f"sweep: slurm.{key} {value!r} is not a GPU count (`4` or `type:4`)")
+    return int(count)
+
+
+def gpus_per_node(slurm: dict) -> int:
+    """GPUs each node of an array task asks for: `gpus_per_node`, `gres: gpu[:type]:N`, or `gpus`
+    (per task) spread over `nodes`; 0 when none is asked for."""
+    if slurm.get("gpus_per_node"):
+        return _gpu_count(slurm["gpus_per_node"], "gpus_per_node")
+    gres = [g.strip() for g in str(slurm.get("gres") or "").split(",") if g.strip().startswith("gpu")]
+    if gres:
+        return _gpu_count(gres[0], "gres") if ":" in gres[0] else 1
+    if slurm.get("gpus"):
+        total, nodes = _gpu_count(slurm["gpus"], "gpus"), int(slurm.get("nodes", 1))
+        if total % nodes:
+            raise DGHeadsError(f"sweep: slurm.gpus {total} does not split evenly over {nodes} nodes")
+        return total // nodes
+    return 0
+
+
 def slurm_layout(spec: SweepSpec) -> tuple[int, int]:
     """(nodes, processes per node) of every array task: `srun` starts one process per device."""
-    tasks = spec.slurm.get("ntasks_per_node", spec.slurm.get("gpus_per_node") or 1)
+    tasks = spec.slurm.get("ntasks_per_node", gpus_per_node(spec.slurm) or 1)
     return int(spec.slurm.get("nodes", 1)), int(tasks)
 
 
@@ -201,7 +224,7 @@ def config_files(configs: list[str], method: str, dataset: str) -> list[str]:
 
 
 def slurm_asks_for_gpu(slurm: dict) -> bool:
-    return any(slurm.get(k) for k in ("gpus_per_node", "gpus", "gpus_per_task")) or "gpu" in str(slurm.get("gres", ""))
+    return gpus_per_node(slurm) > 0 or bool(slurm.get("gpus_per_task"))
 
 
 def trainer_accelerator(configs: list[str], args: list[str]) -> str:
@@ -223,16 +246,25 @@ def trainer_accelerator(configs: list[str], args: list[str]) -> str:
     return value
 
 
-def check_gpu_request(spec: SweepSpec, configs: list[str], args: list[str], where: str) -> None:
+def check_gpu_request(spec: SweepSpec, method: dict, configs: list[str], args: list[str], where: str) -> None:
     """Jobs that would use a GPU need the SLURM section to ask for one: without it the tasks
     land on nodes (or in cgroups) without a GPU, and `accelerator: auto` quietly trains on the
-    CPU for hours. `slurm.cpu_only: true` says CPU on purpose."""
-    if spec.slurm.get("cpu_only") or slurm_asks_for_gpu(spec.slurm):
+    CPU for hours. `slurm.cpu_only: true` says CPU on purpose (and then asks for no GPU)."""
+    if spec.slurm.get("cpu_only"):
+        if slurm_asks_for_gpu(spec.slurm):
+            raise DGHeadsError("sweep: slurm.cpu_only is true but the slurm section also asks for GPUs; "
+                               "drop one of them")
         return
-    accelerator = trainer_accelerator(configs, args)
-    if accelerator != "cpu":
+    if slurm_asks_for_gpu(spec.slurm):
+        return
+    accelerators = {trainer_accelerator(configs, args)}
+    grid = method["grid"] if "grid" in method else spec.grid
+    accelerators |= {str(v) for v in grid.get("trainer.accelerator", [])}
+    accelerators |= {str(v) for v in spec.random.get("space", {}).get("trainer.accelerator", {}).get("choice", [])}
+    wanting = sorted(a for a in accelerators if a != "cpu")
+    if wanting:
         raise DGHeadsError(
-            f"sweep: {where} runs with trainer.accelerator {accelerator} (a GPU wherever there is one), but "
+            f"sweep: {where} runs with trainer.accelerator {wanting[0]} (a GPU wherever there is one), but "
             f"the slurm section asks for no GPU: set slurm.gpus_per_node (or gpus / gres), or "
             f"slurm.cpu_only: true to run on CPUs on purpose"
         )
@@ -245,7 +277,7 @@ def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
         args += layout_args(spec, args, f"method {method!r}")
         for dataset, domains in spec.datasets.items():
             configs = config_files(mspec["configs"], method, dataset)
-            check_gpu_request(spec, configs, args, f"method {method!r} on {dataset}")
+            check_gpu_request(spec, mspec, configs, args, f"method {method!r} on {dataset}")
             for domain in domains:
                 for seed in spec.trial_seeds:
                     for index, hparams in enumerate(hparam_settings(spec, mspec, seed)):

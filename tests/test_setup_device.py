@@ -42,9 +42,26 @@ def test_setup_builds_on_the_weights_device_not_on_self_device(method, gpu_like_
     model.setup = setup
     data = DomainBedDataModule("rotated_digits", test_domains=["75"], image_size=32, num_workers=0,
                                eval_batch_size=256)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, limit_val_batches=1, enable_model_summary=False)
     trainer.validate(model, datamodule=data, verbose=False)
     assert seen["reported"] == FAKE_ROOT_DEVICE
     assert model.classifier.device.type == "cpu" and model.classifier.shape[0] == 10
     assert torch.isfinite(model.classifier).all()
+
+
+def test_a_training_free_search_is_left_unwrapped_by_ddp_on_cuda_too(monkeypatch):
+    """scan / GA train nothing: DDP would refuse to wrap them, and on CUDA Lightning's DDP strategy
+    also asserts the wrapper is there when it registers its hooks (a gloo/CPU run never gets there)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from dg_heads.methods.aat import leave_out_ddp_wrapper
+
+    model = AttentionAblation()
+    model.configure_trainable()
+    strategy = DDPStrategy()
+    strategy.model = model
+    monkeypatch.setattr(DDPStrategy, "root_device", property(lambda self: torch.device("cuda", 0)))
+    leave_out_ddp_wrapper(strategy)
+    strategy.configure_ddp()
+    assert strategy.model is model

@@ -213,8 +213,27 @@ def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
     # an explicit CPU accelerator in the arguments is CPU on purpose too
     args_cpu = no_gpu.replace('args: [--trainer.max_epochs, "1"]', 'args: [--trainer.max_epochs, "1", --trainer.accelerator, cpu]')
     assert len(jobs_of(_spec(tmp_path, args_cpu), tmp_path / "runs")) == 16
-    # the demo configs say `accelerator: cpu`: no GPU needed
-    assert len(jobs_of(_spec(tmp_path, SPEC.replace("gpus_per_node: 4, nodes: 2, ", "")), tmp_path / "runs")) == 16
+    # the demo configs say `accelerator: cpu`: no GPU needed, unless a grid asks for one
+    demo_no_gpu = SPEC.replace("gpus_per_node: 4, nodes: 2, ", "")
+    assert len(jobs_of(_spec(tmp_path, demo_no_gpu), tmp_path / "runs")) == 16
+    with pytest.raises(DGHeadsError, match="trainer.accelerator gpu .* asks for no GPU"):
+        jobs_of(_spec(tmp_path, demo_no_gpu.replace("grid:\n", "grid:\n  trainer.accelerator: [cpu, gpu]\n")),
+                tmp_path / "runs")
+    with pytest.raises(DGHeadsError, match="cpu_only is true but the slurm section also asks for GPUs"):
+        jobs_of(_spec(tmp_path, pacs.replace("gpus_per_node: 4, ", "gpus_per_node: 4, cpu_only: true, ")), tmp_path / "runs")
+
+
+@pytest.mark.parametrize("request_, per_node", [("gres: 'gpu:a100:2'", 2), ("gres: gpu", 1), ("gpus: 4", 2),
+                                                ("gpus_per_node: 'a100:3'", 3)])
+def test_every_way_of_asking_slurm_for_gpus_sets_the_processes_per_node(tmp_path, request_, per_node):
+    """One process per GPU on each of the 2 nodes, whichever way the spec asks for the GPUs."""
+    text = SPEC.replace("{repo}/configs/demo/finetune.yaml", "{repo}/configs/pacs/hap.yaml").replace(
+        "gpus_per_node: 4, nodes: 2", request_ + ", nodes: 2")
+    spec = _spec(tmp_path, text)
+    jobs_file, jobs = write_sweep(spec, tmp_path / "runs")
+    argv = jobs[0].argv()
+    assert argv[argv.index("--trainer.devices") + 1] == str(per_node)
+    assert f"--ntasks-per-node={per_node}" in sbatch_command(spec, jobs_file, [0])
 
 
 def test_srun_gets_the_tasks_cpus(tmp_path):

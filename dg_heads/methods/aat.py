@@ -77,12 +77,13 @@ def leave_out_ddp_wrapper(strategy) -> None:
     is not needed when a module doesn't have any parameter that requires a gradient"), and
     there is no gradient to synchronise. The processes still form their group (the search shares
     its scoring out over it, and validation and test reduce over it); only the wrapper is left out.
-    Lightning has no public switch for this; `_setup_model` is the method its DDP strategy wraps
-    the module in, so this strategy instance returns the module as it is."""
+    Lightning has no public switch for this; its DDP strategy wraps the module and registers its
+    communication hooks (which on CUDA assert the wrapper is there) in `configure_ddp`, so this
+    strategy instance skips that step."""
     from lightning.pytorch.strategies import DDPStrategy
 
     if isinstance(strategy, DDPStrategy):
-        strategy._setup_model = lambda module: module
+        strategy.configure_ddp = lambda: None
 
 
 class AttentionAblation(DGModule):

@@ -201,7 +201,8 @@ class DGModule(L.LightningModule):
         images, labels = batch
         if len(labels):
             self.metrics[split][dataloader_idx].update(self(images), labels)
-        self.counts[split][dataloader_idx].update(torch.tensor(float(len(labels)), device=self.device))
+        # a fill on the device (torch.tensor(n, device=...) would be a blocking host-to-device copy)
+        self.counts[split][dataloader_idx].update(torch.full((), float(len(labels)), device=labels.device))
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)

@@ -113,7 +113,7 @@ class HeadPurification(DGModule):
             heads.set_taps(self.clip, blocks=self.gated_blocks)
         self.num_domains: int | None = None  # source domains: set in setup (a step then reads nothing on the host)
         # on the weights' device with them: no host-to-device copy in a step
-        self.register_buffer("mmd_gammas", torch.tensor(self.gating_spec.mmd_gammas, dtype=torch.float64),
+        self.register_buffer("mmd_gammas", torch.tensor(self.gating_spec.mmd_gammas, dtype=torch.float32),
                              persistent=False)
 
     @property
