@@ -189,7 +189,7 @@ class DGModule(L.LightningModule):
         # shows the previous epoch's mean loss; `train/loss` goes to the logger every N steps.
         self.log("train/loss", loss)
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(labels))
+                 batch_size=len(labels), sync_dist=True)  # reduced once, at the epoch's end
         self.log_dict(logs)
         return loss
 
