@@ -7,6 +7,18 @@ DomainBed's ERM does and as domain-alignment losses such as MMD need. Validation
 per source `out` split, test one per held-out domain (the whole domain, or DomainBed's `in`
 split of it), so metrics are reported by domain name. Under DDP, evaluation loaders shard
 without padding, so no image is counted twice.
+
+Training data, as DomainBed draws it: every source domain is an infinite seeded stream
+(`samplers.DomainStreamSampler`), rank-aware under DDP (each process takes every
+`world_size`-th batch of the stream; Lightning does not wrap it), so no domain's loader
+restarts when that domain runs out. An *epoch* is `steps_per_epoch` steps: the largest source
+domain's `in` split // (`batch_size_per_domain` x processes), the same for every domain, so
+`max_epochs` keeps its usual meaning for the largest domain (DomainBed itself counts steps; the
+benchmark configs use `max_steps`). Epoch `e` is a fixed window of every stream, so resuming
+from an epoch-end checkpoint replays exactly what an uninterrupted run sees.
+
+Images leave the workers as uint8 (`transforms`); the model normalises them on its device
+(CLIP mean/std, `DGModule.prepare_images`). Loaders pin memory when the trainer runs on CUDA.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from data_modules import rotated_digits
 from data_modules.folder import load_folder_table
 from data_modules.hf_source import HFSource, load_hf_table
 from data_modules.registry import DatasetInfo, get_dataset
-from data_modules.samplers import EpochShuffleSampler
+from data_modules.samplers import DomainStreamSampler, steps_per_epoch
 from data_modules.splits import holdout_split
 from data_modules.table import SampleTable, TableDataset, collate_skipping
 from data_modules.transforms import AUGMENTATIONS, eval_transform, train_transform
@@ -163,7 +175,8 @@ class DomainBedDataModule(L.LightningDataModule):
         return list(self._class_names_override)
 
     def _build_splits(self) -> None:
-        train_tf, eval_tf = train_transform(self.image_size, self.train_augment), eval_transform(self.image_size)
+        train_tf = train_transform(self.image_size, self.train_augment, uint8=True)
+        eval_tf = eval_transform(self.image_size, uint8=True)
         self.train_sets: dict[str, TableDataset] = {}
         self.val_sets: dict[str, TableDataset] = {}
         self.test_sets: dict[str, TableDataset] = {}
@@ -207,20 +220,32 @@ class DomainBedDataModule(L.LightningDataModule):
         tmp.replace(folder / "splits.json")
 
     # ------------------------------------------------------------ loaders
-    def _loader(self, dataset: TableDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-        if shuffle:
-            sampler = EpochShuffleSampler(len(dataset), seed)
-        elif self.trainer is not None and self.trainer.world_size > 1:
+    def _world(self) -> tuple[int, int]:
+        """(rank, processes) of the trainer, (0, 1) without one."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    @property
+    def pin_memory(self) -> bool:
+        """Pinned host memory when the trainer runs on CUDA (faster, asynchronous copies), not on CPU."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, dataset, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
+        rank, world = self._world()
+        if sampler is None and world > 1:
             # Lightning's default DistributedSampler pads by repeating images: exact numbers need none.
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
-                                                   rank=self.trainer.global_rank, shuffle=False)
-        else:
-            sampler = None
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle,
+            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=False, collate_fn=collate_skipping,
+            pin_memory=self.pin_memory, collate_fn=collate_skipping,
         )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch: the largest source domain's `in` split // (batch x processes)."""
+        return steps_per_epoch([len(s) for s in self.train_sets.values()], self.batch_size_per_domain, self._world()[1])
 
     def train_dataloader(self) -> CombinedLoader:
         """A dict batch `{domain: (images, labels)}` with every source domain in every step."""
@@ -230,11 +255,14 @@ class DomainBedDataModule(L.LightningDataModule):
                     f"source domain {name!r} has {len(dataset)} training images, fewer than "
                     f"batch_size_per_domain={self.batch_size_per_domain}"
                 )
+        rank, world = self._world()
+        steps = self.steps_per_epoch
         loaders = {
-            d: self._loader(s, self.batch_size_per_domain, True, seed=self.trial_seed * 100 + i)
+            d: self._loader(s, self.batch_size_per_domain, drop_last=True, sampler=DomainStreamSampler(
+                len(s), self.trial_seed * 100 + i, self.batch_size_per_domain, steps, rank, world))
             for i, (d, s) in enumerate(self.train_sets.items())
         }
-        return CombinedLoader(loaders, mode="max_size_cycle")
+        return CombinedLoader(loaders, mode="min_size")  # all the same length: nothing cycles or restarts
 
     def val_dataloader(self) -> list[DataLoader]:
         return self.source_val_dataloaders()
@@ -245,10 +273,10 @@ class DomainBedDataModule(L.LightningDataModule):
         sets = [self.val_sets[d] for d in self.source_domains]
         if max_images is not None:
             sets = [s if len(s) <= max_images else Subset(s, range(max_images)) for s in sets]
-        return [self._loader(s, self.eval_batch_size, False) for s in sets]
+        return [self._loader(s, self.eval_batch_size) for s in sets]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.test_sets[d], self.eval_batch_size, False) for d in self.test_domains]
+        return [self._loader(self.test_sets[d], self.eval_batch_size) for d in self.test_domains]
 
     def predict_dataloader(self) -> list[DataLoader]:
         return self.test_dataloader()

@@ -106,7 +106,7 @@ def collate_skipping(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack a batch, leaving out skipped (unreadable) samples."""
     kept = [s for s in samples if s is not None]
     if not kept:
-        return torch.empty(0), torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
     return torch.stack([s[0] for s in kept]), torch.tensor([s[1] for s in kept], dtype=torch.long)
 
 

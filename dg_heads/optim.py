@@ -32,8 +32,19 @@ def lr_lambda(spec: OptimSpec, total_steps: int):
     return factor
 
 
+def adamw(param_groups: list[dict], spec: OptimSpec) -> torch.optim.AdamW:
+    """AdamW, fused where the parameters' device has the fused kernel (CUDA, CPU, ...): one kernel
+    per step instead of a dozen foreach ops, and it takes a `found_inf` flag that skips a step on
+    the device (the non-finite-loss guard uses it); the foreach implementation elsewhere."""
+    kwargs = dict(lr=spec.lr, weight_decay=spec.weight_decay, betas=spec.betas)
+    try:
+        return torch.optim.AdamW(param_groups, fused=True, **kwargs)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(param_groups, **kwargs)
+
+
 def build_optimizer(spec: OptimSpec, param_groups: list[dict], total_steps: int) -> dict:
     """Lightning's `configure_optimizers` answer: AdamW plus a per-step LambdaLR."""
-    optimizer = torch.optim.AdamW(param_groups, lr=spec.lr, weight_decay=spec.weight_decay, betas=spec.betas)
+    optimizer = adamw(param_groups, spec)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

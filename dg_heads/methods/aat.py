@@ -224,7 +224,8 @@ class AttentionAblation(DGModule):
         device = self.classifier.device  # the weights' device (on_fit_start: after the strategy moved them)
         for domain_index, loader in enumerate(loaders):
             for images, labels in loader:
-                scorer.add(images.to(device), labels.to(device), domain_index)
+                # uint8 from the loaders: normalised here (the scorer runs the blocks, not `image_features`)
+                scorer.add(self.prepare_images(images.to(device)), labels.to(device), domain_index)
         return scorer
 
     def _log_generation(self, generation: int, best: float, mean: float) -> None:

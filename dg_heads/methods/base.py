@@ -5,6 +5,18 @@ Methods differ only in what they train and in their loss; subclasses override
 `configure_trainable` and `training_loss`. Logged metrics (the model-selection contract):
 `val/acc/<domain>` for each source domain's `out` split, `val/acc` (their mean, DomainBed's
 training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out domains.
+
+Images: uint8 input (what the DataModule's loaders give) is normalised here, on the model's
+device, with CLIP's mean/std (`prepare_images`); float input is taken as already normalised.
+
+A training step makes no host sync (no `.item()`, no all-reduce): the non-finite-loss guard
+keeps an on-device record of the first non-finite loss, skips that step's update on the device
+(AdamW runs fused and gets the step's flag as its `found_inf`: parameters, moments and step
+count stay exactly as they were), and reads the record (all-gathered under DDP) every
+`trainer.log_every_n_steps` training steps, before every checkpoint is written, at each epoch's
+end and at the end of training. The run then stops with `error: the training loss is not finite
+(...) at global step N ...` naming the last good checkpoint: within `log_every_n_steps` steps
+of the bad one, and with no update computed from a non-finite loss in the weights.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
 from dg_heads.errors import DGHeadsError
 from dg_heads.optim import OptimSpec, build_optimizer
+from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 
 STAGES = ("val", "test")
 
@@ -44,6 +57,11 @@ class DGModule(L.LightningModule):
         self.metrics = nn.ModuleDict()
         self.counts = nn.ModuleDict()  # images scored per domain: shows skipped or double-counted ones
         self.eval_domains: dict[str, list[str]] = {}
+        # uint8 images are normalised on the device with these (not saved: constants)
+        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
+        self._guard: dict[str, torch.Tensor] | None = None  # the non-finite-loss record, on the device
+        self._guarded_steps = 0
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -104,6 +122,7 @@ class DGModule(L.LightningModule):
         return digest.hexdigest()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite()  # never write a checkpoint after a non-finite loss
         keep = {n for n, p in self.named_parameters() if p.requires_grad} | {"classifier"}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything, before the model was built
@@ -128,8 +147,14 @@ class DGModule(L.LightningModule):
             )
 
     # --------------------------------------------------------------- forward
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 `[B, 3, H, W]` -> CLIP-normalised float, on the images' device; float passes as is."""
+        if images.dtype != torch.uint8:
+            return images
+        return normalize_uint8(images, self.pixel_mean.float(), self.pixel_std.float()).to(self.pixel_mean.dtype)
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.encode_image(images), dim=-1)
+        return F.normalize(self.clip.encode_image(self.prepare_images(images)), dim=-1)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         classifier = F.normalize(self.classifier, dim=-1)
@@ -157,23 +182,91 @@ class DGModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], dict):
             batch = batch[0]  # CombinedLoader outside the trainer yields (batch, idx, loader_idx)
-        loss, logs = self.training_loss(*self.merge_domains(batch))
-        self._stop_on_non_finite(loss)
-        self.log("train/loss", loss, prog_bar=True)
+        images, labels, domains = self.merge_domains(batch)
+        loss, logs = self.training_loss(images, labels, domains)
+        self._watch_loss(loss)
+        # No per-step progress-bar value: the bar would call `.item()` on it every step. The bar
+        # shows the previous epoch's mean loss; `train/loss` goes to the logger every N steps.
+        self.log("train/loss", loss)
+        self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(labels), sync_dist=True)  # reduced once, at the epoch's end
         self.log_dict(logs)
         return loss
 
-    def _stop_on_non_finite(self, loss: torch.Tensor) -> None:
-        """Stop before a NaN/inf loss reaches the weights: every rank stops together, and the
-        checkpoints already written (all of finite weights) stay as they are."""
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise DGHeadsError(
-                f"the training loss is not finite ({loss.item()}) at global step {self.global_step}; "
-                f"stopped before the update. {self._last_checkpoint_note()}"
-            )
+    # ------------------------------------------------------ non-finite guard
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Record (on the device, no sync) whether this step's loss is finite, and the first one that is not."""
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss)
+        if self._trainer is None:  # called by hand: nothing to skip or defer
+            if bool(bad):
+                raise DGHeadsError(f"the training loss is not finite ({loss.item()})")
+            return
+        if self._guard is None:
+            self._guard = {"first_step": torch.full((), -1.0, dtype=torch.float64, device=loss.device),
+                           "first_value": torch.zeros((), dtype=torch.float64, device=loss.device),
+                           "step_bad": torch.zeros((), dtype=torch.bool, device=loss.device)}
+        g = self._guard
+        new = bad & (g["first_step"] < 0)
+        g["first_step"] = torch.where(new, torch.full((), float(self.global_step), dtype=torch.float64,
+                                                      device=loss.device), g["first_step"])
+        g["first_value"] = torch.where(new, loss.double(), g["first_value"])
+        g["step_bad"] = g["step_bad"] | bad  # any bad loss among the batches of this optimiser step
+        self._guarded_steps += 1
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Skip the update of a step with a non-finite loss, on the device: fused AdamW gets the
+        flag as `found_inf` (its kernel then leaves parameters, moments and step count alone);
+        another optimiser gets that step's gradients zeroed (no NaN reaches it, but its own
+        momentum and weight decay still move the weights)."""
+        if self._guard is None:
+            return
+        flag, self._guard["step_bad"] = self._guard["step_bad"], torch.zeros_like(self._guard["step_bad"])
+        optimizer = getattr(optimizer, "_optimizer", optimizer)
+        if self._skips_on_device(optimizer):
+            optimizer.found_inf = flag.float()
+            return
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = torch.where(flag, torch.zeros_like(p.grad), p.grad)
+
+    @staticmethod
+    def _skips_on_device(optimizer) -> bool:
+        return getattr(optimizer, "_step_supports_amp_scaling", False) and all(
+            g.get("fused") for g in optimizer.param_groups)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._guarded_steps and self._guarded_steps % max(1, self.trainer.log_every_n_steps) == 0:
+            self._check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def on_fit_end(self) -> None:  # (on_fit_end: methods override on_train_end)
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Read the record (one sync, all-gathered over the processes) and stop if a loss was not
+        finite: every rank reads the same record, so all stop together."""
+        if self._guard is None:
+            return
+        packed = torch.stack([self._guard["first_step"], self._guard["first_value"]])
+        if self.trainer.world_size > 1:
+            packed = self.trainer.strategy.all_gather(packed)
+        bad = [(step, value) for step, value in packed.reshape(-1, 2).tolist() if step >= 0]
+        if not bad:
+            return
+        step, value = min(bad)
+        optimizers = [getattr(o, "_optimizer", o) for o in self.trainer.optimizers]
+        skipped = ("no update with a non-finite loss reached the weights" if optimizers and all(
+            self._skips_on_device(o) for o in optimizers) else "the gradients of non-finite steps were zeroed")
+        every = max(1, self.trainer.log_every_n_steps)
+        raise DGHeadsError(
+            f"the training loss is not finite ({value}) at global step {int(step)}; stopped at global step "
+            f"{self.global_step} (checked every {every} steps: trainer.log_every_n_steps), {skipped}. "
+            f"{self._last_checkpoint_note()}"
+        )
 
     def _last_checkpoint_note(self) -> str:
         folders = {Path(c.dirpath) for c in getattr(self.trainer, "checkpoint_callbacks", []) if c.dirpath}

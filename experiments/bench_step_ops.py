@@ -1,0 +1,267 @@
+"""Aten ops and host syncs of one training step: HAP (3 and 5 source domains), plain LoRA, full fine-tune.
+
+    python experiments/bench_step_ops.py --out docs/benchmarks.md
+
+On a GPU a training step of many small ops is launch-bound, and every host sync stalls the
+launch queue; both are counted here, exactly, independent of the machine's speed.
+
+1. The method's step (as `bench_hap.py`'s `stepper`): `training_loss` (forward, loss),
+   `backward`, the AdamW step of `dg_heads.optim.build_optimizer`, on a 12-block, 12-head ViT:
+   open_clip's `ViT-B-16` (width 768, 12 blocks x 12 heads, patch 16) randomly initialised, at
+   its 224 px, `--per-domain` random images per source domain, fp32 on this machine's device.
+   One warm-up step (AdamW's state is created lazily), then the counted step.
+2. A real Lightning fit (`Trainer.fit` on the real `DomainBedDataModule`, RotatedDigits, 5 source
+   domains, the tiny `dg-tiny-vit`, progress bar on, a logger): the mode is on from each
+   `on_train_batch_start` to the next, so it covers the batch transfer, `training_step` (the
+   non-finite guard, `self.log`), backward, the optimiser step and its hooks, the logger
+   connector, the progress bar and checkpoint callbacks. Syncs are split into those inside the
+   method's `training_loss`, inside its backward, and elsewhere (the framework: guard, logging,
+   progress bar, optimiser step, loop).
+   `log_every_n_steps` is 4: step 3 of steps 0-4 is a log step, where Lightning reads the logged
+   values (and the guard reads its record): syncs there are by design, once every N steps.
+   Images are loaded by one DataLoader worker (as in the demo configs), so the augmentation's
+   own CPU-side random draws (`torchvision`'s `.item()` calls, in the worker) are not counted:
+   they are host work in another process, not syncs of the training step.
+
+Counting (`torch.utils._python_dispatch.TorchDispatchMode`): every aten op that reaches the
+dispatcher except views (ops whose schema returns an alias of an input: `view`, `slice`,
+`detach`, `t`, `expand`, ...). Host syncs: ops after which the host must wait for the device's
+data, named in `SYNC_OPS` / `is_sync`:
+- `aten._local_scalar_dense` (`.item()`, `bool(t)`, `float(t)`, `if t:`), `aten.equal`;
+- ops whose output shape depends on the data: `nonzero`, `masked_select`, `_unique`, `_unique2`,
+  `unique_dim`, `unique_consecutive`, `bincount`, `repeat_interleave.Tensor` without
+  `output_size`, and indexing with a boolean mask (`index.Tensor`, `index_put(_)` with a
+  bool/uint8 index: it runs `nonzero` inside);
+- device-to-host copies (`_to_copy` / `copy_` from a non-CPU tensor to the CPU; `.tolist()`,
+  `.cpu()`): only on an accelerator, as on the CPU `.tolist()` dispatches no op at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dg_heads.backbone import image_size_of  # noqa: E402
+from dg_heads.optim import build_optimizer  # noqa: E402
+from experiments.bench_hap import CLASSES, build  # noqa: E402
+from experiments.bench_report import section, update_section  # noqa: E402
+
+aten = torch.ops.aten
+SYNC_OPS = {aten._local_scalar_dense, aten.equal, aten.nonzero, aten.masked_select, aten._unique, aten._unique2,
+            aten.unique_dim, aten.unique_consecutive, aten.unique_dim_consecutive, aten.bincount}
+MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
+CASES = (("hap", 3), ("hap", 5), ("plain_lora", 5), ("finetune", 5))
+
+
+def _is_bool_mask(index) -> bool:
+    return isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)
+
+
+def is_sync(func, args, kwargs) -> bool:
+    """Whether `func(*args, **kwargs)` makes the host wait for the device (see the module docstring)."""
+    packet = func.overloadpacket
+    if packet in SYNC_OPS:
+        return True
+    if packet in MASK_INDEXING and len(args) > 1 and any(_is_bool_mask(i) for i in (args[1] or ())):
+        return True
+    if func is aten.repeat_interleave.Tensor:  # the tensor-repeats overloads all come down to this one
+        return kwargs.get("output_size") is None
+    if packet is aten._to_copy:
+        source, target = args[0], kwargs.get("device")
+        return source.device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
+    if packet is aten.copy_:
+        return args[0].device.type == "cpu" and args[1].device.type != "cpu"
+    return False
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts non-view aten ops and host syncs (by name) while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops, self.syncs, self.tagged_syncs = 0, Counter(), Counter()
+        self.tag = ""  # a label for where the current syncs come from
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not func.is_view:
+            self.ops += 1
+        if is_sync(func, args, kwargs):
+            name = str(func.overloadpacket.__name__) + ("[bool mask]" if func.overloadpacket in MASK_INDEXING else "")
+            self.syncs[name] += 1
+            self.tagged_syncs[self.tag] += 1
+        return func(*args, **kwargs)
+
+
+# ------------------------------------------------------------- 1. the method's step
+def method_step(method: str, domains: int, model: str, per_domain: int, device: str):
+    module = build(method, model, device)
+    size = image_size_of(module.clip)
+    torch.manual_seed(0)
+    images = torch.randn(domains * per_domain, 3, size, size, device=device)
+    labels = torch.randint(0, CLASSES, (domains * per_domain,), device=device)
+    domain_ids = torch.arange(domains, device=device).repeat_interleave(per_domain)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = build_optimizer(module.optim_spec, [{"params": params}], 1000)["optimizer"]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = module.training_loss(images, labels, domain_ids)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def count_method_steps(model: str, per_domain: int, device: str) -> dict[str, OpCounter]:
+    counts = {}
+    for method, domains in CASES:
+        step = method_step(method, domains, model, per_domain, device)
+        step()  # warm-up: AdamW's state is created lazily
+        with OpCounter() as counter:
+            step()
+        counts[f"{method}@{domains}"] = counter
+        print(f"{method} at {domains} domains: {counter.ops} ops, {sum(counter.syncs.values())} syncs "
+              f"{dict(counter.syncs)}", flush=True)
+    return counts
+
+
+# ------------------------------------------------------ 2. a real Lightning fit
+def lightning_syncs(method: str, data_root: Path, steps: int = 5, log_every: int = 4) -> list[dict]:
+    """Per training step of a real `Trainer.fit`: ops, syncs inside `training_loss`, syncs elsewhere."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from data_modules import DomainBedDataModule
+    from dg_heads.backbone import CLIPSpec
+    from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec
+    from dg_heads.optim import OptimSpec
+
+    spec, optim = CLIPSpec(model_name="dg-tiny-vit", templates=["a photo of the digit {}."]), OptimSpec(lr=1e-4)
+    L.seed_everything(0, verbose=False)
+    if method == "hap":
+        module = HeadPurification(spec, optim, LoRASpec(), GatingSpec())
+    elif method == "plain_lora":
+        module = HeadPurification(spec, optim, LoRASpec(head_aware=False), GatingSpec(enabled=False, mmd_weight=0.0))
+    else:
+        module = CLIPBaseline(spec, optim, mode="finetune")
+    counter, per_step = OpCounter(), []
+    loss_fn = module.training_loss
+
+    def tagged_loss(*args, **kwargs):
+        counter.tag = "loss"
+        try:
+            return loss_fn(*args, **kwargs)
+        finally:
+            counter.tag = "framework"
+
+    module.training_loss = tagged_loss
+    backward_fn = module.backward
+
+    def tagged_backward(*args, **kwargs):  # the loss's backward (e.g. boolean-mask indexing's index_put)
+        counter.tag = "backward"
+        try:
+            return backward_fn(*args, **kwargs)
+        finally:
+            counter.tag = "framework"
+
+    module.backward = tagged_backward
+
+    class Window(Callback):
+        """The mode is on from one `on_train_batch_start` to the next (or the end of training)."""
+
+        def _close(self, trainer) -> None:
+            if counter.tag:
+                counter.__exit__(None, None, None)
+                per_step.append({"step": len(per_step), "ops": counter.ops, "loss_syncs": counter.tagged_syncs["loss"],
+                                 "backward_syncs": counter.tagged_syncs["backward"],
+                                 "framework_syncs": counter.tagged_syncs["framework"], "names": dict(counter.syncs)})
+                counter.tag = ""
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self._close(trainer)
+            counter.ops, counter.syncs, counter.tagged_syncs = 0, Counter(), Counter()
+            counter.tag = "framework"
+            counter.__enter__()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self._close(trainer)
+
+        on_train_end = on_train_epoch_end
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32,
+                                   batch_size_per_domain=8, num_workers=1, train_augment="domainbed")
+        trainer = L.Trainer(accelerator="auto", devices=1, max_steps=steps, limit_val_batches=0,
+                            num_sanity_val_steps=0, log_every_n_steps=log_every, enable_checkpointing=False,
+                            logger=TensorBoardLogger(tmp, name="ops"), callbacks=[Window()], enable_progress_bar=True,
+                            enable_model_summary=False)
+        trainer.fit(module, datamodule=data)
+    return per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="ViT-B-16", help="a 12-block, 12-head ViT (random init)")
+    parser.add_argument("--per-domain", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-root", type=Path, default=None, help="where RotatedDigits is (built if absent)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--fit-only", action="store_true", help="print the Lightning-fit counts only")
+    args = parser.parse_args()
+    from data_modules.domainbed import default_root
+
+    if args.fit_only:
+        for method in ("hap", "plain_lora", "finetune"):
+            for row in lightning_syncs(method, args.data_root or default_root()):
+                print(method, row, flush=True)
+        return
+    counts = count_method_steps(args.model, args.per_domain, args.device)
+    lora_ops = counts["plain_lora@5"].ops
+    table = ["| method | source domains | aten ops | vs plain LoRA | host syncs | which |", "|---|---|---|---|---|---|"]
+    for (method, domains), counter in zip(CASES, counts.values()):
+        which = ", ".join(f"{n} x{c}" for n, c in sorted(counter.syncs.items())) or "-"
+        table.append(f"| {method} | {domains} | {counter.ops:,} | {counter.ops / lora_ops:.2f}x | "
+                     f"{sum(counter.syncs.values())} | {which} |")
+
+    fit = ["| method | step | aten ops | syncs in `training_loss` | in its backward | elsewhere (guard, logging, "
+           "bar, optimiser, loop) | which |", "|---|---|---|---|---|---|---|"]
+    for method in ("hap", "plain_lora", "finetune"):
+        for row in lightning_syncs(method, args.data_root or default_root()):
+            which = ", ".join(f"{n} x{c}" for n, c in sorted(row["names"].items())) or "-"
+            fit.append(f"| {method} | {row['step']}{' (log step)' if row['step'] == 3 else ''} | {row['ops']:,} | "
+                       f"{row['loss_syncs']} | {row['backward_syncs']} | {row['framework_syncs']} | {which} |")
+            print(method, row, flush=True)
+
+    hap5 = counts["hap@5"]
+    verdict = (f"HAP at 5 domains: {hap5.ops / lora_ops:.2f}x plain LoRA's ops (target <= 1.5x), "
+               f"{sum(hap5.syncs.values())} host syncs (target 0).")
+    body = section(
+        f"Aten ops and host syncs per training step ({args.model} random init, 12 blocks x 12 heads, "
+        f"{args.per_domain} images per domain, {args.device}, fp32)",
+        f"python experiments/bench_step_ops.py --model {args.model} --per-domain {args.per_domain} --device {args.device}",
+        "one step = `training_loss` (forward, CE (+ MMD for HAP)), backward, AdamW step (fused where the device "
+        "has the kernel), counted with a TorchDispatchMode after one warm-up step: every aten op but views; host "
+        "syncs = `_local_scalar_dense` (`.item()`, `bool()`), `equal`, data-dependent output shapes (`nonzero`, "
+        "`masked_select`, `_unique`/`_unique2`/`unique_*`, `bincount`, `repeat_interleave` without `output_size`, "
+        "boolean-mask `index`/`index_put`) and device-to-host copies (accelerators only: on the CPU `.tolist()` "
+        "dispatches no op). Definitions in the script's docstring.",
+        [verdict, "", *table, "",
+         "In a real `Trainer.fit` (dg-tiny-vit, RotatedDigits, 5 source domains x 8 images, progress bar and "
+         "logger on, `log_every_n_steps: 4`), counted from one `on_train_batch_start` to the next:", "", *fit],
+    )
+    print(body)
+    if args.out:
+        update_section(args.out, f"bench_step_ops_{args.device}", body)
+
+
+if __name__ == "__main__":
+    main()

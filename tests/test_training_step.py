@@ -1,0 +1,86 @@
+"""A training step at GPU speed: no host sync in the step, and a non-finite loss skipped on the
+device (weights and AdamW state untouched) and reported within `log_every_n_steps` steps."""
+
+import lightning as L
+import pytest
+import torch
+
+from data_modules import DomainBedDataModule
+from dg_heads.backbone import CLIPSpec
+from dg_heads.errors import DGHeadsError
+from dg_heads.methods import CLIPBaseline
+from dg_heads.optim import OptimSpec
+from experiments.bench_step_ops import OpCounter, is_sync, lightning_syncs
+
+
+def test_sync_counter_sees_item_bool_masks_and_unique():
+    x = torch.tensor([1.0, 2.0, 2.0, 3.0])
+    with OpCounter() as counter:
+        x.sum().item()
+        bool((x > 0).all())
+        x[x > 1] = 0.0
+        x[x > 1]
+        torch.unique(x)
+        torch.arange(3).repeat_interleave(torch.tensor([1, 2, 3]))
+        x.view(2, 2), x[1:], x.detach()  # views: not ops
+        x * 2
+    assert dict(counter.syncs) == {"_local_scalar_dense": 2, "index_put_[bool mask]": 1, "index[bool mask]": 1,
+                                   "_unique2": 1, "repeat_interleave": 1}
+    assert not is_sync(torch.ops.aten.mul.Tensor, (x, x), {})
+
+
+def test_a_lightning_training_step_makes_no_host_sync(data_root):
+    """Guard, logging, progress bar, optimiser step: nothing reads the device between log steps."""
+    steps = lightning_syncs("plain_lora", data_root, steps=3, log_every=50)
+    assert len(steps) == 3 and all(s["ops"] > 0 for s in steps)
+    assert [s["names"] for s in steps] == [{}, {}, {}]
+
+
+class _NaNAt(L.Callback):
+    """Makes the loss of one step NaN (not the weights), and records weights and AdamW state around it."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.before, self.after = step, None, None
+
+    @staticmethod
+    def _state(trainer, module):
+        optimizer = trainer.optimizers[0]
+        params = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+        state = {f"{i}.{k}": v.clone() for i, s in enumerate(optimizer.state.values()) for k, v in s.items()}
+        return params, state
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            self.before = self._state(trainer, module)
+            loss_fn = module.training_loss
+
+            def nan_loss(*args):
+                loss, logs = loss_fn(*args)
+                module.training_loss = loss_fn
+                return loss * float("nan"), logs
+
+            module.training_loss = nan_loss
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step + 1:
+            self.after = self._state(trainer, module)
+
+
+def test_a_non_finite_loss_skips_its_update_on_the_device_and_stops_within_n_steps(data_root, tmp_path):
+    L.seed_everything(0, verbose=False)
+    module = CLIPBaseline(CLIPSpec(model_name="dg-tiny-vit", templates=["a photo of the digit {}."]),
+                          OptimSpec(lr=1e-3), mode="finetune")
+    data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32,
+                               batch_size_per_domain=4, num_workers=0)
+    probe = _NaNAt(step=1)
+    trainer = L.Trainer(accelerator="cpu", max_steps=10, log_every_n_steps=3, limit_val_batches=0,
+                        num_sanity_val_steps=0, enable_checkpointing=False, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
+                        default_root_dir=tmp_path)
+    with pytest.raises(DGHeadsError, match=r"not finite \(nan\) at global step 1; stopped at global step 3 "
+                                           r"\(checked every 3 steps.*no update with a non-finite loss reached"):
+        trainer.fit(module, datamodule=data)
+    (params_before, state_before), (params_after, state_after) = probe.before, probe.after
+    assert params_before.keys() == params_after.keys() and state_before.keys() == state_after.keys()
+    assert all(torch.equal(params_before[k], params_after[k]) for k in params_before)  # weights untouched
+    assert all(torch.equal(state_before[k], state_after[k]) for k in state_before)  # moments and step count too
