@@ -34,6 +34,8 @@ def build(method: str, model: str, device: str):
     torch.manual_seed(0)
     if method == "hap":
         module = HeadPurification(spec, optim, LoRASpec(), GatingSpec())
+    elif method == "hap_gates_local":  # the cheaper routing: a block's MMD reaches only its own gate
+        module = HeadPurification(spec, optim, LoRASpec(), GatingSpec(mmd_routing="gates_local"))
     elif method == "plain_lora":
         module = HeadPurification(spec, optim, LoRASpec(head_aware=False), GatingSpec(enabled=False, mmd_weight=0.0))
     else:
@@ -44,6 +46,7 @@ def build(method: str, model: str, device: str):
 
 
 def stepper(module, per_domain: int, device: str, precision: str):
+    module.num_domains = DOMAINS  # what `setup` sets in a run: the step then reads nothing on the host
     size = image_size_of(module.clip)
     images = torch.randn(DOMAINS * per_domain, 3, size, size, device=device)
     labels = torch.randint(0, CLASSES, (DOMAINS * per_domain,), device=device)

@@ -57,7 +57,7 @@ aten = torch.ops.aten
 SYNC_OPS = {aten._local_scalar_dense, aten.equal, aten.nonzero, aten.masked_select, aten._unique, aten._unique2,
             aten.unique_dim, aten.unique_consecutive, aten.unique_dim_consecutive, aten.bincount}
 MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
-CASES = (("hap", 3), ("hap", 5), ("plain_lora", 5), ("finetune", 5))
+CASES = (("hap", 3), ("hap", 5), ("hap_gates_local", 5), ("plain_lora", 5), ("finetune", 5))
 
 
 def _is_bool_mask(index) -> bool:
@@ -103,6 +103,7 @@ class OpCounter(TorchDispatchMode):
 # ------------------------------------------------------------- 1. the method's step
 def method_step(method: str, domains: int, model: str, per_domain: int, device: str):
     module = build(method, model, device)
+    module.num_domains = domains  # what `setup` sets in a run: the step then reads nothing on the host
     size = image_size_of(module.clip)
     torch.manual_seed(0)
     images = torch.randn(domains * per_domain, 3, size, size, device=device)
