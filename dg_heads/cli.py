@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from dg_heads.errors import DGHeadsError, one_line
+from dg_heads.errors import user_message
 
 # subcommand -> "module:function" that runs it on the remaining arguments
 TOOLS = {
@@ -50,8 +50,11 @@ def main(args: list[str] | None = None) -> None:
             getattr(importlib.import_module(module), function)(argv[1:])
             return
         run_lightning(args)
-    except DGHeadsError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+    except Exception as error:  # a user mistake, however many layers wrapped it, is one line
+        message = user_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -24,7 +24,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
-from dg_heads.errors import DGHeadsError
+from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
 
 STAGES = ("val", "test")
@@ -38,7 +38,8 @@ class DGModule(L.LightningModule):
         self.clip_spec = clip or CLIPSpec()
         self.optim_spec = optim or OptimSpec()
         self.save_hyperparameters(logger=False)
-        self.clip, self.tokenizer = create_clip(self.clip_spec)
+        with keyed("clip"):
+            self.clip, self.tokenizer = create_clip(self.clip_spec)
         self.templates = resolve_templates(self.clip_spec.templates)
         self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
         self.metrics = nn.ModuleDict()
