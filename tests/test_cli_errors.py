@@ -50,3 +50,14 @@ def test_a_bug_still_shows_its_traceback():
             raise ValueError("Does not validate against any of the Union subtypes") from mistake
     except ValueError as wrapped:
         assert user_message(wrapped) == "bad value"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_subcommand_with_one_line(flag, tmp_path):
+    from dg_heads.cli import LIGHTNING, TOOLS
+
+    result = run_main(flag, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for name in ["fit", "validate", "test", "predict", "sweep", "collect", "prepare", "splits", "export", *LIGHTNING, *TOOLS]:
+        assert len([line for line in lines if line.split()[:1] == [name]]) == 1, (name, result.stdout)
