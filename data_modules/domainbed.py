@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from data_modules import rotated_digits
 from data_modules.folder import load_folder_table
 from data_modules.hf_source import HFSource, load_hf_table
-from data_modules.registry import DatasetInfo, get_dataset
+from data_modules.registry import DatasetInfo, dataset_name, get_dataset
 from data_modules.samplers import EpochShuffleSampler
 from data_modules.splits import holdout_split
 from data_modules.table import SampleTable, TableDataset, collate_skipping
@@ -99,6 +99,7 @@ class DomainBedDataModule(L.LightningDataModule):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        dataset = dataset_name(dataset)  # DomainBed's `OfficeHome` too; hparams and logs get `office_home`
         self.info = get_dataset(dataset)
         if not 0.0 < holdout_fraction < 1.0:
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")

@@ -129,8 +129,11 @@ def load_spec(path: Path) -> SweepSpec:
             raise DGHeadsError(f"sweep spec {path}: method {name!r} needs a list of config files")
         methods[name] = value
     datasets = {}
-    for name, domains in raw["datasets"].items():
-        info = get_dataset(name)
+    for given, domains in raw["datasets"].items():
+        info = get_dataset(given)  # DomainBed's names (`OfficeHome`) too; jobs get the registry's
+        name = info.name
+        if name in datasets:
+            raise DGHeadsError(f"sweep spec {path}: datasets names {name} twice ({given!r} is another name for it)")
         domains = list(info.domains) if domains in ("all", None) else [str(d) for d in domains]
         bad = [d for d in domains if d not in info.domains]
         if bad:
