@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 import lightning as L
@@ -233,11 +234,34 @@ class DGModule(L.LightningModule):
 
     # ---------------------------------------------------------- hparams tab
     def hparams_for_logging(self) -> dict[str, Any]:
-        """Flat hyper-parameters for TensorBoard's HParams tab (method, backbone, optimiser, data)."""
-        params = {"method": type(self).__name__, **{f"clip/{k}": v for k, v in asdict(self.clip_spec).items()},
-                  **{f"optim/{k}": v for k, v in asdict(self.optim_spec).items()}}
-        params.update({k: v for k, v in self.hparams.items() if k not in ("clip", "optim")})
-        datamodule = getattr(self.trainer, "datamodule", None)
+        """Flat hyper-parameters for TensorBoard's HParams tab: the method, then every spec of the
+        model flattened with `/` (`clip/model_name`, `lora/head_aware`, `gating/mmd_weight`,
+        `search/strategy`, `search/ga/population`), then the data's (`data/test_domains`).
+        jsonargparse's bookkeeping (`_class_path`, `_instantiator`) is left out.
+
+        The method's key is `Method`: TensorBoard orders the tab's columns by name (those that
+        differ between runs first), and a capital sorts before every lower-case key."""
+        params: dict[str, Any] = {"Method": type(self).__name__}
+        specs = {"clip": self.clip_spec, "optim": self.optim_spec}
+        specs.update({k: v for k, v in self.hparams.items() if k not in specs})
+        flatten_hparams(specs, "", params)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
-            params.update({f"data/{k}": v for k, v in datamodule.hparams.items()})
+            flatten_hparams(dict(datamodule.hparams), "data", params)
         return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
+
+
+def flatten_hparams(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Dataclasses and mappings flattened into `prefix/key/...` entries, recursively; keys that
+    start with `_` (jsonargparse's `_class_path`, `_instantiator`) are dropped."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    elif hasattr(value, "as_dict") and callable(value.as_dict):  # a jsonargparse Namespace
+        value = value.as_dict()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not str(key).startswith("_"):
+                flatten_hparams(item, f"{prefix}/{key}" if prefix else str(key), out)
+    elif prefix:
+        out[prefix] = value
+    return out
