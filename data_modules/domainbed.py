@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
@@ -252,7 +253,15 @@ class DomainBedDataModule(L.LightningDataModule):
         return [self._loader(self.test_sets[d], self.eval_batch_size, False) for d in self.test_domains]
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return self.test_dataloader()
+        """The test domains' loaders, each batch also carrying its samples' table rows
+        (`(images, labels, rows)`): the predictions file names every image by its id."""
+        return [self._loader(self.test_sets[d].rows_view(), self.eval_batch_size, False) for d in self.test_domains]
+
+    def describe_rows(self, rows: list[int]) -> list[tuple[str, str, str]]:
+        """(id, domain, class folder) of table rows."""
+        ids = self.table.ids_of(np.asarray(rows, dtype=np.int64))
+        return [(i, self.domain_names[self.table.domain_of[r]], self.folder_class_names[self.table.labels[r]])
+                for i, r in zip(ids, rows)]
 
     def eval_domains(self, stage: str) -> list[str]:
         """Domain names of the loaders of `stage`, in loader order (for per-domain metrics)."""

@@ -18,7 +18,7 @@ LIGHTNING = {
     "fit": "train a method (--test_after_fit true: then test the checkpoint selected by val/acc)",
     "validate": "score the source domains' `out` splits (training-domain validation)",
     "test": "score the held-out test domains",
-    "predict": "predict the held-out domains' images",
+    "predict": "predict the held-out domains' images into predictions.csv in the run folder",
 }
 # subcommand -> ("module:function" that runs it on the remaining arguments, its one line)
 TOOLS = {

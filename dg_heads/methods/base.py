@@ -46,6 +46,7 @@ class DGModule(L.LightningModule):
         self.metrics = nn.ModuleDict()
         self.counts = nn.ModuleDict()  # images scored per domain: shows skipped or double-counted ones
         self.eval_domains: dict[str, list[str]] = {}
+        self._predicted: list[torch.Tensor] = []  # (row, class, probability) of `predict`
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -212,9 +213,38 @@ class DGModule(L.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        probs = self(images).softmax(-1)
-        return {"pred": probs.argmax(-1), "prob": probs, "label": labels}
+        images, labels, *rows = batch
+        probs = self(images).softmax(-1) if len(labels) else torch.empty(0, 0)
+        out = {"pred": probs.argmax(-1) if len(labels) else labels, "prob": probs, "label": labels}
+        if rows:  # the DG DataModule's predict loaders name each sample by its table row
+            out["row"] = rows[0]
+            top = probs.max(-1).values if len(labels) else torch.empty(0)
+            self._predicted.append(torch.stack([rows[0].cpu().double(), out["pred"].cpu().double(),
+                                                top.detach().float().cpu().double()], 1))
+        return out
+
+    def on_predict_epoch_start(self) -> None:
+        self._predicted: list[torch.Tensor] = []
+
+    def on_predict_epoch_end(self) -> None:
+        """`predictions.csv` in the run folder: every predicted image once (under DDP each process
+        predicted its share; the shares are gathered to rank 0, which writes the file)."""
+        local = torch.cat(self._predicted) if self._predicted else torch.empty(0, 3, dtype=torch.float64)
+        self._predicted = []
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "describe_rows"):
+            return
+        shares = [local]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shares, local)
+        if not self.trainer.is_global_zero:
+            return
+        from dg_heads.reporting import run_dir, write_predictions
+
+        folder = run_dir(self.trainer) or Path(self.trainer.default_root_dir)
+        path = write_predictions(folder / "predictions.csv", shares, datamodule)
+        print(f"dg-heads: predictions of {sum(len(s) for s in shares)} images written to {path}", flush=True)
 
     def _log_domain_accuracies(self, split: str) -> None:
         accs = {}
