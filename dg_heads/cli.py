@@ -22,7 +22,7 @@ LIGHTNING = {
 }
 # subcommand -> ("module:function" that runs it on the remaining arguments, its one line)
 TOOLS = {
-    "sweep": ("dg_heads.sweep:main", "turn a sweep spec into a job list and the sbatch line of a SLURM array"),
+    "sweep": ("dg_heads.sweep:main", "a sweep spec to jobs: print the sbatch line, run them here (--launcher local) or submit"),
     "collect": ("dg_heads.collect:main", "DomainBed-style result tables of a sweep's runs (.md, .tex, .csv)"),
     "prepare": ("dg_heads.data_cli:prepare_main", "download (where possible) and verify a benchmark's copy"),
     "splits": ("dg_heads.data_cli:splits_main", "print a dataset's DomainBed in/out splits as JSON"),

@@ -1,5 +1,7 @@
 """`dg-heads sweep SPEC.yaml`: methods x datasets x test domains x trial seeds x hyper-parameters
-become a job list, one `lightning fit ...` command per line, for a SLURM array.
+become a job list, one `lightning fit ...` command per line, for a SLURM array (`--launcher
+print`, the default: the sbatch line is printed; `slurm`: submitted) or run on this machine
+(`--launcher local --jobs N`), as DomainBed's command launchers.
 
 A spec (YAML):
 
@@ -348,14 +350,75 @@ def parser_error(stderr: str) -> str:
     return ".".join(keys) + ": " + "; ".join(dict.fromkeys(s.lstrip("- ") for s in said if s))
 
 
+def job_command(job: Job) -> list[str]:
+    """What runs a job here: its `lightning fit ...` line through this interpreter (no PATH needed)."""
+    return [sys.executable, "-m", "dg_heads", *job.argv()[1:]]
+
+
+def run_local(jobs: list[Job], todo: list[int], workers: int, log=print) -> list[Job]:
+    """Run the unfinished jobs on this machine, `workers` at a time, exactly as an array task
+    would (same command, folder, `done` marker and `--ckpt_path last` resume); each job's output
+    goes to `local.log` in its folder. Returns the jobs that failed."""
+    import os
+    import subprocess
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = dict(os.environ)
+    # as array.sbatch / torchrun: processes sharing the machine must not each spin a thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    failed: list[Job] = []
+    finished = [0]
+
+    def run(index: int) -> None:
+        job = jobs[index]
+        start = time.monotonic()
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        with (job.run_dir / "local.log").open("a") as out:
+            code = subprocess.call(job_command(job), stdout=out, stderr=subprocess.STDOUT, env=env)
+        finished[0] += 1
+        what = f"{job.method} {job.dataset} {job.test_domain} seed {job.trial_seed} hp {job.hparams_index}"
+        if code == 0 and (job.run_dir / DONE).exists():
+            log(f"[{finished[0]}/{len(todo)}] done   {what} ({time.monotonic() - start:.0f} s)")
+        else:
+            failed.append(job)
+            log(f"[{finished[0]}/{len(todo)}] FAILED {what} (exit {code}): {job.run_dir / 'local.log'}")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, todo))
+    return failed
+
+
+def submit(command: str) -> str:
+    """Run the `sbatch` line; its answer (`Submitted batch job N`)."""
+    import subprocess
+
+    argv = shlex.split(command)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise DGHeadsError("sweep --launcher slurm: `sbatch` is not on PATH (no SLURM here): use "
+                           "--launcher local to run the jobs on this machine, or --launcher print") from None
+    if result.returncode != 0:
+        raise DGHeadsError(f"sweep --launcher slurm: sbatch failed (exit {result.returncode}): "
+                           f"{' '.join(result.stderr.split()) or ' '.join(result.stdout.split())}")
+    return result.stdout.strip()
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="dg-heads sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("--runs-dir", type=Path, default=None, help="overrides the spec's runs_dir")
+    parser.add_argument("--launcher", choices=("print", "local", "slurm"), default="print",
+                        help="print: write jobs.txt and print the sbatch line (default); local: run the "
+                             "unfinished jobs on this machine, --jobs at a time; slurm: submit the array with sbatch")
+    parser.add_argument("--jobs", type=int, default=1, help="local: how many jobs run at once (default 1)")
     parser.add_argument("--command", default="lightning", help="the CLI each job line starts with")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip parsing one job per method and dataset with the CLI (a few seconds)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise DGHeadsError(f"sweep --jobs {args.jobs}: expected a number of jobs >= 1")
     spec = load_spec(args.spec)
     runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
     jobs = jobs_of(spec, runs_dir)
@@ -365,6 +428,20 @@ def main(argv: list[str]) -> None:
     todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
     print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
           f"(unfinished ones resume from their checkpoints)")
-    if todo:
+    sys.stdout.flush()
+    if not todo:
+        return
+    if args.launcher == "print":
         print(sbatch_command(spec, jobs_file, todo))
+    elif args.launcher == "slurm":
+        print(submit(sbatch_command(spec, jobs_file, todo)))
+    else:
+        print(f"running {len(todo)} job(s) here, {args.jobs} at a time; each one's output: <job folder>/local.log",
+              flush=True)
+        failed = run_local(jobs, todo, args.jobs, log=lambda line: print(line, flush=True))
+        if failed:
+            print(f"{len(failed)} of {len(todo)} job(s) failed; run the same command again to retry "
+                  f"them (finished ones are skipped, interrupted ones resume)", flush=True)
+            sys.exit(1)
+        print(f"all {len(todo)} job(s) done; tables: dg-heads collect {runs_dir}", flush=True)
     sys.stdout.flush()
