@@ -6,6 +6,7 @@ dataset never ends in a stack trace from deep inside Lightning or a dataloader w
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from contextlib import contextmanager
 
@@ -76,6 +77,36 @@ def user_error_in(error: BaseException) -> DGHeadsError | None:
     return None
 
 
+class ConfigError(Exception):
+    """The command line or a config file does not parse (jsonargparse's error, made one line).
+    Not a ValueError: jsonargparse must not catch it and try the next type of a Union."""
+
+
+# jsonargparse's nested explanation of a failed Union/class_path match: the lines that say nothing
+_PARSER_NOISE = re.compile(r"^(- )?(Problem with given class_path|Does not validate|Subtypes:|Errors:|"
+                           r"Given value type|Given value:|Expected a <class 'NoneType'>|tip:)")
+
+
+def parser_error(stderr: str) -> str:
+    """jsonargparse's multi-line error as one line: the dotted key, then what was wrong with it
+    (`model.optim: Option 'lrr' is not accepted`)."""
+    lines = stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    if start is None:
+        return " ".join(line.strip() for line in lines[-3:] if line.strip())
+    tail = [line.strip() for line in lines[start:] if line.strip()]
+    tail[0] = tail[0][len("error:"):].strip()
+    keys = re.findall(r'Parser key "([^"]+)":', "\n".join(tail))
+    said = [line for line in tail if not line.startswith("Parser key") and not _PARSER_NOISE.match(line)]
+    said += [line.split('":', 1)[1].strip() for line in tail if line.startswith("Parser key") and not line.endswith(":")]
+    said = [s.lstrip("- ") for s in said if s.strip("- ")]
+    given = [line.split(":", 1)[1].strip() for line in tail if line.startswith("Given value:")]
+    if given and len(given[0]) <= 100 and not given[0].startswith(("Namespace(", "NestedArg")):
+        said.append(f"got {given[0]!r}")  # a plain value; a class's whole config would hide the message
+    text = "; ".join(dict.fromkeys(said))
+    return f"{'.'.join(keys)}: {text}" if keys else text
+
+
 def _built_by(error: BaseException) -> tuple[str, str] | None:
     """`("model", "HeadPurification")` when `error` was raised while a LightningModule (or
     `data`: a LightningDataModule) was being built or run: the innermost such `self` in its frames."""
@@ -95,6 +126,8 @@ def user_message(error: BaseException) -> str | None:
     """The one line to print for `error` if a user mistake is behind it, else None (a bug: let
     its traceback show). A mistake found while jsonargparse built the model or the data arrives
     wrapped; the line then says which (`model.init_args.lora: ...`, `data (DomainBedDataModule): ...`)."""
+    if isinstance(error, ConfigError):
+        return one_line(error)
     user = user_error_in(error)
     if user is None:
         return None

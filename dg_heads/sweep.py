@@ -49,7 +49,7 @@ import yaml
 
 from data_modules.registry import get_dataset
 from data_modules.splits import seed_hash
-from dg_heads.errors import DGHeadsError
+from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 
 SBATCH = Path(__file__).resolve().parents[1] / "experiments" / "slurm" / "array.sbatch"
 DONE = "done"
@@ -321,33 +321,18 @@ def check_jobs(jobs: list[Job]) -> None:
             continue
         seen.add((job.method, job.dataset))
         err = io.StringIO()
+        said = None
         try:
             with redirect_stdout(io.StringIO()), redirect_stderr(err):
                 run_lightning([*job.argv()[1:], "--print_config"])
+        except ConfigError as error:  # dg-heads's parser: jsonargparse's error, made one line
+            said = str(error)
         except SystemExit as stop:
             if stop.code not in (0, None):
-                raise DGHeadsError(f"sweep: method {job.method!r} on {job.dataset} does not parse: "
-                                   f"{parser_error(err.getvalue())} (its first job: {shlex.join(job.argv())})") from None
-
-
-# jsonargparse's nested explanation of a failed Union/class_path match: the lines that say nothing
-_PARSER_NOISE = re.compile(r"^(- )?(Problem with given class_path|Does not validate|Subtypes:|Errors:|"
-                           r"Given value type|Given value: NestedArg|Expected a <class 'NoneType'>|tip:)")
-
-
-def parser_error(stderr: str) -> str:
-    """jsonargparse's multi-line error as one line: the dotted key, then what was wrong with it
-    (`model.optim: Option 'lrr' is not accepted`)."""
-    lines = stderr.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
-    if start is None:
-        return " ".join(line.strip() for line in lines[-3:] if line.strip())
-    tail = [line.strip() for line in lines[start:] if line.strip()]
-    tail[0] = tail[0][len("error:"):].strip()
-    keys = re.findall(r'Parser key "([^"]+)":', "\n".join(tail))
-    said = [line for line in tail if not line.startswith("Parser key") and not _PARSER_NOISE.match(line)]
-    said += [line.split('":', 1)[1].strip() for line in tail if line.startswith("Parser key") and not line.endswith(":")]
-    return ".".join(keys) + ": " + "; ".join(dict.fromkeys(s.lstrip("- ") for s in said if s))
+                said = parser_error(err.getvalue())
+        if said is not None:
+            raise DGHeadsError(f"sweep: method {job.method!r} on {job.dataset} does not parse: "
+                               f"{said} (its first job: {shlex.join(job.argv())})") from None
 
 
 def job_command(job: Job) -> list[str]:

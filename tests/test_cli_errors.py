@@ -61,3 +61,21 @@ def test_help_lists_every_subcommand_with_one_line(flag, tmp_path):
     lines = result.stdout.splitlines()
     for name in ["fit", "validate", "test", "predict", "sweep", "collect", "prepare", "splits", "export", *LIGHTNING, *TOOLS]:
         assert len([line for line in lines if line.split()[:1] == [name]]) == 1, (name, result.stdout)
+
+
+# (arguments, the line's start: the key, a word it must name); jsonargparse's wording differs by version
+PARSE_CASES = {
+    "required": (["--config", str(REPO / "configs/pacs/hap.yaml")], "error: data: ", "test_domains"),
+    "type": (["--config", str(DEMO / "finetune.yaml"), "--trainer.max_epochs", "abc"], "error: trainer.max_epochs: ", "abc"),
+    "option": (["--config", str(DEMO / "finetune.yaml"), "--model.init_args.optim.lrr", "1"], "error: model.optim: ", "lrr"),
+    "config_file": (["--config", "nope.yaml"], "error: config: ", "nope.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARSE_CASES))
+def test_a_config_that_does_not_parse_is_one_error_line(case, tmp_path):
+    args, start, named = PARSE_CASES[case]
+    result = run_main("fit", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(start) and named in lines[0], result.stderr[-3000:]
