@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Subset
 from data_modules import rotated_digits
 from data_modules.folder import load_folder_table
 from data_modules.hf_source import HFSource, load_hf_table
-from data_modules.registry import DatasetInfo, get_dataset
+from data_modules.registry import DatasetInfo, dataset_name, get_dataset
 from data_modules.samplers import DomainStreamSampler, steps_per_epoch
 from data_modules.splits import holdout_split
 from data_modules.table import SampleTable, TableDataset, collate_skipping
@@ -111,6 +112,7 @@ class DomainBedDataModule(L.LightningDataModule):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        dataset = dataset_name(dataset)  # DomainBed's `OfficeHome` too; hparams and logs get `office_home`
         self.info = get_dataset(dataset)
         if not 0.0 < holdout_fraction < 1.0:
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
@@ -279,7 +281,15 @@ class DomainBedDataModule(L.LightningDataModule):
         return [self._loader(self.test_sets[d], self.eval_batch_size) for d in self.test_domains]
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return self.test_dataloader()
+        """The test domains' loaders, each batch also carrying its samples' table rows
+        (`(images, labels, rows)`): the predictions file names every image by its id."""
+        return [self._loader(self.test_sets[d].rows_view(), self.eval_batch_size) for d in self.test_domains]
+
+    def describe_rows(self, rows: list[int]) -> list[tuple[str, str, str]]:
+        """(id, domain, class folder) of table rows."""
+        ids = self.table.ids_of(np.asarray(rows, dtype=np.int64))
+        return [(i, self.domain_names[self.table.domain_of[r]], self.folder_class_names[self.table.labels[r]])
+                for i, r in zip(ids, rows)]
 
     def eval_domains(self, stage: str) -> list[str]:
         """Domain names of the loaders of `stage`, in loader order (for per-domain metrics)."""

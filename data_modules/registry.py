@@ -139,10 +139,30 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def _plain(name: str) -> str:
+    """`OfficeHome`, `office_home`, `Office-Home`, `OFFICEHOME` -> `officehome`."""
+    return "".join(c for c in str(name).lower() if c.isalnum())
+
+
+# DomainBed's class names (`PACS`, `VLCS`, `OfficeHome`, `TerraIncognita`, `DomainNet`), the
+# registry's names and the folder names, in any case, with or without `_`, `-` or spaces
+_ALIASES = {alias: info.name for info in DATASETS.values() for alias in (_plain(info.name), _plain(info.folder))}
+
+
+def dataset_name(name: str) -> str:
+    """The registry's name of a dataset named as DomainBed (`OfficeHome`), as dg-heads
+    (`office_home`) or as its folder, in any case."""
+    if name in DATASETS:
+        return name
+    found = _ALIASES.get(_plain(name))
+    if found is None:
+        raise DGHeadsError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
+                           f"(or DomainBed's PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, in any case)")
+    return found
+
+
 def get_dataset(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise DGHeadsError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS[dataset_name(name)]
 
 
 def manual_steps(info: DatasetInfo) -> str:

@@ -81,10 +81,16 @@ class TableDataset(Dataset):
     """The images of some rows of a table. An unreadable image is skipped (`None`, dropped by
     `collate_skipping`, named in the log) or, with `bad_images="error"`, raises naming it."""
 
-    def __init__(self, table: SampleTable, rows: np.ndarray, transform: Callable, bad_images: str = "skip"):
+    def __init__(self, table: SampleTable, rows: np.ndarray, transform: Callable, bad_images: str = "skip",
+                 with_row: bool = False):
         if bad_images not in BAD_IMAGE_POLICIES:
             raise DGHeadsError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
         self.table, self.rows, self.transform, self.bad_images = table, np.asarray(rows), transform, bad_images
+        self.with_row = with_row  # also yield each sample's table row (its id, domain): for predictions
+
+    def rows_view(self) -> "TableDataset":
+        """The same samples, each also with its table row."""
+        return TableDataset(self.table, self.rows, self.transform, self.bad_images, with_row=True)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -99,15 +105,19 @@ class TableDataset(Dataset):
                 raise DGHeadsError(f"cannot read image {where}: {error}") from None
             log.warning("skipped unreadable image %s: %s", where, error)
             return None
+        if self.with_row:
+            return self.transform(image), int(self.table.labels[row]), row
         return self.transform(image), int(self.table.labels[row])
 
 
-def collate_skipping(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack a batch, leaving out skipped (unreadable) samples."""
+def collate_skipping(samples: list) -> tuple[torch.Tensor, ...]:
+    """Stack a batch `(images, labels[, rows])`, leaving out skipped (unreadable) samples."""
     kept = [s for s in samples if s is not None]
     if not kept:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    return torch.stack([s[0] for s in kept]), torch.tensor([s[1] for s in kept], dtype=torch.long)
+        width = len(next((s for s in samples if s is not None), (0, 0)))
+        return (torch.empty(0, dtype=torch.uint8), *(torch.empty(0, dtype=torch.long) for _ in range(width - 1)))
+    return (torch.stack([s[0] for s in kept]),
+            *(torch.tensor([s[i] for s in kept], dtype=torch.long) for i in range(1, len(kept[0]))))
 
 
 def build_table(classes: list[str], domains: list[str], domain: list[int], label: list[int],

@@ -51,7 +51,7 @@ def wants_quick_gelu(spec: CLIPSpec) -> bool:
     return spec.pretrained == "openai" or "openai" in Path(spec.pretrained).name.lower()
 
 
-def _check_spec(spec: CLIPSpec) -> None:
+def check_spec(spec: CLIPSpec) -> None:
     if spec.model_name not in open_clip.list_models():
         vits = [m for m in open_clip.list_models() if m.startswith("ViT-B") or m == TINY_MODEL]
         raise DGHeadsError(
@@ -72,10 +72,27 @@ def _check_spec(spec: CLIPSpec) -> None:
         )
 
 
+def tag_weights(model_name: str, tag: str) -> Path | None:
+    """A tag's cached weights file (loaded from there: no request to the hub at all), None when
+    it must be downloaded (network here), or an error at once when there is no network: an
+    offline node would otherwise retry the download for half a minute."""
+    from dg_heads.weights import cached_weights, not_cached_offline, offline_reason
+
+    found = cached_weights(model_name, tag)
+    if found is not None:
+        return found
+    reason = offline_reason(model_name, tag)
+    if reason is not None:
+        raise not_cached_offline(model_name, tag, reason)
+    return None
+
+
 def create_clip(spec: CLIPSpec) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:
     """Build the model (fp32 weights: Lightning's autocast handles mixed precision) and tokenizer."""
-    _check_spec(spec)
+    check_spec(spec)
     pretrained = str(Path(spec.pretrained).expanduser()) if spec.pretrained and _is_path(spec.pretrained) else spec.pretrained
+    if pretrained and not _is_path(pretrained):
+        pretrained = str(tag_weights(spec.model_name, pretrained) or pretrained)
     try:
         model = open_clip.create_model(
             spec.model_name, pretrained=pretrained, force_quick_gelu=wants_quick_gelu(spec)

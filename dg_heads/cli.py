@@ -12,16 +12,36 @@ import importlib
 import sys
 
 from dg_heads import environment
-from dg_heads.errors import DGHeadsError, one_line
+from dg_heads.errors import user_message
 
-# subcommand -> "module:function" that runs it on the remaining arguments
-TOOLS = {
-    "export": "dg_heads.export_cli:main",
-    "prepare": "dg_heads.data_cli:prepare_main",
-    "splits": "dg_heads.data_cli:splits_main",
-    "sweep": "dg_heads.sweep:main",
-    "collect": "dg_heads.collect:main",
+# Lightning's subcommands, with their one line for `--help`
+LIGHTNING = {
+    "fit": "train a method (--test_after_fit true: then test the checkpoint selected by val/acc)",
+    "validate": "score the source domains' `out` splits (training-domain validation)",
+    "test": "score the held-out test domains",
+    "predict": "predict the held-out domains' images into predictions.csv in the run folder",
 }
+# subcommand -> ("module:function" that runs it on the remaining arguments, its one line)
+TOOLS = {
+    "sweep": ("dg_heads.sweep:main", "a sweep spec to jobs: print the sbatch line, run them here (--launcher local) or submit"),
+    "collect": ("dg_heads.collect:main", "DomainBed-style result tables of a sweep's runs (.md, .tex, .csv) and a figure (.png)"),
+    "prepare": ("dg_heads.data_cli:prepare_main", "download (where possible) and verify a benchmark's copy"),
+    "splits": ("dg_heads.data_cli:splits_main", "print a dataset's DomainBed in/out splits as JSON"),
+    "export": ("dg_heads.export_cli:main", "a checkpoint to a plain open_clip weights file"),
+    "weights": ("dg_heads.weights:main", "fetch open_clip's pretrained weights MODEL TAG into the cache (login node)"),
+}
+
+
+def usage() -> str:
+    """What `dg-heads --help` prints: every subcommand with one line."""
+    width = max(map(len, [*LIGHTNING, *TOOLS]))
+    lines = ["usage: dg-heads SUBCOMMAND [options]   (also `lightning` and `python -m dg_heads`)", "",
+             "Lightning subcommands (options: a YAML --config, any key as --key value):"]
+    lines += [f"  {name:<{width}}  {line}" for name, line in LIGHTNING.items()]
+    lines += ["", "dg-heads tools:"]
+    lines += [f"  {name:<{width}}  {line}" for name, (_, line) in TOOLS.items()]
+    lines += ["", "`dg-heads SUBCOMMAND --help` lists a subcommand's options."]
+    return "\n".join(lines)
 
 
 def run_lightning(args: list[str] | None) -> None:
@@ -45,15 +65,21 @@ def main(args: list[str] | None = None) -> None:
     plain open_clip weights file); `prepare` (get and verify a benchmark); `splits` (print
     DomainBed's splits); `sweep` (a job list for a SLURM array); `collect` (result tables)."""
     argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
     try:
         environment.check()
-        if argv[:1] and argv[0] in TOOLS:
-            module, function = TOOLS[argv[0]].split(":")
+        if argv[0] in TOOLS:
+            module, function = TOOLS[argv[0]][0].split(":")
             getattr(importlib.import_module(module), function)(argv[1:])
             return
         run_lightning(args)
-    except DGHeadsError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+    except Exception as error:  # a user mistake, however many layers wrapped it, is one line
+        message = user_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dg_heads.errors import DGHeadsError
+from dg_heads.figure import write_figure
 
 
 @dataclass
@@ -200,6 +201,7 @@ def collect(runs_dir: Path, out_dir: Path | None = None) -> tuple[list[Table], l
         (out_dir / f"{table.dataset}.md").write_text(table.markdown() + "\n")
         (out_dir / f"{table.dataset}.tex").write_text(table.latex() + "\n")
         (out_dir / f"{table.dataset}.csv").write_text(table.csv())
+        write_figure(table, out_dir / f"{table.dataset}.png")  # per test domain: each method's mean ± SE
     incomplete = [r for r in runs if r.metrics is None]
     return result, incomplete, partial
 
@@ -220,4 +222,4 @@ def main(argv: list[str]) -> None:
     if partial:
         print(f"{len(partial)} selection group(s) left out until their runs finish: "
               + ", ".join("/".join(map(str, g)) for g in partial))
-    print(f"\ntables written to {args.out or args.runs_dir / 'results'} (.md, .tex, .csv)")
+    print(f"\ntables written to {args.out or args.runs_dir / 'results'} (.md, .tex, .csv, .png)")

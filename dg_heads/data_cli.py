@@ -13,7 +13,16 @@ import yaml
 from data_modules.domainbed import default_root, load_table, split_manifest
 from data_modules.hf_source import HFSource
 from data_modules.prepare import prepare
-from data_modules.registry import DATASETS, get_dataset
+from data_modules.registry import DATASETS, dataset_name, get_dataset
+from dg_heads.errors import DGHeadsError
+
+
+def dataset_arg(text: str) -> str:
+    """A dataset named as dg-heads or DomainBed does, in any case (`OfficeHome`, `office_home`)."""
+    try:
+        return dataset_name(text)
+    except DGHeadsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def prepare_main(argv: list[str]) -> None:
@@ -21,7 +30,7 @@ def prepare_main(argv: list[str]) -> None:
         prog="dg-heads prepare",
         description="Download a benchmark where a stable source exists (else print the manual steps), "
                     "then verify the copy against the registry: domains, classes, images per domain and class.")
-    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("dataset", type=dataset_arg, help=f"one of {sorted(DATASETS)} or DomainBed's name")
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
     parser.add_argument("--json", action="store_true", help="print the report, with per-class counts, as JSON")
     args = parser.parse_args(argv)
@@ -56,7 +65,7 @@ def splits_main(argv: list[str]) -> None:
         description="Print, as JSON, every domain's DomainBed `in` and `out` samples (relative paths); "
                     "each run writes the same into splits.json in its folder.")
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--dataset", required=True, type=dataset_arg, help=f"one of {sorted(DATASETS)} or DomainBed's name")
     parser.add_argument("--trial-seed", type=int, default=0)
     parser.add_argument("--holdout-fraction", type=float, default=0.2)
     parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML",

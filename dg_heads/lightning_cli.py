@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI
 
+from dg_heads.errors import ConfigError, parser_error
 from dg_heads.reporting import accuracy_metrics, format_table, run_dir, skipped_images, write_metrics
 from dg_heads.resume import newest_checkpoint, purge_logged_after, write_done_marker
 
@@ -56,6 +57,17 @@ class DGHeadsCLI(LightningCLI):
             run=run,
             auto_configure_optimizers=False,
         )
+
+    def init_parser(self, **kwargs):
+        """The parsers of the CLI and of each subcommand end a parse error with one line: jsonargparse
+        prints the usage and a nested explanation of every Union member it tried."""
+        parser = super().init_parser(**kwargs)
+
+        def error(message: str, ex: Exception | None = None):
+            raise ConfigError(parser_error(f"error: {message}")) from None
+
+        parser.error = error
+        return parser
 
     def add_arguments_to_parser(self, parser) -> None:
         int_before_float(parser)

@@ -73,3 +73,25 @@ def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) 
                 notes.append(f"{split} domain {domain!r}: scored {int(n)} of {size} images "
                              f"({size - int(n)} unreadable, skipped; named in the log)")
     return notes
+
+
+def write_predictions(path: Path, shares: list[torch.Tensor], datamodule) -> Path:
+    """`predictions.csv`: id, domain, label, predicted, probability (of the predicted class), one
+    row per image in the table's order (DomainBed's: domain, class, file), whatever the number of
+    processes that predicted it; labels and predictions are class folder names."""
+    import csv
+
+    rows = torch.cat([s.to(torch.float64) for s in shares]) if shares else torch.empty(0, 3, dtype=torch.float64)
+    rows = rows[rows[:, 0].argsort()]
+    table_rows = rows[:, 0].long().tolist()
+    classes = list(datamodule.folder_class_names)
+    described = datamodule.describe_rows(table_rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "domain", "label", "predicted", "probability"])
+        for (sample_id, domain, label), pred, prob in zip(described, rows[:, 1].long().tolist(), rows[:, 2].tolist()):
+            writer.writerow([sample_id, domain, label, classes[pred], f"{prob:.6f}"])
+    tmp.replace(path)
+    return path

@@ -1,5 +1,7 @@
 """`dg-heads sweep SPEC.yaml`: methods x datasets x test domains x trial seeds x hyper-parameters
-become a job list, one `lightning fit ...` command per line, for a SLURM array.
+become a job list, one `lightning fit ...` command per line, for a SLURM array (`--launcher
+print`, the default: the sbatch line is printed; `slurm`: submitted) or run on this machine
+(`--launcher local --jobs N`), as DomainBed's command launchers.
 
 A spec (YAML):
 
@@ -47,7 +49,7 @@ import yaml
 
 from data_modules.registry import get_dataset
 from data_modules.splits import seed_hash
-from dg_heads.errors import DGHeadsError
+from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 
 SBATCH = Path(__file__).resolve().parents[1] / "experiments" / "slurm" / "array.sbatch"
 DONE = "done"
@@ -129,8 +131,11 @@ def load_spec(path: Path) -> SweepSpec:
             raise DGHeadsError(f"sweep spec {path}: method {name!r} needs a list of config files")
         methods[name] = value
     datasets = {}
-    for name, domains in raw["datasets"].items():
-        info = get_dataset(name)
+    for given, domains in raw["datasets"].items():
+        info = get_dataset(given)  # DomainBed's names (`OfficeHome`) too; jobs get the registry's
+        name = info.name
+        if name in datasets:
+            raise DGHeadsError(f"sweep spec {path}: datasets names {name} twice ({given!r} is another name for it)")
         domains = list(info.domains) if domains in ("all", None) else [str(d) for d in domains]
         bad = [d for d in domains if d not in info.domains]
         if bad:
@@ -348,43 +353,89 @@ def check_jobs(jobs: list[Job]) -> None:
             continue
         seen.add((job.method, job.dataset))
         err = io.StringIO()
+        said = None
         try:
             with redirect_stdout(io.StringIO()), redirect_stderr(err):
                 run_lightning([*job.argv()[1:], "--print_config"])
+        except ConfigError as error:  # dg-heads's parser: jsonargparse's error, made one line
+            said = str(error)
         except SystemExit as stop:
             if stop.code not in (0, None):
-                raise DGHeadsError(f"sweep: method {job.method!r} on {job.dataset} does not parse: "
-                                   f"{parser_error(err.getvalue())} (its first job: {shlex.join(job.argv())})") from None
+                said = parser_error(err.getvalue())
+        if said is not None:
+            raise DGHeadsError(f"sweep: method {job.method!r} on {job.dataset} does not parse: "
+                               f"{said} (its first job: {shlex.join(job.argv())})") from None
 
 
-# jsonargparse's nested explanation of a failed Union/class_path match: the lines that say nothing
-_PARSER_NOISE = re.compile(r"^(- )?(Problem with given class_path|Does not validate|Subtypes:|Errors:|"
-                           r"Given value type|Given value: NestedArg|Expected a <class 'NoneType'>|tip:)")
+def job_command(job: Job) -> list[str]:
+    """What runs a job here: its `lightning fit ...` line through this interpreter (no PATH needed)."""
+    return [sys.executable, "-m", "dg_heads", *job.argv()[1:]]
 
 
-def parser_error(stderr: str) -> str:
-    """jsonargparse's multi-line error as one line: the dotted key, then what was wrong with it
-    (`model.optim: Option 'lrr' is not accepted`)."""
-    lines = stderr.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
-    if start is None:
-        return " ".join(line.strip() for line in lines[-3:] if line.strip())
-    tail = [line.strip() for line in lines[start:] if line.strip()]
-    tail[0] = tail[0][len("error:"):].strip()
-    keys = re.findall(r'Parser key "([^"]+)":', "\n".join(tail))
-    said = [line for line in tail if not line.startswith("Parser key") and not _PARSER_NOISE.match(line)]
-    said += [line.split('":', 1)[1].strip() for line in tail if line.startswith("Parser key") and not line.endswith(":")]
-    return ".".join(keys) + ": " + "; ".join(dict.fromkeys(s.lstrip("- ") for s in said if s))
+def run_local(jobs: list[Job], todo: list[int], workers: int, log=print) -> list[Job]:
+    """Run the unfinished jobs on this machine, `workers` at a time, exactly as an array task
+    would (same command, folder, `done` marker and `--ckpt_path last` resume); each job's output
+    goes to `local.log` in its folder. Returns the jobs that failed."""
+    import os
+    import subprocess
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = dict(os.environ)
+    # as array.sbatch / torchrun: processes sharing the machine must not each spin a thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    failed: list[Job] = []
+    finished = [0]
+
+    def run(index: int) -> None:
+        job = jobs[index]
+        start = time.monotonic()
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        with (job.run_dir / "local.log").open("a") as out:
+            code = subprocess.call(job_command(job), stdout=out, stderr=subprocess.STDOUT, env=env)
+        finished[0] += 1
+        what = f"{job.method} {job.dataset} {job.test_domain} seed {job.trial_seed} hp {job.hparams_index}"
+        if code == 0 and (job.run_dir / DONE).exists():
+            log(f"[{finished[0]}/{len(todo)}] done   {what} ({time.monotonic() - start:.0f} s)")
+        else:
+            failed.append(job)
+            log(f"[{finished[0]}/{len(todo)}] FAILED {what} (exit {code}): {job.run_dir / 'local.log'}")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, todo))
+    return failed
+
+
+def submit(command: str) -> str:
+    """Run the `sbatch` line; its answer (`Submitted batch job N`)."""
+    import subprocess
+
+    argv = shlex.split(command)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise DGHeadsError("sweep --launcher slurm: `sbatch` is not on PATH (no SLURM here): use "
+                           "--launcher local to run the jobs on this machine, or --launcher print") from None
+    if result.returncode != 0:
+        raise DGHeadsError(f"sweep --launcher slurm: sbatch failed (exit {result.returncode}): "
+                           f"{' '.join(result.stderr.split()) or ' '.join(result.stdout.split())}")
+    return result.stdout.strip()
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="dg-heads sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("--runs-dir", type=Path, default=None, help="overrides the spec's runs_dir")
+    parser.add_argument("--launcher", choices=("print", "local", "slurm"), default="print",
+                        help="print: write jobs.txt and print the sbatch line (default); local: run the "
+                             "unfinished jobs on this machine, --jobs at a time; slurm: submit the array with sbatch")
+    parser.add_argument("--jobs", type=int, default=1, help="local: how many jobs run at once (default 1)")
     parser.add_argument("--command", default="lightning", help="the CLI each job line starts with")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip parsing one job per method and dataset with the CLI (a few seconds)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise DGHeadsError(f"sweep --jobs {args.jobs}: expected a number of jobs >= 1")
     spec = load_spec(args.spec)
     runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
     jobs = jobs_of(spec, runs_dir)
@@ -394,6 +445,20 @@ def main(argv: list[str]) -> None:
     todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
     print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
           f"(unfinished ones resume from their checkpoints)")
-    if todo:
+    sys.stdout.flush()
+    if not todo:
+        return
+    if args.launcher == "print":
         print(sbatch_command(spec, jobs_file, todo))
+    elif args.launcher == "slurm":
+        print(submit(sbatch_command(spec, jobs_file, todo)))
+    else:
+        print(f"running {len(todo)} job(s) here, {args.jobs} at a time; each one's output: <job folder>/local.log",
+              flush=True)
+        failed = run_local(jobs, todo, args.jobs, log=lambda line: print(line, flush=True))
+        if failed:
+            print(f"{len(failed)} of {len(todo)} job(s) failed; run the same command again to retry "
+                  f"them (finished ones are skipped, interrupted ones resume)", flush=True)
+            sys.exit(1)
+        print(f"all {len(todo)} job(s) done; tables: dg-heads collect {runs_dir}", flush=True)
     sys.stdout.flush()

@@ -199,3 +199,48 @@ def test_prepare_downloads_checks_the_checksum_and_unpacks(tmp_path, monkeypatch
     with pytest.raises(DGHeadsError, match=r"sha256 .* != expected 0000.*nothing was unpacked"):
         prepare(bad, tmp_path / "other", say=lambda _: None)
     assert not (tmp_path / "other/PACS/photo").exists()
+
+
+# ------------------------------------------------------------- DomainBed's dataset names
+DOMAINBED_NAMES = {"PACS": "pacs", "VLCS": "vlcs", "OfficeHome": "office_home", "TerraIncognita": "terra_incognita",
+                   "DomainNet": "domain_net"}
+
+
+@pytest.mark.parametrize("given", [*DOMAINBED_NAMES, "officehome", "OFFICE_HOME", "Terra_Incognita", "domainnet",
+                                   "Domain-Net", "pacs", "rotateddigits", "RotatedDigits"])
+def test_domainbed_names_in_any_case_are_the_registrys(given, tmp_path):
+    from data_modules.registry import dataset_name
+    from dg_heads.data_cli import dataset_arg
+
+    expected = DOMAINBED_NAMES.get(given) or {"officehome": "office_home", "OFFICE_HOME": "office_home",
+                                              "Terra_Incognita": "terra_incognita", "domainnet": "domain_net",
+                                              "Domain-Net": "domain_net", "pacs": "pacs"}.get(given, "rotated_digits")
+    assert dataset_name(given) == expected and get_dataset(given).name == expected
+    assert dataset_arg(given) == expected  # `dg-heads prepare` / `splits --dataset`
+    dm = DomainBedDataModule(given, [get_dataset(expected).domains[0]], root=str(tmp_path))  # CLI and YAML
+    assert dm.info.name == expected and dm.hparams["dataset"] == expected
+
+
+def test_a_sweep_spec_may_name_datasets_as_domainbed(tmp_path):
+    from dg_heads.sweep import jobs_of, load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("methods:\n  lora: ['configs/{dataset}/lora.yaml']\ndatasets:\n  OfficeHome: [Art]\n  PACS: all\n"
+                    "slurm: {gpus_per_node: 1}\n")
+    loaded = load_spec(spec)
+    assert loaded.datasets == {"office_home": ["Art"], "pacs": ["art_painting", "cartoon", "photo", "sketch"]}
+    here = os.getcwd()
+    try:
+        os.chdir(Path(__file__).resolve().parents[1])
+        jobs = jobs_of(loaded, tmp_path / "runs")
+    finally:
+        os.chdir(here)
+    assert {j.configs[0] for j in jobs} == {"configs/office_home/lora.yaml", "configs/pacs/lora.yaml"}
+    spec.write_text("methods:\n  lora: [x.yaml]\ndatasets:\n  PACS: all\n  pacs: all\n")
+    with pytest.raises(DGHeadsError, match="names pacs twice"):
+        load_spec(spec)
+
+
+def test_an_unknown_dataset_name_lists_the_known_ones():
+    with pytest.raises(DGHeadsError, match=r"unknown dataset 'PACSS'; expected one of \['domain_net'.* \(or DomainBed's PACS, VLCS, OfficeHome"):
+        get_dataset("PACSS")

@@ -171,7 +171,7 @@ def test_ablation_mask_round_trip(tiny):
     (lambda m: heads.ablate(m, {0: [4]}), r"head 4 of block 0 does not exist: heads are 0\.\.3"),
     (lambda m: heads.ablate(m, {0: [0]}, mode="mean"), r"'mean' is not one of \('zero'"),
     (lambda m: heads.add_lora(m, ("q", "x")), r"\['x'\]; expected a subset of \['q', 'k', 'v', 'o'\]"),
-    (lambda m: heads.add_lora(m, ("q",), [8, 8]), r"ranks has 2 entries; the image tower has 4 blocks"),
+    (lambda m: heads.add_lora(m, ("q",), [8, 8]), r"ranks \[8, 8\] has 2 entries; expected one per block of the image tower \(4 blocks\)"),
     (lambda m: heads.add_gates(m, blocks=[-1]), r"block -1 does not exist"),
 ])
 def test_bad_input_names_value_and_range(tiny, call, message):

@@ -154,6 +154,29 @@ def test_collect_selects_by_validation_and_lists_incomplete_runs(tmp_path):
     assert "finetune,photo,55.0000,3.5355,2" in (tmp_path / "runs/results/pacs.csv").read_text()
     assert len(incomplete) == 1 and "no done marker" in incomplete[0].why
     assert partial == [("lora", "pacs", "sketch", 1)]
+    _check_figure(tmp_path / "runs/results/pacs.png", table)
+
+
+def _check_figure(path, table):
+    """The PNG beside the tables: a bar per method and test domain up to its mean, in the
+    method's colour, with a whisker from mean - SE to mean + SE."""
+    from PIL import Image
+
+    from dg_heads.figure import AXIS, PLOT_H, TOP, colour, draw_table
+
+    image = Image.open(path).convert("RGB")
+    drawn, bars = draw_table(table)
+    assert image.size == drawn.size and list(image.getdata()) == list(drawn.getdata())
+    assert set(bars) == {(m, d) for m, cells in table.rows.items() for d in cells}
+    y_of = lambda value: TOP + round(PLOT_H * (1 - value / 100))  # noqa: E731
+    for m, method in enumerate(table.rows):
+        for domain, (mean, se, _) in table.rows[method].items():
+            x0, y0, x1, y1 = bars[(method, domain)]
+            assert y0 == y_of(mean) and y1 == y_of(0)
+            assert image.getpixel((x0 + 1, (y0 + y1) // 2)) == colour(m)
+            if se > 0:
+                assert image.getpixel(((x0 + x1) // 2, y_of(mean + se))) == AXIS
+                assert image.getpixel(((x0 + x1) // 2 + 3, y_of(mean - se))) == AXIS
 
 
 @pytest.mark.slow
@@ -252,3 +275,91 @@ def test_srun_gets_the_tasks_cpus(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "srun.log").read_text().startswith("SRUN_CPUS_PER_TASK=8 ")
+
+
+# ------------------------------------------------------------------ launchers
+LAUNCH_SPEC = """
+runs_dir: {runs}
+methods:
+  finetune: [{repo}/configs/demo/finetune.yaml]
+  lora: [{repo}/configs/demo/lora.yaml]
+datasets:
+  rotated_digits: ["0", "75"]
+slurm: {{cpu_only: true, time: "00:10:00"}}
+"""
+
+# a stand-in for `lightning fit`: records when it ran, fails for one job, else writes the done marker
+FAKE_JOB = """
+import sys, time, pathlib
+args = sys.argv[1:]
+done = pathlib.Path(args[args.index("--done_marker") + 1])
+log = done.parents[4] / "starts.txt"  # tmp_path: runs/<dataset>/<method>/<job>/done
+with log.open("a") as f:
+    f.write(f"{time.time()} {done.parent.name}\\n")
+time.sleep(1.0)
+if "lora" in str(done) and "/75_" in str(done):
+    sys.exit(3)
+done.write_text("{}")
+"""
+
+
+def _launch_spec(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(LAUNCH_SPEC.format(runs=tmp_path / "runs", repo=REPO))
+    return spec
+
+
+def test_local_launcher_runs_the_unfinished_jobs_n_at_a_time(tmp_path, monkeypatch):
+    from dg_heads import sweep
+    from tests.conftest import run_main
+
+    fake = tmp_path / "fake_job.py"
+    fake.write_text(FAKE_JOB)
+    monkeypatch.setattr(sweep, "job_command", lambda job: [sys.executable, str(fake), *job.argv()[1:]])
+    spec = _launch_spec(tmp_path)
+    result = run_main("sweep", str(spec), "--launcher", "local", "--jobs", "2", "--no-check", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr  # one job failed
+    assert "1 of 4 job(s) failed" in result.stdout and result.stdout.count("] done ") == 3
+    failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "lora rotated_digits 75" in failed[0] and "local.log" in failed[0]
+    starts = sorted(float(line.split()[0]) for line in (tmp_path / "starts.txt").read_text().splitlines())
+    assert len(starts) == 4 and starts[1] - starts[0] < 0.9  # two at once (each job takes 1 s)
+    assert starts[2] - starts[0] >= 0.9  # never more than two at once
+    # the same command again runs only the failed job: same folders, done markers respected
+    (tmp_path / "starts.txt").unlink()
+    result = run_main("sweep", str(spec), "--launcher", "local", "--jobs", "2", "--no-check", cwd=tmp_path)
+    assert "4 jobs in" in result.stdout and "3 done, 1 to run" in result.stdout
+    assert len((tmp_path / "starts.txt").read_text().splitlines()) == 1
+
+
+def test_slurm_launcher_submits_the_array_and_says_when_there_is_no_sbatch(tmp_path, monkeypatch):
+    from tests.conftest import run_main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spec = _launch_spec(tmp_path)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    result = run_main("sweep", str(spec), "--launcher", "slurm", "--no-check", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: sweep --launcher slurm: `sbatch` is not on PATH")
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/sbatch_args\necho "Submitted batch job 4242"\n')
+    sbatch.chmod(0o755)
+    result = run_main("sweep", str(spec), "--launcher", "slurm", "--no-check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("Submitted batch job 4242")
+    submitted = (tmp_path / "sbatch_args").read_text().split()
+    assert "--array=0-3" in submitted and submitted[-1] == str(tmp_path / "runs" / "jobs.txt")
+
+
+@pytest.mark.slow
+def test_local_sweep_then_collect_gives_the_table(data_root, tmp_path):
+    from tests.conftest import run_cli
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"runs_dir: {tmp_path / 'runs'}\nmethods:\n  finetune: [{REPO}/configs/demo/finetune.yaml]\n"
+                    f"datasets:\n  RotatedDigits: ['75']\nargs: {json.dumps(QUICK)}\n")
+    result = run_cli("sweep", str(spec), "--launcher", "local", "--jobs", "1", "--no-check", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[1/1] done   finetune rotated_digits 75 seed 0 hp 0" in result.stdout
+    result = run_cli("collect", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0 and "| finetune |" in result.stdout, result.stderr[-2000:]

@@ -123,7 +123,8 @@ def add_lora(model: nn.Module, targets: Sequence[str] = ("q", "v"), ranks: int |
         raise DGHeadsError(f"LoRA targets {list(targets)}: {bad or 'none given'}; expected a subset of {list(TARGETS)}")
     per_block = [int(ranks)] * len(attns) if isinstance(ranks, int) else [int(r) for r in ranks]
     if len(per_block) != len(attns):
-        raise DGHeadsError(f"LoRA ranks has {len(per_block)} entries; the image tower has {len(attns)} blocks")
+        raise DGHeadsError(f"LoRA ranks {per_block} has {len(per_block)} entries; expected one per block of the "
+                           f"image tower ({len(attns)} blocks) or one int")
     if any(r < 0 for r in per_block):
         raise DGHeadsError(f"LoRA ranks {per_block} must be >= 0")
     for attn, rank in zip(attns, per_block):

@@ -24,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 import lightning as L
@@ -36,7 +37,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
-from dg_heads.errors import DGHeadsError
+from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 
@@ -51,7 +52,8 @@ class DGModule(L.LightningModule):
         self.clip_spec = clip or CLIPSpec()
         self.optim_spec = optim or OptimSpec()
         self.save_hyperparameters(logger=False)
-        self.clip, self.tokenizer = create_clip(self.clip_spec)
+        with keyed("clip"):
+            self.clip, self.tokenizer = create_clip(self.clip_spec)
         self.templates = resolve_templates(self.clip_spec.templates)
         self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
         self.metrics = nn.ModuleDict()
@@ -62,6 +64,7 @@ class DGModule(L.LightningModule):
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
         self._guard: dict[str, torch.Tensor] | None = None  # the non-finite-loss record, on the device
         self._guarded_steps = 0
+        self._predicted: list[torch.Tensor] = []  # (row, class, probability) of `predict`
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -304,9 +307,38 @@ class DGModule(L.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        probs = self(images).softmax(-1)
-        return {"pred": probs.argmax(-1), "prob": probs, "label": labels}
+        images, labels, *rows = batch
+        probs = self(images).softmax(-1) if len(labels) else torch.empty(0, 0)
+        out = {"pred": probs.argmax(-1) if len(labels) else labels, "prob": probs, "label": labels}
+        if rows:  # the DG DataModule's predict loaders name each sample by its table row
+            out["row"] = rows[0]
+            top = probs.max(-1).values if len(labels) else torch.empty(0)
+            self._predicted.append(torch.stack([rows[0].cpu().double(), out["pred"].cpu().double(),
+                                                top.detach().float().cpu().double()], 1))
+        return out
+
+    def on_predict_epoch_start(self) -> None:
+        self._predicted: list[torch.Tensor] = []
+
+    def on_predict_epoch_end(self) -> None:
+        """`predictions.csv` in the run folder: every predicted image once (under DDP each process
+        predicted its share; the shares are gathered to rank 0, which writes the file)."""
+        local = torch.cat(self._predicted) if self._predicted else torch.empty(0, 3, dtype=torch.float64)
+        self._predicted = []
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "describe_rows"):
+            return
+        shares = [local]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shares, local)
+        if not self.trainer.is_global_zero:
+            return
+        from dg_heads.reporting import run_dir, write_predictions
+
+        folder = run_dir(self.trainer) or Path(self.trainer.default_root_dir)
+        path = write_predictions(folder / "predictions.csv", shares, datamodule)
+        print(f"dg-heads: predictions of {sum(len(s) for s in shares)} images written to {path}", flush=True)
 
     def _log_domain_accuracies(self, split: str) -> None:
         accs = {}
@@ -326,11 +358,34 @@ class DGModule(L.LightningModule):
 
     # ---------------------------------------------------------- hparams tab
     def hparams_for_logging(self) -> dict[str, Any]:
-        """Flat hyper-parameters for TensorBoard's HParams tab (method, backbone, optimiser, data)."""
-        params = {"method": type(self).__name__, **{f"clip/{k}": v for k, v in asdict(self.clip_spec).items()},
-                  **{f"optim/{k}": v for k, v in asdict(self.optim_spec).items()}}
-        params.update({k: v for k, v in self.hparams.items() if k not in ("clip", "optim")})
-        datamodule = getattr(self.trainer, "datamodule", None)
+        """Flat hyper-parameters for TensorBoard's HParams tab: the method, then every spec of the
+        model flattened with `/` (`clip/model_name`, `lora/head_aware`, `gating/mmd_weight`,
+        `search/strategy`, `search/ga/population`), then the data's (`data/test_domains`).
+        jsonargparse's bookkeeping (`_class_path`, `_instantiator`) is left out.
+
+        The method's key is `Method`: TensorBoard orders the tab's columns by name (those that
+        differ between runs first), and a capital sorts before every lower-case key."""
+        params: dict[str, Any] = {"Method": type(self).__name__}
+        specs = {"clip": self.clip_spec, "optim": self.optim_spec}
+        specs.update({k: v for k, v in self.hparams.items() if k not in specs})
+        flatten_hparams(specs, "", params)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
-            params.update({f"data/{k}": v for k, v in datamodule.hparams.items()})
+            flatten_hparams(dict(datamodule.hparams), "data", params)
         return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
+
+
+def flatten_hparams(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Dataclasses and mappings flattened into `prefix/key/...` entries, recursively; keys that
+    start with `_` (jsonargparse's `_class_path`, `_instantiator`) are dropped."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    elif hasattr(value, "as_dict") and callable(value.as_dict):  # a jsonargparse Namespace
+        value = value.as_dict()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not str(key).startswith("_"):
+                flatten_hparams(item, f"{prefix}/{key}" if prefix else str(key), out)
+    elif prefix:
+        out[prefix] = value
+    return out

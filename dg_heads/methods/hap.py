@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
-from dg_heads.errors import DGHeadsError
+from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.heatmap import log_heatmap, write_matrix
 from dg_heads.losses import DOMAINBED_GAMMAS, KERNELS, batched_mmd
 from dg_heads.losses.mmd import Kernel
@@ -104,10 +104,12 @@ class HeadPurification(DGModule):
         num_blocks = len(heads.head_attentions(self.clip))
         if self.lora_spec.enabled:
             ranks = self.lora_spec.ranks if self.lora_spec.ranks is not None else hap_ranks(num_blocks)
-            heads.add_lora(self.clip, self.lora_spec.targets, ranks, self.lora_spec.head_aware, self.lora_spec.alpha)
+            with keyed("lora"):
+                heads.add_lora(self.clip, self.lora_spec.targets, ranks, self.lora_spec.head_aware, self.lora_spec.alpha)
         self.gated_blocks: list[int] = []
         if self.gating_spec.enabled:
-            heads.add_gates(self.clip, self.gating_spec.blocks)
+            with keyed(f"gating.blocks {self.gating_spec.blocks}"):
+                heads.add_gates(self.clip, self.gating_spec.blocks)
             self.gated_blocks = sorted(set(self.gating_spec.blocks or range(num_blocks)))
         if self.mmd_on:
             heads.set_taps(self.clip, blocks=self.gated_blocks)

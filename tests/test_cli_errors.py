@@ -1,0 +1,81 @@
+"""A mistake found while the model or the data is built ends as one `error:` line, exit 2,
+whatever layer raised it (jsonargparse wraps what a class's `__init__` raises in a long
+`Does not validate against any of the Union subtypes` traceback)."""
+
+import pytest
+
+from tests.conftest import REPO, run_main
+
+DEMO = REPO / "configs" / "demo"
+
+CASES = {
+    "lora_ranks": (["--model.init_args.lora.ranks", "[2,2]"],
+                   "error: model.init_args.lora: LoRA ranks [2, 2] has 2 entries; expected one per block"),
+    "gating_blocks": (["--model.init_args.gating.blocks", "[7]"],
+                      "error: model.init_args.gating.blocks [7]: block 7 does not exist"),
+    "model_name": (["--model.init_args.clip.model_name", "ViT-Q-99"],
+                   "error: model.init_args.clip: model_name 'ViT-Q-99' is not an open_clip model"),
+    "pretrained_file": (["--model.init_args.clip.pretrained", "/nonexistent/weights.pt"],
+                        "error: model.init_args.clip: pretrained weights file '/nonexistent/weights.pt' does not exist"),
+    "dataset": (["--data.init_args.dataset", "pacz"],
+                "error: data (DomainBedDataModule): unknown dataset 'pacz'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_build_mistake_is_one_error_line_and_exit_2(case, tmp_path):
+    args, expected = CASES[case]
+    result = run_main("fit", "--config", str(DEMO / "hap.yaml"), *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
+
+
+def test_a_bug_still_shows_its_traceback():
+    """Only user mistakes become one line: anything else is re-raised (its traceback shows)."""
+    from dg_heads.errors import DGHeadsError, user_message
+
+    try:
+        try:
+            raise KeyError("a bug")
+        except KeyError as bug:
+            raise ValueError("Does not validate against any of the Union subtypes") from bug
+    except ValueError as wrapped:
+        assert user_message(wrapped) is None
+    try:
+        try:
+            raise DGHeadsError("bad value")
+        except DGHeadsError as mistake:
+            raise ValueError("Does not validate against any of the Union subtypes") from mistake
+    except ValueError as wrapped:
+        assert user_message(wrapped) == "bad value"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_subcommand_with_one_line(flag, tmp_path):
+    from dg_heads.cli import LIGHTNING, TOOLS
+
+    result = run_main(flag, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for name in ["fit", "validate", "test", "predict", "sweep", "collect", "prepare", "splits", "export", *LIGHTNING, *TOOLS]:
+        assert len([line for line in lines if line.split()[:1] == [name]]) == 1, (name, result.stdout)
+
+
+# (arguments, the line's start: the key, a word it must name); jsonargparse's wording differs by version
+PARSE_CASES = {
+    "required": (["--config", str(REPO / "configs/pacs/hap.yaml")], "error: data: ", "test_domains"),
+    "type": (["--config", str(DEMO / "finetune.yaml"), "--trainer.max_epochs", "abc"], "error: trainer.max_epochs: ", "abc"),
+    "option": (["--config", str(DEMO / "finetune.yaml"), "--model.init_args.optim.lrr", "1"], "error: model.optim: ", "lrr"),
+    "config_file": (["--config", "nope.yaml"], "error: config: ", "nope.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARSE_CASES))
+def test_a_config_that_does_not_parse_is_one_error_line(case, tmp_path):
+    args, start, named = PARSE_CASES[case]
+    result = run_main("fit", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(start) and named in lines[0], result.stderr[-3000:]
