@@ -76,15 +76,9 @@ def tag_weights(model_name: str, tag: str) -> Path | None:
     """A tag's cached weights file (loaded from there: no request to the hub at all), None when
     it must be downloaded (network here), or an error at once when there is no network: an
     offline node would otherwise retry the download for half a minute."""
-    from dg_heads.weights import cached_weights, not_cached_offline, offline_reason
+    from dg_heads.weights import cached_or_offline_error
 
-    found = cached_weights(model_name, tag)
-    if found is not None:
-        return found
-    reason = offline_reason(model_name, tag)
-    if reason is not None:
-        raise not_cached_offline(model_name, tag, reason)
-    return None
+    return cached_or_offline_error(model_name, tag)
 
 
 def create_clip(spec: CLIPSpec) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:

@@ -103,14 +103,23 @@ def not_cached_offline(model: str, tag: str, reason: str) -> DGHeadsError:
         f"(a login node) that shares the cache, or set pretrained to a local weights file")
 
 
-def fetch(model: str, tag: str) -> Path:
-    """The tag's weights file in the cache, downloaded (as open_clip would) if not there yet."""
+def cached_or_offline_error(model: str, tag: str) -> Path | None:
+    """The tag's cached weights file, None when it must be downloaded (network here), or at once
+    an error naming `dg-heads weights` when there is no network."""
     found = cached_weights(model, tag)
     if found is not None:
         return found
     reason = offline_reason(model, tag)
     if reason is not None:
         raise not_cached_offline(model, tag, reason)
+    return None
+
+
+def fetch(model: str, tag: str) -> Path:
+    """The tag's weights file in the cache, downloaded (as open_clip would) if not there yet."""
+    found = cached_or_offline_error(model, tag)
+    if found is not None:
+        return found
     from open_clip.pretrained import download_pretrained
 
     try:
