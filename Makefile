@@ -38,7 +38,7 @@ test-fast: install
 FLOOR_VENV ?= .venv-floor
 FLOOR_PY   := $(FLOOR_VENV)/bin/python
 UV_VERSION ?= 0.13.9
-FLOOR_SHOW := torch torchvision lightning open_clip_torch torchmetrics omegaconf tensorboard datasets \
+FLOOR_SHOW := torch torchvision lightning open_clip_torch torchmetrics omegaconf tensorboard datasets huggingface_hub \
               jsonargparse pyarrow pyyaml tqdm scikit-learn pillow numpy pytest pytest-xdist
 
 $(FLOOR_VENV)/.installed: pyproject.toml .ci/floor_constraints.py
