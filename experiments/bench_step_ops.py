@@ -155,26 +155,19 @@ def lightning_syncs(method: str, data_root: Path, steps: int = 5, log_every: int
     else:
         module = CLIPBaseline(spec, optim, mode="finetune")
     counter, per_step = OpCounter(), []
-    loss_fn = module.training_loss
 
-    def tagged_loss(*args, **kwargs):
-        counter.tag = "loss"
-        try:
-            return loss_fn(*args, **kwargs)
-        finally:
-            counter.tag = "framework"
+    def tagged(fn, tag: str):
+        """`fn` with the counter's syncs attributed to `tag` while it runs."""
+        def wrapper(*args, **kwargs):
+            counter.tag = tag
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                counter.tag = "framework"
+        return wrapper
 
-    module.training_loss = tagged_loss
-    backward_fn = module.backward
-
-    def tagged_backward(*args, **kwargs):  # the loss's backward (e.g. boolean-mask indexing's index_put)
-        counter.tag = "backward"
-        try:
-            return backward_fn(*args, **kwargs)
-        finally:
-            counter.tag = "framework"
-
-    module.backward = tagged_backward
+    module.training_loss = tagged(module.training_loss, "loss")
+    module.backward = tagged(module.backward, "backward")  # the loss's backward (e.g. boolean-mask index_put)
 
     class Window(Callback):
         """The mode is on from one `on_train_batch_start` to the next (or the end of training)."""
