@@ -42,7 +42,7 @@ from data_modules.samplers import DomainStreamSampler, steps_per_epoch
 from data_modules.splits import holdout_split
 from data_modules.table import SampleTable, TableDataset, collate_skipping
 from data_modules.transforms import AUGMENTATIONS, eval_transform, train_transform
-from dg_heads.errors import DGHeadsError
+from data_modules.errors import DGHeadsError
 
 DATA_ENV = "DG_HEADS_DATA"
 TEST_SPLITS = ("all", "in")
@@ -211,7 +211,7 @@ class DomainBedDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.is_global_zero:
             return
-        from dg_heads.reporting import run_dir
+        from dg_heads.run_files import run_dir  # moves to a callback (issue 15)
 
         folder = run_dir(trainer)
         if folder is None:

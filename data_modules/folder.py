@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from data_modules.table import FolderReader, SampleTable, build_table
-from dg_heads.errors import DGHeadsError
+from data_modules.errors import DGHeadsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CACHE_ENV = "DG_HEADS_CACHE"

@@ -15,7 +15,7 @@ import numpy as np
 
 from data_modules.registry import DatasetInfo, prompt_name
 from data_modules.table import SampleTable, build_table, open_rgb
-from dg_heads.errors import DGHeadsError
+from data_modules.errors import DGHeadsError
 
 
 @dataclass

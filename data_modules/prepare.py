@@ -21,7 +21,7 @@ from pathlib import Path
 from data_modules import rotated_digits
 from data_modules.folder import scan_folder
 from data_modules.registry import Archive, DatasetInfo, manual_steps
-from dg_heads.errors import DGHeadsError
+from data_modules.errors import DGHeadsError
 
 CHUNK = 1 << 20
 

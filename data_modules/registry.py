@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_modules.dataset_classes import DOMAIN_NET_CLASSES, OFFICE_HOME_CLASSES
-from dg_heads.errors import DGHeadsError
+from data_modules.errors import DGHeadsError
 
 
 @dataclass(frozen=True)

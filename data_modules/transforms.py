@@ -26,7 +26,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import image_transform
 from torchvision import transforms as T
 
-from dg_heads.errors import DGHeadsError
+from data_modules.errors import DGHeadsError
 
 AUGMENTATIONS = ("domainbed", "clip", "none")
 CLIP_MEAN, CLIP_STD = tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)

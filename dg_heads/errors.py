@@ -7,24 +7,12 @@ dataset never ends in a stack trace from deep inside Lightning or a dataloader w
 from __future__ import annotations
 
 import re
-from collections import deque
 from contextlib import contextmanager
 
+from data_modules.errors import RECENT as _RECENT
+from data_modules.errors import DGHeadsError  # one class for data and model mistakes
 
-class DGHeadsError(ValueError):
-    """A user-facing error: the message names the file, key or value and what was expected.
-
-    `key`: the config key it concerns, where a layer that knows it added it (`keyed`)."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
-        self.detail, self.key = message, key
-        _RECENT.append(self)
-
-
-# The last few user errors made: some jsonargparse versions (4.40) keep only the text of what a
-# class's `__init__` raised, chaining the wrapper to another exception; `user_error_in` finds it by it.
-_RECENT: deque = deque(maxlen=8)
+__all__ = ["DGHeadsError", "ConfigError", "keyed", "one_line", "parser_error", "user_error_in", "user_message"]
 
 
 def one_line(error: BaseException) -> str:

@@ -14,7 +14,8 @@ from typing import Optional, Union
 from lightning.pytorch.cli import LightningCLI
 
 from dg_heads.errors import ConfigError, parser_error
-from dg_heads.reporting import accuracy_metrics, format_table, run_dir, skipped_images, write_metrics
+from dg_heads.reporting import accuracy_metrics, format_table, skipped_images, write_metrics
+from dg_heads.run_files import run_dir
 from dg_heads.resume import newest_checkpoint, purge_logged_after, write_done_marker
 
 TRAINER_DEFAULTS = {

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from dg_heads.errors import DGHeadsError
+from dg_heads.run_files import write_atomic
 
 
 def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
@@ -38,24 +39,10 @@ def format_table(accs: dict[str, float], source_domains: list[str], test_domains
     return "\n".join(lines)
 
 
-def run_dir(trainer) -> Path | None:
-    """The run folder (the logger's version folder), read without a collective call.
-
-    `Trainer.log_dir` broadcasts from rank 0, so calling it on rank 0 alone deadlocks DDP.
-    """
-    logger = trainer.logger
-    path = getattr(logger, "log_dir", None) if logger is not None else trainer.default_root_dir
-    return Path(path) if path else None
-
-
 def write_metrics(log_dir: str | Path, stage: str, accs: dict[str, float], extra: dict | None = None) -> Path:
     """`metrics_<stage>.json` in the run folder: what result collection reads."""
-    path = Path(log_dir) / f"metrics_{stage}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**accs, **(extra or {})}, indent=2, sort_keys=True))
-    tmp.replace(path)  # atomic: a killed run never leaves half a file
-    return path
+    return write_atomic(Path(log_dir) / f"metrics_{stage}.json",
+                        json.dumps({**accs, **(extra or {})}, indent=2, sort_keys=True))
 
 
 def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) -> list[str]:
@@ -80,18 +67,16 @@ def write_predictions(path: Path, shares: list[torch.Tensor], datamodule) -> Pat
     row per image in the table's order (DomainBed's: domain, class, file), whatever the number of
     processes that predicted it; labels and predictions are class folder names."""
     import csv
+    import io
 
     rows = torch.cat([s.to(torch.float64) for s in shares]) if shares else torch.empty(0, 3, dtype=torch.float64)
     rows = rows[rows[:, 0].argsort()]
     table_rows = rows[:, 0].long().tolist()
     classes = list(datamodule.folder_class_names)
     described = datamodule.describe_rows(table_rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "domain", "label", "predicted", "probability"])
-        for (sample_id, domain, label), pred, prob in zip(described, rows[:, 1].long().tolist(), rows[:, 2].tolist()):
-            writer.writerow([sample_id, domain, label, classes[pred], f"{prob:.6f}"])
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["id", "domain", "label", "predicted", "probability"])
+    for (sample_id, domain, label), pred, prob in zip(described, rows[:, 1].long().tolist(), rows[:, 2].tolist()):
+        writer.writerow([sample_id, domain, label, classes[pred], f"{prob:.6f}"])
+    return write_atomic(path, text.getvalue())

@@ -10,12 +10,13 @@ after its checkpoint are not shown twice.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from dg_heads.run_files import write_json
 
 
 def resume_candidates(trainer) -> list[Path]:
@@ -55,7 +56,4 @@ def purge_logged_after(trainer, step: int) -> None:
 
 def write_done_marker(path: Path, summary: dict) -> None:
     """Written last, atomically: a run with this file is finished and a relaunch skips it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_json(path, summary)

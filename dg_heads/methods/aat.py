@@ -35,7 +35,7 @@ from dg_heads.errors import DGHeadsError
 from dg_heads.heatmap import log_heatmap, write_matrix
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
-from dg_heads.reporting import run_dir
+from dg_heads.run_files import run_dir
 from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
 
 

@@ -334,7 +334,8 @@ class DGModule(L.LightningModule):
             torch.distributed.all_gather_object(shares, local)
         if not self.trainer.is_global_zero:
             return
-        from dg_heads.reporting import run_dir, write_predictions
+        from dg_heads.reporting import write_predictions
+        from dg_heads.run_files import run_dir
 
         folder = run_dir(self.trainer) or Path(self.trainer.default_root_dir)
         path = write_predictions(folder / "predictions.csv", shares, datamodule)

@@ -51,7 +51,7 @@ from dg_heads.losses import DOMAINBED_GAMMAS, KERNELS, batched_mmd
 from dg_heads.losses.mmd import Kernel
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec
-from dg_heads.reporting import run_dir
+from dg_heads.run_files import run_dir
 
 Routing = Literal["gates", "lora", "both", "gates_local"]
 ROUTINGS: tuple[str, ...] = get_args(Routing)
