@@ -17,6 +17,10 @@ domain's `in` split // (`batch_size_per_domain` x processes), the same for every
 benchmark configs use `max_steps`). Epoch `e` is a fixed window of every stream, so resuming
 from an epoch-end checkpoint replays exactly what an uninterrupted run sees.
 
+A dataset that is not in the registry (a DomainBed-layout folder, or a Hugging Face dataset) is
+used with no code: its domains and classes are discovered when the data is set up
+(`data_modules.own`), and everything above applies to it unchanged.
+
 Images leave the workers as uint8 (`transforms`); the model normalises them on its device
 (CLIP mean/std, `DGModule.prepare_images`). Loaders pin memory when the trainer runs on CUDA.
 """
@@ -37,7 +41,8 @@ from torch.utils.data import DataLoader, Subset
 from data_modules import rotated_digits
 from data_modules.folder import load_folder_table
 from data_modules.hf_source import HFSource, load_hf_table
-from data_modules.registry import DatasetInfo, dataset_name, get_dataset
+from data_modules.own import looks_like_path, resolve_dataset, with_layout
+from data_modules.registry import DatasetInfo
 from data_modules.samplers import DomainStreamSampler, steps_per_epoch
 from data_modules.splits import holdout_split
 from data_modules.table import SampleTable, TableDataset, collate_skipping
@@ -55,9 +60,12 @@ def default_root() -> Path:
 
 
 def load_table(info: DatasetInfo, root: Path, hf: HFSource | None = None) -> SampleTable:
-    """The dataset's sample table from a Hugging Face source, or else its DomainBed folder."""
+    """The dataset's sample table from a Hugging Face source, or else its DomainBed folder; for a
+    dataset not in the registry, with the domains and classes it holds (checked)."""
     if hf is not None:
         return load_hf_table(hf, info)
+    if info.own:
+        return load_folder_table(Path(info.folder), None, None)
     if info.builtin:
         rotated_digits.build(root / info.folder)
     return load_folder_table(root / info.folder, list(info.domains), list(info.classes))
@@ -77,7 +85,10 @@ class DomainBedDataModule(L.LightningDataModule):
     """Leave-domains-out DG data: `ROOT/<dataset folder>/<domain>/<class>/<image>` or `hf`.
 
     Args:
-        dataset: a name from `data_modules.registry.DATASETS` (`rotated_digits` is built on first use).
+        dataset: a name from `data_modules.registry.DATASETS` (`rotated_digits` is built on first use);
+            or a dataset of your own: a DomainBed-layout folder `<domain>/<class>/<image>` named
+            under `root` or given by its path, or with `hf` any name for a Hugging Face dataset
+            (domains and classes are discovered from the folders or the columns).
         test_domains: held-out domain names (numbers are read as names); every other domain is a source.
         root: data root; null means `$DG_HEADS_DATA` or `~/.cache/dg_heads/data`.
         hf: read the dataset from Hugging Face `datasets` instead of the folder (see `HFSource`).
@@ -91,7 +102,8 @@ class DomainBedDataModule(L.LightningDataModule):
         train_augment: `domainbed` (DomainBed's augmentation), `clip` (open_clip's) or `none`.
         bad_images: `skip` an unreadable image (logged by name; evaluation reports how many
             images it scored) or `error` at the first one.
-        class_names: prompt names overriding the registry's (same order as the class folders).
+        class_names: prompt names overriding the registry's or the folder names' words (same
+            order as the classes: the sorted class folders).
     """
 
     def __init__(
@@ -112,8 +124,10 @@ class DomainBedDataModule(L.LightningDataModule):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        dataset = dataset_name(dataset)  # DomainBed's `OfficeHome` too; hparams and logs get `office_home`
-        self.info = get_dataset(dataset)
+        self.root = Path(root).expanduser() if root else default_root()
+        self.info = resolve_dataset(dataset, self.root, hf is not None)
+        # hparams get the registry's name (DomainBed's `OfficeHome` -> `office_home`), a folder given as a path its full path
+        dataset = self.info.folder if self.info.own and looks_like_path(str(dataset)) else self.info.name
         if not 0.0 < holdout_fraction < 1.0:
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         if batch_size_per_domain < 1:
@@ -123,7 +137,6 @@ class DomainBedDataModule(L.LightningDataModule):
         if train_augment not in AUGMENTATIONS:
             raise DGHeadsError(f"train_augment must be one of {AUGMENTATIONS}, got {train_augment!r}")
         self.save_hyperparameters()
-        self.root = Path(root).expanduser() if root else default_root()
         self.hf = hf
         self.test_domain_names = [str(d) for d in test_domains]
         self.trial_seed, self.holdout_fraction, self.test_split = trial_seed, holdout_fraction, test_split
@@ -131,6 +144,7 @@ class DomainBedDataModule(L.LightningDataModule):
         self.num_workers, self.image_size, self.train_augment = num_workers, image_size, train_augment
         self.bad_images = bad_images
         self._class_names_override = class_names
+        self._table: SampleTable | None = None
         self._ready = False
 
     @property
@@ -138,22 +152,44 @@ class DomainBedDataModule(L.LightningDataModule):
         return self.root / self.info.folder
 
     def prepare_data(self) -> None:
+        """Build RotatedDigits on first use, and read (and so check) the dataset: Lightning starts
+        the logger, which writes the run folder, before `setup`, so a bad dataset must fail here
+        to leave nothing behind. `setup` reuses the table in this process (other processes read
+        it from the folder index)."""
         if self.info.builtin and self.hf is None:
             rotated_digits.build(self.dataset_dir)
+        self._load()
+
+    def _check_test_domains(self) -> None:
+        names = list(self.info.domains)
+        unknown = [d for d in self.test_domain_names if d not in names]
+        if unknown or not self.test_domain_names:
+            found = f" (found in {self.info.folder or self.hf.describe()})" if self.info.own else ""
+            raise DGHeadsError(
+                f"test_domains {self.test_domain_names} of {self.info.name}: {unknown or 'none given'} "
+                f"not a domain; expected one or more of {names}{found}"
+            )
+        if len(self.test_domain_names) == len(names):
+            raise DGHeadsError(f"test_domains {self.test_domain_names} leave no source domain")
+
+    def _load(self) -> None:
+        """The sample table, once; a dataset of one's own gets its domains and classes from it."""
+        if self._table is not None:
+            return
+        if not self.info.own:
+            self._check_test_domains()  # before reading a large copy
+        table = load_table(self.info, self.root, self.hf)
+        if self.info.own:  # its domains and classes are what the folder or the columns hold
+            self.info = with_layout(self.info, table.domains, table.classes)
+            self._check_test_domains()
+        self._table = table
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
+        self._load()
+        self.table = self._table
         names = list(self.info.domains)
-        unknown = [d for d in self.test_domain_names if d not in names]
-        if unknown or not self.test_domain_names:
-            raise DGHeadsError(
-                f"test_domains {self.test_domain_names} of {self.info.name}: {unknown or 'none given'} "
-                f"not a domain; expected one or more of {names}"
-            )
-        if len(self.test_domain_names) == len(names):
-            raise DGHeadsError(f"test_domains {self.test_domain_names} leave no source domain")
-        self.table = load_table(self.info, self.root, self.hf)
         for note in self.table.notes:
             log.warning(note)
         self.folder_class_names = list(self.info.classes)

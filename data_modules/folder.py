@@ -5,6 +5,8 @@ sorted), which the holdout split depends on. The index is written once into an A
 (memory-mapped when read, so DataLoader workers share it) and rebuilt when any folder of the
 copy changed (a file added, removed or renamed changes its folder's mtime). Files that are
 not images are skipped and counted; layout mistakes are errors that name the path at fault.
+A folder that is not in the registry has its domains and classes discovered from the scan
+(`discover_folder`, checked by `data_modules.own`); the index keeps them.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collections import Counter
+
 import pyarrow as pa
 
-from data_modules.table import FolderReader, SampleTable, build_table
 from data_modules.errors import DGHeadsError
+from data_modules.own import Discovered, first_readable
+from data_modules.table import FolderReader, SampleTable, build_table, open_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CACHE_ENV = "DG_HEADS_CACHE"
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 
 
 @dataclass
@@ -111,6 +116,23 @@ def skip_note(scan: FolderScan) -> list[str]:
             f"(e.g. {scan.skipped[:3]}); images are {', '.join(IMAGE_EXTENSIONS)}"]
 
 
+def discover_folder(scan: FolderScan) -> Discovered:
+    """A folder not in the registry, as DomainBed reads one: domains the sorted subfolders,
+    classes the sorted class folders (checked by `Discovered.problems`)."""
+    domains = scan.domains
+    non_images = Counter(rel.split("/", 1)[0] for rel in scan.skipped)
+
+    def read_one(domain: str) -> str | None:
+        files = (f for c in scan.classes(domain) for f in scan.files[domain][c])
+        return first_readable(files, lambda rel: open_rgb(scan.dataset_dir / rel), lambda rel: scan.dataset_dir / rel)
+
+    return Discovered(
+        str(scan.dataset_dir), domains, sorted({c for d in domains for c in scan.files[d]}),
+        {d: {c: len(scan.files[d][c]) for c in scan.classes(d)} for d in domains},
+        non_images=dict(non_images), read_one=read_one,
+    )
+
+
 def table_from_scan(scan: FolderScan, domains: list[str], classes: list[str]) -> pa.Table:
     d_idx, labels, ids = [], [], []
     for di, domain in enumerate(domains):
@@ -139,21 +161,26 @@ def _unchanged(dataset_dir: Path, dir_mtimes: dict[str, int]) -> bool:
         return False
 
 
-def _read_cache(path: Path, dataset_dir: Path, domains: list[str], classes: list[str]):
+def _read_cache(path: Path, dataset_dir: Path, domains: list[str] | None, classes: list[str] | None):
+    """(table, notes, domains, classes) of an index still valid for the folder, else None.
+    Discovered domains and classes (None given) are the index's: any change to the folders'
+    names changes an mtime it recorded."""
     try:
         table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        if (meta.get("version") != INDEX_VERSION or json.loads(meta["domains"]) != domains
-                or json.loads(meta["classes"]) != classes
+        found_domains, found_classes = json.loads(meta["domains"]), json.loads(meta["classes"])
+        if (meta.get("version") != INDEX_VERSION or meta.get("discovered") != str(domains is None)
+                or (domains is not None and (found_domains != domains or found_classes != classes))
                 or not _unchanged(dataset_dir, json.loads(meta["dir_mtimes"]))):
             return None
-        return table, json.loads(meta["notes"])
+        return table, json.loads(meta["notes"]), found_domains, found_classes
     except (OSError, KeyError, ValueError, pa.ArrowInvalid):
         return None  # no cache, a stale format or a half-written file: index again
 
 
-def _write_cache(path: Path, table: pa.Table, scan: FolderScan, domains, classes, notes) -> None:
+def _write_cache(path: Path, table: pa.Table, scan: FolderScan, domains, classes, notes, discovered: bool) -> None:
     meta = {"version": INDEX_VERSION, "domains": json.dumps(domains), "classes": json.dumps(classes),
+            "discovered": str(discovered),
             "dir_mtimes": json.dumps(scan.dir_mtimes), "notes": json.dumps(notes),
             "folder": str(scan.dataset_dir.resolve())}
     table = table.replace_schema_metadata(meta)
@@ -164,18 +191,23 @@ def _write_cache(path: Path, table: pa.Table, scan: FolderScan, domains, classes
     os.replace(tmp, path)  # atomic: concurrent array tasks never read half a file
 
 
-def load_folder_table(dataset_dir: Path, domains: list[str], classes: list[str],
+def load_folder_table(dataset_dir: Path, domains: list[str] | None, classes: list[str] | None,
                       use_cache: bool = True) -> SampleTable:
-    """The copy's `SampleTable`, from the Arrow cache when the folders did not change."""
+    """The copy's `SampleTable`, from the Arrow cache when the folders did not change.
+    `domains` and `classes` None: a folder not in the registry, its layout discovered."""
     path = _cache_path(dataset_dir)
+    discovered = domains is None
     cached = _read_cache(path, dataset_dir, domains, classes) if use_cache else None
     if cached is None:
         scan = scan_folder(dataset_dir)
-        check_layout(scan, domains, classes)
+        if discovered:
+            domains, classes = discover_folder(scan).checked()
+        else:
+            check_layout(scan, domains, classes)
         table, notes = table_from_scan(scan, domains, classes), skip_note(scan)
         if use_cache:
-            _write_cache(path, table, scan, domains, classes, notes)
+            _write_cache(path, table, scan, domains, classes, notes, discovered)
             table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
     else:
-        table, notes = cached
+        table, notes, domains, classes = cached
     return SampleTable(list(classes), list(domains), table, FolderReader(dataset_dir, table.column("id")), notes)

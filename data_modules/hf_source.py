@@ -4,18 +4,22 @@ The dataset's rows become the same `SampleTable` as a DomainBed folder: class an
 values are matched to the registry's by their words (`Alarm_Clock` == "alarm clock"), labels
 follow the registry's (sorted) class order, and rows within a domain are ordered by class, then
 by `id_column` (relative paths reproduce the folder source's order exactly) or row number.
+A dataset that is not in the registry has its domains and classes discovered from the same
+columns instead (`discover_hf`, checked by `data_modules.own`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data_modules.errors import DGHeadsError
+from data_modules.own import Discovered, first_readable
 from data_modules.registry import DatasetInfo, prompt_name
 from data_modules.table import SampleTable, build_table, open_rgb
-from data_modules.errors import DGHeadsError
 
 
 @dataclass
@@ -107,8 +111,7 @@ def _match(found: list, expected: tuple[str, ...], what: str, source: HFSource, 
     return mapping
 
 
-def load_hf_table(source: HFSource, info: DatasetInfo) -> SampleTable:
-    dataset = _load(source)
+def _check_columns(dataset, source: HFSource) -> None:
     columns = list(dataset.column_names)
     for role, column in (("image", source.image_column), ("label", source.label_column),
                          ("domain", source.domain_column), ("id", source.id_column)):
@@ -118,6 +121,26 @@ def load_hf_table(source: HFSource, info: DatasetInfo) -> SampleTable:
                 f"are {columns}: set data.hf.{role}_column"
                 + (" (DG needs one domain per row)" if role == "domain" else "")
             )
+
+
+def _table(dataset, source: HFSource, classes: list[str], domains: list[str], domain_index: list[int],
+           label_index: list[int], notes: list[str] | None = None) -> SampleTable:
+    rows = list(range(len(dataset)))
+    ids = (_values(dataset, source.id_column)[0] if source.id_column else [f"{r:010d}" for r in rows])
+    table = build_table(classes, domains, domain_index, label_index, [str(i) for i in ids], extra={"row": rows})
+    images = dataset.select_columns([source.image_column])
+    return SampleTable(classes, domains, table,
+                       HFReader(images, source.image_column, table.column("row").to_numpy(), source.describe()),
+                       notes or [])
+
+
+def load_hf_table(source: HFSource, info: DatasetInfo) -> SampleTable:
+    if info.own:
+        table, found = discover_hf(source)
+        found.checked()
+        return table
+    dataset = _load(source)
+    _check_columns(dataset, source)
     domain_values, _ = _values(dataset, source.domain_column)
     label_values, _ = _values(dataset, source.label_column)
     domain_map = _match(domain_values, info.domains, "domain", source, source.domain_column)
@@ -125,13 +148,45 @@ def load_hf_table(source: HFSource, info: DatasetInfo) -> SampleTable:
     missing = [d for i, d in enumerate(info.domains) if i not in set(domain_map.values())]
     if missing:
         raise DGHeadsError(f"{source.describe()} holds no rows of domain(s) {missing}; expected {list(info.domains)}")
-    rows = list(range(len(dataset)))
-    ids = (_values(dataset, source.id_column)[0] if source.id_column else [f"{r:010d}" for r in rows])
-    table = build_table(list(info.classes), list(info.domains), [domain_map[v] for v in domain_values],
-                        [label_map[v] for v in label_values], [str(i) for i in ids], extra={"row": rows})
-    images = dataset.select_columns([source.image_column])
-    return SampleTable(list(info.classes), list(info.domains), table,
-                       HFReader(images, source.image_column, table.column("row").to_numpy(), source.describe()))
+    return _table(dataset, source, list(info.classes), list(info.domains), [domain_map[v] for v in domain_values],
+                  [label_map[v] for v in label_values])
+
+
+def _ordered(values: list) -> list:
+    """Distinct values in DomainBed's (sorted) order: numbers numerically, anything else as text."""
+    distinct = set(values)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in distinct):
+        return sorted(distinct)
+    return sorted(distinct, key=str)
+
+
+def discover_hf(source: HFSource) -> tuple[SampleTable, Discovered]:
+    """A Hugging Face dataset not in the registry: its domains and classes are the sorted distinct
+    values of its domain and label columns (a `ClassLabel`'s names where it is one)."""
+    dataset = _load(source)
+    _check_columns(dataset, source)
+    domain_values, _ = _values(dataset, source.domain_column)
+    label_values, label_names = _values(dataset, source.label_column)
+    domain_order, class_order = _ordered(domain_values), _ordered(label_values)
+    domains, classes = [str(v) for v in domain_order], [str(v) for v in class_order]
+    domain_at = {v: i for i, v in enumerate(domain_order)}
+    class_at = {v: i for i, v in enumerate(class_order)}
+    notes = []
+    if label_names is None and all(isinstance(v, (int, np.integer)) for v in class_order):
+        notes.append(f"label column {source.label_column!r} of {source.describe()} holds plain integers with no "
+                     f"ClassLabel names: the prompts read {classes[:3]}...; set data.class_names (the class "
+                     f"names in label order)")
+    table = _table(dataset, source, classes, domains, [domain_at[v] for v in domain_values],
+                   [class_at[v] for v in label_values], notes)
+    counts: dict[str, dict[str, int]] = {d: {} for d in domains}
+    for (d, c), n in sorted(Counter(zip(table.domain_of.tolist(), table.labels.tolist())).items()):
+        counts[domains[d]][classes[c]] = n
+
+    def read_one(domain: str) -> str | None:
+        return first_readable(table.rows_of(domain).tolist(), table.reader.read, table.reader.describe)
+
+    where = f"{source.describe()} (domain column {source.domain_column!r}, label column {source.label_column!r})"
+    return table, Discovered(where, domains, classes, counts, folder=False, read_one=read_one, notes=notes)
 
 
 class HFReader:

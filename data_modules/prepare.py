@@ -5,6 +5,9 @@ their sha256 where one is published, and unpacked through a temporary folder, so
 run never leaves a copy that looks complete. Otherwise the manual steps are printed. Either way
 the copy is then verified: domains, class folders, empty classes, non-image files, and images
 per domain (and per class, where the registry tabulates them) against the registry's counts.
+A dataset of one's own (a folder or a Hugging Face dataset not in the registry) has nothing to
+download or compare with: the report says what was found (domains, classes, images per domain
+and class) and what keeps it from being used (`data_modules.own`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_modules import rotated_digits
-from data_modules.folder import scan_folder
-from data_modules.registry import Archive, DatasetInfo, manual_steps
+from data_modules.folder import discover_folder, scan_folder, skip_note
+from data_modules.hf_source import HFSource, discover_hf
+from data_modules.own import Discovered
+from data_modules.registry import Archive, DatasetInfo, manual_steps, prompt_name
 from data_modules.errors import DGHeadsError
 
 CHUNK = 1 << 20
@@ -35,14 +40,50 @@ class CopyReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # domain -> class -> images
+    found: Discovered | None = None  # a dataset of one's own: what was discovered
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def lines(self) -> list[str]:
-        head = f"{self.dataset} at {self.folder}: " + ("complete" if self.ok else f"{len(self.problems)} problem(s)")
-        return [head] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+        verdict = "complete" if self.found is None else "usable"
+        head = f"{self.dataset} at {self.folder}: " + (verdict if self.ok else f"{len(self.problems)} problem(s)")
+        found = [] if self.found is None else found_lines(self.found)
+        return [head] + found + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+
+
+def found_lines(found: Discovered) -> list[str]:
+    """Domains, classes (with their prompt words) and a class x domain table of image counts."""
+    classes = found.class_order
+    words = [prompt_name(c) for c in classes]
+    total = sum(found.images(d) for d in found.domains)
+    lines = [f"  {len(found.domains)} domain(s): {', '.join(found.domains)}",
+             f"  {len(classes)} class(es): " + ", ".join(c if w == c else f"{c} ({w!r})" for c, w in zip(classes, words)),
+             f"  images per domain and class ({total} in all):"]
+    width = max([len("class"), len("total"), *map(len, classes)])
+    cols = [max(len(d), 5) for d in found.domains]
+    lines.append("    " + "class".ljust(width) + "".join(f"  {d:>{w}}" for d, w in zip(found.domains, cols)))
+    for c in classes:
+        row = [str(found.counts[d][c]) if c in found.counts[d] else "-" for d in found.domains]
+        lines.append("    " + c.ljust(width) + "".join(f"  {n:>{w}}" for n, w in zip(row, cols)))
+    totals = [str(found.images(d)) for d in found.domains]
+    lines.append("    " + "total".ljust(width) + "".join(f"  {n:>{w}}" for n, w in zip(totals, cols)))
+    return lines
+
+
+def verify_discovered(info: DatasetInfo, hf: HFSource | None = None) -> CopyReport:
+    """What a folder or Hugging Face dataset holds, and every problem that keeps it from being used."""
+    if hf is not None:
+        table, found = discover_hf(hf)
+        notes = list(table.notes)
+        if not info.own:
+            notes.append(f"{info.name} is in the registry: when training, the values are matched to its "
+                         f"domains {list(info.domains)} and classes")
+    else:
+        scan = scan_folder(Path(info.folder))
+        found, notes = discover_folder(scan), skip_note(scan)
+    return CopyReport(info.name, found.where, found.problems(), notes, found.counts, found)
 
 
 def verify_copy(info: DatasetInfo, dataset_dir: Path) -> CopyReport:
@@ -146,8 +187,11 @@ def unpack(archive_file: Path, dataset_dir: Path, strip: str = "") -> None:
             shutil.move(str(entry), destination)
 
 
-def prepare(info: DatasetInfo, root: Path, say=print) -> CopyReport:
-    """Download what can be downloaded, or say how to get it; then verify the copy."""
+def prepare(info: DatasetInfo, root: Path, say=print, hf: HFSource | None = None) -> CopyReport:
+    """Download what can be downloaded, or say how to get it; then verify the copy. A dataset of
+    one's own, or a Hugging Face source: say what it holds and what is wrong with it."""
+    if info.own or hf is not None:
+        return verify_discovered(info, hf)
     dataset_dir = root / info.folder
     if info.builtin:
         rotated_digits.build(dataset_dir)

@@ -39,6 +39,8 @@ class DatasetInfo:
     archives: tuple[Archive, ...] = ()
     manual_steps: str = ""
     builtin: bool = False  # made by dg-heads itself on first use (no download)
+    # not in this table: `folder` is its path, domains and classes are discovered (`data_modules.own`)
+    own: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -149,6 +151,12 @@ def _plain(name: str) -> str:
 _ALIASES = {alias: info.name for info in DATASETS.values() for alias in (_plain(info.name), _plain(info.folder))}
 
 
+def known_names() -> str:
+    """The registry's names, for messages about a name it does not hold."""
+    return (f"{sorted(DATASETS)} (or DomainBed's PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, "
+            f"in any case)")
+
+
 def dataset_name(name: str) -> str:
     """The registry's name of a dataset named as DomainBed (`OfficeHome`), as dg-heads
     (`office_home`) or as its folder, in any case."""
@@ -156,8 +164,7 @@ def dataset_name(name: str) -> str:
         return name
     found = _ALIASES.get(_plain(name))
     if found is None:
-        raise DGHeadsError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
-                           f"(or DomainBed's PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, in any case)")
+        raise DGHeadsError(f"unknown dataset {name!r}; expected one of {known_names()}")
     return found
 
 

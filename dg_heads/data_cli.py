@@ -1,4 +1,7 @@
-"""`dg-heads prepare` and `dg-heads splits`: get and check a benchmark, print its DomainBed splits."""
+"""`dg-heads prepare` and `dg-heads splits`: get and check a benchmark, print its DomainBed splits.
+
+Both also take a dataset of one's own: a DomainBed-layout folder (a name under `--root`, or a
+path) or, with `--hf`, a Hugging Face dataset (any name), its domains and classes discovered."""
 
 from __future__ import annotations
 
@@ -12,33 +15,37 @@ import yaml
 
 from data_modules.domainbed import default_root, load_table, split_manifest
 from data_modules.hf_source import HFSource
+from data_modules.own import resolve_dataset
 from data_modules.prepare import prepare
-from data_modules.registry import DATASETS, dataset_name, get_dataset
-from dg_heads.errors import DGHeadsError
+from data_modules.registry import DATASETS
 
-
-def dataset_arg(text: str) -> str:
-    """A dataset named as dg-heads or DomainBed does, in any case (`OfficeHome`, `office_home`)."""
-    try:
-        return dataset_name(text)
-    except DGHeadsError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+DATASET_HELP = (f"one of {sorted(DATASETS)} or DomainBed's name; or your own: a folder "
+                f"<domain>/<class>/<image> named under --root or given by its path, or any name with --hf")
+HF_HELP = ("a Hugging Face source instead of the folder, as the DataModule's `hf` option, e.g. "
+           "'{name: owner/pacs, domain_column: style, id_column: path}' or '{path: /data/saved}'")
 
 
 def prepare_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="dg-heads prepare",
         description="Download a benchmark where a stable source exists (else print the manual steps), "
-                    "then verify the copy against the registry: domains, classes, images per domain and class.")
-    parser.add_argument("dataset", type=dataset_arg, help=f"one of {sorted(DATASETS)} or DomainBed's name")
+                    "then verify the copy against the registry: domains, classes, images per domain and class. "
+                    "For a dataset of your own: print the domains, classes and images per domain and class "
+                    "it holds, and what is wrong with it. Exit 0: usable, 1: problems listed.")
+    parser.add_argument("dataset", help=DATASET_HELP)
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
+    parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML", help=HF_HELP)
     parser.add_argument("--json", action="store_true", help="print the report, with per-class counts, as JSON")
     args = parser.parse_args(argv)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    report = prepare(get_dataset(args.dataset), args.root or default_root(), say)
+    root = args.root or default_root()
+    info = resolve_dataset(args.dataset, root, args.hf is not None)
+    report = prepare(info, root, say, args.hf)
     if args.json:
+        found = {} if report.found is None else {"domains": report.found.domains,
+                                                  "classes": report.found.class_order}
         print(json.dumps({"ok": report.ok, "problems": report.problems, "notes": report.notes,
-                          "counts": report.counts}, indent=1))
+                          **found, "counts": report.counts}, indent=1))
     else:
         print("\n".join(report.lines()))
     sys.exit(0 if report.ok else 1)
@@ -65,15 +72,14 @@ def splits_main(argv: list[str]) -> None:
         description="Print, as JSON, every domain's DomainBed `in` and `out` samples (relative paths); "
                     "each run writes the same into splits.json in its folder.")
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
-    parser.add_argument("--dataset", required=True, type=dataset_arg, help=f"one of {sorted(DATASETS)} or DomainBed's name")
+    parser.add_argument("--dataset", required=True, help=DATASET_HELP)
     parser.add_argument("--trial-seed", type=int, default=0)
     parser.add_argument("--holdout-fraction", type=float, default=0.2)
-    parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML",
-                        help="a Hugging Face source instead of the folder, as the DataModule's `hf` "
-                             "option, e.g. '{name: owner/pacs, domain_column: style, id_column: path}'")
+    parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML", help=HF_HELP)
     args = parser.parse_args(argv)
-    info = get_dataset(args.dataset)
-    table = load_table(info, args.root or default_root(), args.hf)
+    root = args.root or default_root()
+    info = resolve_dataset(args.dataset, root, args.hf is not None)
+    table = load_table(info, root, args.hf)
     print(json.dumps({
         "dataset": info.name, "trial_seed": args.trial_seed, "holdout_fraction": args.holdout_fraction,
         "domains": split_manifest(table, args.trial_seed, args.holdout_fraction),

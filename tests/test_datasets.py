@@ -209,14 +209,14 @@ DOMAINBED_NAMES = {"PACS": "pacs", "VLCS": "vlcs", "OfficeHome": "office_home", 
 @pytest.mark.parametrize("given", [*DOMAINBED_NAMES, "officehome", "OFFICE_HOME", "Terra_Incognita", "domainnet",
                                    "Domain-Net", "pacs", "rotateddigits", "RotatedDigits"])
 def test_domainbed_names_in_any_case_are_the_registrys(given, tmp_path):
+    from data_modules.own import resolve_dataset
     from data_modules.registry import dataset_name
-    from dg_heads.data_cli import dataset_arg
 
     expected = DOMAINBED_NAMES.get(given) or {"officehome": "office_home", "OFFICE_HOME": "office_home",
                                               "Terra_Incognita": "terra_incognita", "domainnet": "domain_net",
                                               "Domain-Net": "domain_net", "pacs": "pacs"}.get(given, "rotated_digits")
     assert dataset_name(given) == expected and get_dataset(given).name == expected
-    assert dataset_arg(given) == expected  # `dg-heads prepare` / `splits --dataset`
+    assert resolve_dataset(given, tmp_path).name == expected  # `dg-heads prepare` / `splits --dataset`
     dm = DomainBedDataModule(given, [get_dataset(expected).domains[0]], root=str(tmp_path))  # CLI and YAML
     assert dm.info.name == expected and dm.hparams["dataset"] == expected
 
