@@ -43,6 +43,8 @@ def test_a_folder_not_in_the_registry_is_discovered_as_domainbed_does(tmp_path):
         in_idx, out_idx = holdout_split(8, 0, env_index, 0.2)  # DomainBed's formula (tested in test_splits)
         files = listing[domain]
         assert manifest["domains"][domain] == {"in": [files[i] for i in in_idx], "out": [files[i] for i in out_idx]}
+    printed = run_main("splits", "--dataset", "my_cams", "--root", str(tmp_path), cwd=tmp_path)
+    assert printed.returncode == 0 and json.loads(printed.stdout)["domains"] == manifest["domains"], printed.stderr
     # by its path, from anywhere: the same table; hparams keep the full path
     by_path = DomainBedDataModule(str(folder), ["cam_c"], root=str(tmp_path / "elsewhere"), image_size=16,
                                   class_names=["lamp", "kitten"])
