@@ -65,8 +65,8 @@ def first_readable(items: Iterable, read: Callable, describe: Callable) -> str |
         try:
             read(item)
             return None
-        except (OSError, SyntaxError, ValueError) as error:
-            first_error = first_error or f"e.g. {describe(item)}: {error}"
+        except Exception as error:  # a probe: whatever the decoder raises, this one cannot be read
+            first_error = first_error or f"e.g. {describe(item)}: {type(error).__name__}: {error}"
     return first_error or "none found"
 
 

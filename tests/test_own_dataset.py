@@ -137,6 +137,23 @@ def test_a_hf_domain_lacking_a_class_is_named(tmp_path):
         dm.setup("fit")
 
 
+def test_hf_integer_labels_sort_numerically_and_warn_that_prompts_are_numbers(tmp_path, caplog):
+    import datasets
+
+    image = (_cams(tmp_path, per_class=1) / "cam_a/cat/000.png").read_bytes()
+    rows = [(d, label) for d in (10, 2) for label in (10, 2, 9) for _ in range(3)]
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": image, "path": None}] * len(rows),
+                                     "domain": [d for d, _ in rows], "label": [c for _, c in rows]},
+                                    features=datasets.Features({"image": datasets.Image(), "domain": datasets.Value("int64"),
+                                                                "label": datasets.Value("int64")}))
+    ds.save_to_disk(str(tmp_path / "ints"))
+    dm = DomainBedDataModule("ints", [10], hf=HFSource(path=str(tmp_path / "ints")), image_size=16)
+    dm.setup("fit")
+    assert dm.domain_names == ["2", "10"] and dm.folder_class_names == ["2", "9", "10"]
+    assert dm.table.labels[dm.table.rows_of("10")].tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    assert "holds plain integers with no ClassLabel names" in caplog.text and "set data.class_names" in caplog.text
+
+
 # ------------------------------------------------------------------------ prepare
 def test_prepare_prints_what_an_own_folder_holds(tmp_path):
     _cams(tmp_path, per_class=3)
@@ -192,6 +209,9 @@ def _fit_error(tmp_path: Path, dataset: str, test_domains: str = "[cam_c]", *ext
 def test_an_unknown_name_with_no_folder_lists_the_datasets_and_the_folder_searched(tmp_path):
     line = _fit_error(tmp_path, "my_camz")
     assert "unknown dataset 'my_camz'" in line and "'pacs'" in line and f"no folder {tmp_path.resolve() / 'my_camz'}" in line
+    result = run_main("prepare", "my_camz", "--root", str(tmp_path), cwd=tmp_path / "run")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown dataset 'my_camz'"), result.stderr
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_a_domain_whose_class_folders_differ_is_named_with_the_classes(tmp_path):
