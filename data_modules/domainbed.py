@@ -18,8 +18,8 @@ benchmark configs use `max_steps`). Epoch `e` is a fixed window of every stream,
 from an epoch-end checkpoint replays exactly what an uninterrupted run sees.
 
 A dataset that is not in the registry (a DomainBed-layout folder, or a Hugging Face dataset) is
-used with no code: its domains and classes are discovered when the data is set up
-(`data_modules.own`), and everything above applies to it unchanged.
+used with no code: its domains and classes are discovered (and checked) when the data is
+prepared (`data_modules.own`), and everything above applies to it unchanged.
 
 Images leave the workers as uint8 (`transforms`); the model normalises them on its device
 (CLIP mean/std, `DGModule.prepare_images`). Loaders pin memory when the trainer runs on CUDA.

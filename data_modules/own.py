@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 from data_modules.errors import DGHeadsError
 from data_modules.registry import DatasetInfo, get_dataset, known_names
