@@ -35,7 +35,8 @@ def load_module(checkpoint_path: Path):
         torch.manual_seed(seed)
     # trusted as above: a module built in Python keeps its spec dataclasses in the hparams, which
     # torch >= 2.6's default `weights_only=True` refuses (Lightning < 2.6 has no such argument)
-    trusted = {"weights_only": False} if "weights_only" in inspect.signature(cls.load_from_checkpoint).parameters else {}
+    accepts = "weights_only" in inspect.signature(cls.load_from_checkpoint).parameters
+    trusted = {"weights_only": False} if accepts else {}
     return cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **trusted)
 
 

@@ -115,9 +115,9 @@ def _same_table(a: DomainBedDataModule, b: DomainBedDataModule) -> None:
     assert a.table.ids.to_pylist() == b.table.ids.to_pylist()
     assert np.array_equal(a.table.labels, b.table.labels) and np.array_equal(a.table.domain_of, b.table.domain_of)
     assert a.split_manifest["domains"] == b.split_manifest["domains"]
-    for domain in a.test_domains:
-        xa, ya = next(iter(a.test_dataloader()[0]))
-        xb, yb = next(iter(b.test_dataloader()[0]))
+    for index in range(len(a.test_domains)):
+        xa, ya = next(iter(a.test_dataloader()[index]))
+        xb, yb = next(iter(b.test_dataloader()[index]))
         assert np.array_equal(ya, yb) and np.allclose(xa, xb)
 
 
@@ -252,5 +252,6 @@ def test_a_sweep_spec_may_name_datasets_as_domainbed(tmp_path):
 
 
 def test_an_unknown_dataset_name_lists_the_known_ones():
-    with pytest.raises(DGHeadsError, match=r"unknown dataset 'PACSS'; expected one of \['domain_net'.* \(or DomainBed's PACS, VLCS, OfficeHome"):
+    expected = r"unknown dataset 'PACSS'; expected one of \['domain_net'.* \(or DomainBed's PACS, VLCS, OfficeHome"
+    with pytest.raises(DGHeadsError, match=expected):
         get_dataset("PACSS")

@@ -137,5 +137,6 @@ def test_every_method_class_is_in_the_contract():
     import dg_heads.methods as methods
     from dg_heads.methods.base import DGModule
 
-    classes = {c for c in vars(methods).values() if isinstance(c, type) and issubclass(c, DGModule) and c is not DGModule}
+    classes = {c for c in vars(methods).values()
+               if isinstance(c, type) and issubclass(c, DGModule) and c is not DGModule}
     assert classes == {m.cls for m in METHODS.values()}
