@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-floor test-slurm bench gpu-check clean
+.PHONY: install demo lint test test-fast test-floor test-slurm bench gpu-check clean
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 # degrees, select the checkpoint by source validation accuracy, test it, print the table.
 demo: install
 	$(VENV)/bin/lightning fit --config configs/demo/finetune.yaml --test_after_fit true
+
+# Lint ([tool.ruff] in pyproject.toml): seconds; CI runs it before the tests.
+# `$(VENV)/bin/ruff check --fix .` fixes import order and unused imports.
+lint: install
+	$(VENV)/bin/ruff check .
 
 # Two pytest workers: most tests wait on a CLI subprocess starting up, so two share 2 cores well
 # (the SLURM tests stay together on one worker: one cluster).

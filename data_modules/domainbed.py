@@ -31,6 +31,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 import lightning as L
 import numpy as np
@@ -45,12 +46,13 @@ from data_modules.own import looks_like_path, resolve_dataset, with_layout
 from data_modules.registry import DatasetInfo
 from data_modules.samplers import DomainStreamSampler, steps_per_epoch
 from data_modules.splits import holdout_split
-from data_modules.table import SampleTable, TableDataset, collate_skipping
-from data_modules.transforms import AUGMENTATIONS, eval_transform, train_transform
+from data_modules.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
+from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 from data_modules.errors import DGHeadsError
 
 DATA_ENV = "DG_HEADS_DATA"
-TEST_SPLITS = ("all", "in")
+TestSplit = Literal["all", "in"]
+TEST_SPLITS: tuple[str, ...] = get_args(TestSplit)
 log = logging.getLogger("dg_heads.data")
 
 
@@ -114,13 +116,13 @@ class DomainBedDataModule(L.LightningDataModule):
         hf: HFSource | None = None,
         trial_seed: int = 0,
         holdout_fraction: float = 0.2,
-        test_split: str = "all",
+        test_split: TestSplit = "all",
         batch_size_per_domain: int = 32,
         eval_batch_size: int = 128,
         num_workers: int = 2,
         image_size: int = 224,
-        train_augment: str = "domainbed",
-        bad_images: str = "skip",
+        train_augment: Augmentation = "domainbed",
+        bad_images: BadImagePolicy = "skip",
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()

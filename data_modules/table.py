@@ -13,7 +13,7 @@ import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,8 @@ from data_modules.errors import DGHeadsError
 
 log = logging.getLogger("dg_heads.data")
 
-BAD_IMAGE_POLICIES = ("skip", "error")
+BadImagePolicy = Literal["skip", "error"]
+BAD_IMAGE_POLICIES: tuple[str, ...] = get_args(BadImagePolicy)
 
 
 class ImageReader(Protocol):
@@ -81,7 +82,7 @@ class TableDataset(Dataset):
     """The images of some rows of a table. An unreadable image is skipped (`None`, dropped by
     `collate_skipping`, named in the log) or, with `bad_images="error"`, raises naming it."""
 
-    def __init__(self, table: SampleTable, rows: np.ndarray, transform: Callable, bad_images: str = "skip",
+    def __init__(self, table: SampleTable, rows: np.ndarray, transform: Callable, bad_images: BadImagePolicy = "skip",
                  with_row: bool = False):
         if bad_images not in BAD_IMAGE_POLICIES:
             raise DGHeadsError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")

@@ -19,7 +19,7 @@ result is the same to float rounding). dg-heads models call it on any uint8 inpu
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -28,7 +28,8 @@ from torchvision import transforms as T
 
 from data_modules.errors import DGHeadsError
 
-AUGMENTATIONS = ("domainbed", "clip", "none")
+Augmentation = Literal["domainbed", "clip", "none"]
+AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 CLIP_MEAN, CLIP_STD = tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)
 
 
@@ -57,7 +58,7 @@ def eval_transform(image_size: int, uint8: bool = False) -> Callable:
     return _as_uint8(transform) if uint8 else transform
 
 
-def train_transform(image_size: int, augment: str, uint8: bool = False) -> Callable:
+def train_transform(image_size: int, augment: Augmentation, uint8: bool = False) -> Callable:
     if augment == "domainbed":
         transform = T.Compose([
             T.RandomResizedCrop(image_size, scale=(0.7, 1.0), interpolation=T.InterpolationMode.BICUBIC),

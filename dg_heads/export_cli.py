@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 from pathlib import Path
 
 import torch
@@ -32,7 +33,11 @@ def load_module(checkpoint_path: Path):
     seed = checkpoint.get("dg_heads", {}).get("seed")
     if seed is not None:  # random-init backbones are rebuilt from the run's seed
         torch.manual_seed(seed)
-    return cls.load_from_checkpoint(checkpoint_path, map_location="cpu")
+    # trusted as above: a module built in Python keeps its spec dataclasses in the hparams, which
+    # torch >= 2.6's default `weights_only=True` refuses (Lightning < 2.6 has no such argument)
+    accepts = "weights_only" in inspect.signature(cls.load_from_checkpoint).parameters
+    trusted = {"weights_only": False} if accepts else {}
+    return cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **trusted)
 
 
 def main(argv: list[str]) -> None:

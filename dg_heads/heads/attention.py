@@ -21,6 +21,8 @@ it can choose where the gradient goes).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +30,9 @@ from torch import nn
 from dg_heads.heads.gates import HeadGate
 from dg_heads.heads.lora import HeadLoRA
 
-ABLATION_MODES = ("zero", "identity", "uniform", "scale")
+AblationMode = Literal["zero", "identity", "uniform", "scale"]
+ABLATION_MODES: tuple[str, ...] = get_args(AblationMode)
+TapFeature = Literal["cls", "mean"]  # the head outputs a `HeadTap` computes
 FOLDABLE_ABLATIONS = ("zero", "scale")
 
 

@@ -16,13 +16,13 @@ not keep a matmul in fp32, so it leaves autocast.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 DOMAINBED_GAMMAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 Kernel = Literal["domainbed", "gaussian"]
-KERNELS: tuple[str, ...] = Kernel.__args__
+KERNELS: tuple[str, ...] = get_args(Kernel)
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from torch import nn
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.errors import DGHeadsError
+from dg_heads.heads.attention import AblationMode
 from dg_heads.heatmap import log_heatmap, write_matrix
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
@@ -42,7 +43,7 @@ from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
 @dataclass
 class SearchSpec:
     strategy: Literal["scan", "ga", "bp"] = "ga"
-    mode: Literal["zero", "identity", "uniform", "scale"] = "zero"
+    mode: AblationMode = "zero"
     alpha: float = 0.0  # the factor of `scale`
     max_scoring_batches: int | None = None  # per source domain; null: the whole `out` split
     scan_top_k: int = 5

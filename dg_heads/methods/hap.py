@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.errors import DGHeadsError, keyed
+from dg_heads.heads.attention import TapFeature
 from dg_heads.heatmap import log_heatmap, write_matrix
 from dg_heads.losses import DOMAINBED_GAMMAS, KERNELS, batched_mmd
 from dg_heads.losses.mmd import Kernel
@@ -76,7 +77,7 @@ class GatingSpec:
     blocks: list[int] | None = None
     mmd_weight: float = 1.0
     mmd_routing: Routing = "gates"
-    mmd_feature: Literal["cls", "mean"] = "cls"
+    mmd_feature: TapFeature = "cls"
     mmd_kernel: Kernel = "domainbed"
     mmd_gammas: list[float] = field(default_factory=lambda: list(DOMAINBED_GAMMAS))  # of the `domainbed` kernel
 
