@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -31,14 +30,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from open_clip import build_zero_shot_classifier
 from torch import nn
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
+from dg_heads.callbacks import DomainReport, PredictionsWriter, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
+from dg_heads.resume import latest_checkpoint_file
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 
 STAGES = ("val", "test")
@@ -64,7 +66,6 @@ class DGModule(L.LightningModule):
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
         self._guard: dict[str, torch.Tensor] | None = None  # the non-finite-loss record, on the device
         self._guarded_steps = 0
-        self._predicted: list[torch.Tensor] = []  # (row, class, probability) of `predict`
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -272,11 +273,9 @@ class DGModule(L.LightningModule):
         )
 
     def _last_checkpoint_note(self) -> str:
-        folders = {Path(c.dirpath) for c in getattr(self.trainer, "checkpoint_callbacks", []) if c.dirpath}
-        files = [f for d in folders if d.is_dir() for f in d.glob("*.ckpt")]
-        if not files:
+        newest = latest_checkpoint_file(self.trainer)
+        if newest is None:
             return "No checkpoint had been written yet."
-        newest = max(files, key=lambda f: f.stat().st_mtime)
         return f"The last good checkpoint is {newest.resolve()} (untouched)."
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -307,39 +306,14 @@ class DGModule(L.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Predicted class, class probabilities and label of each image, and its table row when the
+        DG DataModule's predict loaders give one (`callbacks.PredictionsWriter` writes the file)."""
         images, labels, *rows = batch
         probs = self(images).softmax(-1) if len(labels) else torch.empty(0, 0)
         out = {"pred": probs.argmax(-1) if len(labels) else labels, "prob": probs, "label": labels}
-        if rows:  # the DG DataModule's predict loaders name each sample by its table row
+        if rows:
             out["row"] = rows[0]
-            top = probs.max(-1).values if len(labels) else torch.empty(0)
-            self._predicted.append(torch.stack([rows[0].cpu().double(), out["pred"].cpu().double(),
-                                                top.detach().float().cpu().double()], 1))
         return out
-
-    def on_predict_epoch_start(self) -> None:
-        self._predicted: list[torch.Tensor] = []
-
-    def on_predict_epoch_end(self) -> None:
-        """`predictions.csv` in the run folder: every predicted image once (under DDP each process
-        predicted its share; the shares are gathered to rank 0, which writes the file)."""
-        local = torch.cat(self._predicted) if self._predicted else torch.empty(0, 3, dtype=torch.float64)
-        self._predicted = []
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not hasattr(datamodule, "describe_rows"):
-            return
-        shares = [local]
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            shares = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(shares, local)
-        if not self.trainer.is_global_zero:
-            return
-        from dg_heads.reporting import write_predictions
-        from dg_heads.run_files import run_dir
-
-        folder = run_dir(self.trainer) or Path(self.trainer.default_root_dir)
-        path = write_predictions(folder / "predictions.csv", shares, datamodule)
-        print(f"dg-heads: predictions of {sum(len(s) for s in shares)} images written to {path}", flush=True)
 
     def _log_domain_accuracies(self, split: str) -> None:
         accs = {}
@@ -356,6 +330,21 @@ class DGModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_domain_accuracies("test")
+
+    # ------------------------------------------------------------ run files
+    def default_callbacks(self) -> list[Callback]:
+        """The callbacks that write this method's run files (`dg_heads.callbacks`); a method with
+        files of its own returns them beside `super().default_callbacks()`."""
+        return [SplitsManifest(), DomainReport(), PredictionsWriter()]
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Lightning's hook: `default_callbacks` join whatever Trainer runs the model (the CLI's
+        or a plain `Trainer`), so both leave the same files. A trainer callback of a default's
+        type (configured by a user) is kept and that default left out; Lightning would otherwise
+        replace the user's with the default. Left out too on a second `fit`/`test` with the same
+        trainer: the first one's are still there (and `DomainReport` remembers the validation)."""
+        present = list(self.trainer.callbacks) if self._trainer is not None else []
+        return [c for c in self.default_callbacks() if not any(isinstance(p, type(c)) for p in present)]
 
     # ---------------------------------------------------------- hparams tab
     def hparams_for_logging(self) -> dict[str, Any]:
