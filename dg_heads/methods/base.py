@@ -54,6 +54,7 @@ class DGModule(L.LightningModule):
         self.clip_spec = clip or CLIPSpec()
         self.optim_spec = optim or OptimSpec()
         self.save_hyperparameters(logger=False)
+        allow_loading(self.hparams)
         with keyed("clip"):
             self.clip, self.tokenizer = create_clip(self.clip_spec)
         self.templates = resolve_templates(self.clip_spec.templates)
@@ -356,13 +357,37 @@ class DGModule(L.LightningModule):
         The method's key is `Method`: TensorBoard orders the tab's columns by name (those that
         differ between runs first), and a capital sorts before every lower-case key."""
         params: dict[str, Any] = {"Method": type(self).__name__}
-        specs = {"clip": self.clip_spec, "optim": self.optim_spec}
-        specs.update({k: v for k, v in self.hparams.items() if k not in specs})
+        # the spec in effect (`<key>_spec`: a default where the argument was None), else the argument
+        specs = {key: getattr(self, f"{key}_spec", value) for key, value in self.hparams.items()}
         flatten_hparams(specs, "", params)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             flatten_hparams(dict(datamodule.hparams), "data", params)
         return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
+
+
+def allow_loading(value: Any) -> None:
+    """Let torch's weights-only checkpoint loader (the default) rebuild the spec dataclasses that
+    a model built in Python keeps in its hparams (`clip=CLIPSpec(...)`): without it,
+    `trainer.test(model, ckpt_path="best")` or a resume refuses that run's own checkpoint. (The
+    CLI's hparams are plain dicts.)"""
+    found: set[type] = set()
+
+    def visit(item: Any) -> None:
+        if is_dataclass(item) and not isinstance(item, type):
+            found.add(type(item))
+            for f in fields(item):
+                visit(getattr(item, f.name))
+        elif isinstance(item, Mapping):
+            for sub in item.values():
+                visit(sub)
+        elif isinstance(item, (list, tuple)):
+            for sub in item:
+                visit(sub)
+
+    visit(value)
+    if found:
+        torch.serialization.add_safe_globals(sorted(found, key=lambda t: t.__qualname__))
 
 
 def flatten_hparams(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
