@@ -5,6 +5,9 @@ Methods differ only in what they train and in their loss; subclasses override
 `configure_trainable` and `training_loss`. Logged metrics (the model-selection contract):
 `val/acc/<domain>` for each source domain's `out` split, `val/acc` (their mean, DomainBed's
 training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out domains.
+The run's files (tables, `metrics_*.json`, `splits.json`, `predictions.csv`, a method's own)
+come from `default_callbacks` (`dg_heads.callbacks`), which `configure_callbacks` hands to
+whatever Trainer runs the model: the CLI's or a plain one in Python.
 
 Images: uint8 input (what the DataModule's loaders give) is normalised here, on the model's
 device, with CLIP's mean/std (`prepare_images`); float input is taken as already normalised.
