@@ -27,7 +27,6 @@ Images leave the workers as uint8 (`transforms`); the model normalises them on i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -201,7 +200,6 @@ class DomainBedDataModule(L.LightningDataModule):
         self.test_domains = [d for d in names if d in self.test_domain_names]
         self._build_splits()
         self._ready = True
-        self._write_manifest()
 
     def _prompt_names(self) -> list[str]:
         classes = self.info.classes
@@ -237,27 +235,13 @@ class DomainBedDataModule(L.LightningDataModule):
 
     @property
     def split_manifest(self) -> dict:
-        """What `dg-heads splits` prints, plus this run's test domains and test split."""
+        """What `dg-heads splits` prints, plus this run's test domains and test split (a run's
+        `splits.json`, written by the trainer's callbacks: this package writes no run file)."""
         return {
             "dataset": self.info.name, "trial_seed": self.trial_seed, "holdout_fraction": self.holdout_fraction,
             "domains": split_manifest(self.table, self.trial_seed, self.holdout_fraction),
             "test_domains": self.test_domains, "test_split": self.test_split,
         }
-
-    def _write_manifest(self) -> None:
-        """`splits.json` in the run folder: exactly which images trained, validated and tested."""
-        trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero:
-            return
-        from dg_heads.run_files import run_dir  # moves to a callback (issue 15)
-
-        folder = run_dir(trainer)
-        if folder is None:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "splits.json.tmp"
-        tmp.write_text(json.dumps(self.split_manifest))
-        tmp.replace(folder / "splits.json")
 
     # ------------------------------------------------------------ loaders
     def _world(self) -> tuple[int, int]:

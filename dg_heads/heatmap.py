@@ -4,10 +4,13 @@ a person can read: TensorBoard images without a plotting dependency, JSON and CS
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import torch
+
+from dg_heads.run_files import write_atomic, write_run_file
 
 # A small perceptually ordered colour ramp (dark blue -> teal -> yellow), interpolated linearly.
 _RAMP = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55],
@@ -25,17 +28,26 @@ def heatmap_image(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
     return rgb.permute(2, 0, 1).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
 
 
-def write_matrix(matrix: torch.Tensor, path_stem: Path, row_name: str = "block") -> list[Path]:
-    """`<stem>.json` ({row: [values]}) and `<stem>.csv` (a row per block, a column per head)."""
+def matrix_files(matrix: torch.Tensor, row_name: str = "block") -> dict[str, str]:
+    """The texts of `.json` ({row: [values]}) and `.csv` (a row per block, a column per head)."""
     m = matrix.detach().float().cpu()
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = path_stem.with_suffix(".json"), path_stem.with_suffix(".csv")
-    json_path.write_text(json.dumps({str(i): [round(v, 6) for v in row.tolist()] for i, row in enumerate(m)}, indent=1))
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([row_name] + [f"head_{h}" for h in range(m.shape[1])])
-        writer.writerows([[i] + [f"{v:.6f}" for v in row.tolist()] for i, row in enumerate(m)])
-    return [json_path, csv_path]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([row_name] + [f"head_{h}" for h in range(m.shape[1])])
+    writer.writerows([[i] + [f"{v:.6f}" for v in row.tolist()] for i, row in enumerate(m)])
+    return {".json": json.dumps({str(i): [round(v, 6) for v in row.tolist()] for i, row in enumerate(m)}, indent=1),
+            ".csv": text.getvalue()}
+
+
+def write_matrix(matrix: torch.Tensor, path_stem: Path, row_name: str = "block") -> list[Path]:
+    """`<stem>.json` and `<stem>.csv` (see `matrix_files`), each written atomically."""
+    return [write_atomic(path_stem.with_suffix(suffix), text) for suffix, text in matrix_files(matrix, row_name).items()]
+
+
+def write_run_matrix(trainer, stem: str, matrix: torch.Tensor, row_name: str = "block") -> list[Path]:
+    """`<stem>.json` and `<stem>.csv` in the run folder, on rank 0 (`run_files.write_run_file`)."""
+    texts = matrix_files(matrix, row_name)
+    return [p for suffix, text in texts.items() if (p := write_run_file(trainer, stem + suffix, text)) is not None]
 
 
 def log_heatmap(module, tag: str, matrix: torch.Tensor) -> None:

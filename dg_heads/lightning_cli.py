@@ -3,20 +3,24 @@
 Model and data are chosen by `class_path` in YAML; configs compose with repeated `--config`
 and may interpolate (`${...}`, omegaconf mode). The resolved config is saved with every run,
 overwriting on a requeued job. Entry point and error handling: `dg_heads.cli.main`.
+
+The run's files (tables, `metrics_*.json`, `splits.json`, HParams, method files) come from the
+callbacks every dg-heads model installs (`dg_heads.callbacks`), as with a plain `Trainer`; the
+CLI only adds its two arguments: `--test_after_fit` (`selection.evaluate_selected_checkpoint`
+after fit) and `--done_marker` (a `callbacks.DoneMarker`, and a run that has one is skipped).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI
 
+from dg_heads.callbacks import DoneMarker
 from dg_heads.errors import ConfigError, parser_error
-from dg_heads.reporting import accuracy_metrics, format_table, skipped_images, write_metrics
-from dg_heads.run_files import run_dir
-from dg_heads.resume import newest_checkpoint, purge_logged_after, write_done_marker
+from dg_heads.resume import resume_checkpoint
+from dg_heads.selection import evaluate_selected_checkpoint
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -43,7 +47,7 @@ def int_before_float(parser) -> None:
 
 
 class DGHeadsCLI(LightningCLI):
-    """LightningCLI with dg-heads defaults, `--test_after_fit`, and end-of-run reports."""
+    """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
     def __init__(self, args=None, run: bool = True) -> None:
         super().__init__(
@@ -90,57 +94,23 @@ class DGHeadsCLI(LightningCLI):
             print(f"dg-heads: {marker} exists: this run finished earlier; nothing to do", flush=True)
             raise SystemExit(0)
 
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with a `DoneMarker` for `--done_marker`: written after the test of the
+        selected checkpoint under `--test_after_fit`, else after the subcommand's own stage."""
+        trainer = super().instantiate_trainer(**kwargs)
+        config = self._subcommand_config()
+        if config.get("done_marker"):
+            stage = "test" if self.subcommand == "fit" and config.get("test_after_fit") else self.subcommand
+            trainer.callbacks.append(DoneMarker(config["done_marker"], stage=stage))
+        return trainer
+
     def before_fit(self) -> None:
         """`--ckpt_path last` resumes from the furthest of the last and the SLURM-requeue checkpoints."""
-        if self.config_init["fit"].get("ckpt_path") != "last":
-            return
-        found = newest_checkpoint(self.trainer)
-        self.config_init["fit"]["ckpt_path"] = None if found is None else str(found[0])
-        if found is not None:
-            purge_logged_after(self.trainer, found[1])
-            print(f"dg-heads: resuming from {found[0]} at global step {found[1]}", flush=True)
-
-    def _report(self, stage: str, earlier: dict[str, float] | None = None) -> dict[str, float]:
-        """Print the per-domain table, save `metrics_<stage>.json`, fill the HParams tab."""
-        trainer, model = self.trainer, self.model
-        accs = {**(earlier or {}), **accuracy_metrics(trainer.callback_metrics)}
-        if not accs or not trainer.is_global_zero:
-            return accs
-        datamodule = self.datamodule
-        print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
-        if hasattr(datamodule, "eval_sizes"):
-            for note in skipped_images(accs, {s: datamodule.eval_sizes(s) for s in ("val", "test")}):
-                print(f"warning: {note}", file=sys.stderr, flush=True)
-        folder = run_dir(trainer)
-        if folder is not None:
-            extra = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
-            write_metrics(folder, stage, accs, extra)
-        if trainer.logger is not None and hasattr(model, "hparams_for_logging"):
-            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
-            trainer.logger.log_hyperparams(model.hparams_for_logging(), hp_metrics)
-            trainer.logger.save()
-        return accs
+        if self.config_init["fit"].get("ckpt_path") == "last":
+            self.config_init["fit"]["ckpt_path"] = resume_checkpoint(self.trainer)
 
     def after_fit(self) -> None:
         """With `--test_after_fit`, evaluate the checkpoint that training-domain validation chose:
         its per-domain `val/acc` (the selection evidence) and the held-out `test/acc`."""
-        if not self._subcommand_config().get("test_after_fit"):
-            self._mark_done(self._report("fit"))
-            return
-        checkpoint = self.trainer.checkpoint_callback
-        ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
-        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
-        val = accuracy_metrics(self.trainer.callback_metrics)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
-        self._mark_done(self._report("test", earlier=val))
-
-    def _mark_done(self, accs: dict[str, float]) -> None:
-        marker = self._subcommand_config().get("done_marker")
-        if marker and self.trainer.is_global_zero:
-            write_done_marker(Path(marker), {**accs, "global_step": self.trainer.global_step})
-
-    def after_validate(self) -> None:
-        self._report("validate")
-
-    def after_test(self) -> None:
-        self._report("test")
+        if self._subcommand_config().get("test_after_fit"):
+            evaluate_selected_checkpoint(self.trainer, self.model, self.datamodule)

@@ -1,8 +1,9 @@
-"""Per-domain accuracy tables, printed at the end of a run and saved beside its logs."""
+"""Per-domain accuracy tables and prediction files: what `dg_heads.callbacks` print and write."""
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 from pathlib import Path
 
 import torch
@@ -39,12 +40,6 @@ def format_table(accs: dict[str, float], source_domains: list[str], test_domains
     return "\n".join(lines)
 
 
-def write_metrics(log_dir: str | Path, stage: str, accs: dict[str, float], extra: dict | None = None) -> Path:
-    """`metrics_<stage>.json` in the run folder: what result collection reads."""
-    return write_atomic(Path(log_dir) / f"metrics_{stage}.json",
-                        json.dumps({**accs, **(extra or {})}, indent=2, sort_keys=True))
-
-
 def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) -> list[str]:
     """Domains where fewer images were scored than the split holds (unreadable images skipped).
 
@@ -62,21 +57,23 @@ def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) 
     return notes
 
 
-def write_predictions(path: Path, shares: list[torch.Tensor], datamodule) -> Path:
+def predictions_csv(shares: list[torch.Tensor], datamodule) -> str:
     """`predictions.csv`: id, domain, label, predicted, probability (of the predicted class), one
     row per image in the table's order (DomainBed's: domain, class, file), whatever the number of
-    processes that predicted it; labels and predictions are class folder names."""
-    import csv
-    import io
-
+    processes that predicted it; labels and predictions are class folder names. `shares`: each
+    process's `[n, 3]` (table row, class, probability)."""
     rows = torch.cat([s.to(torch.float64) for s in shares]) if shares else torch.empty(0, 3, dtype=torch.float64)
     rows = rows[rows[:, 0].argsort()]
-    table_rows = rows[:, 0].long().tolist()
     classes = list(datamodule.folder_class_names)
-    described = datamodule.describe_rows(table_rows)
+    described = datamodule.describe_rows(rows[:, 0].long().tolist())
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(["id", "domain", "label", "predicted", "probability"])
     for (sample_id, domain, label), pred, prob in zip(described, rows[:, 1].long().tolist(), rows[:, 2].tolist()):
         writer.writerow([sample_id, domain, label, classes[pred], f"{prob:.6f}"])
-    return write_atomic(path, text.getvalue())
+    return text.getvalue()
+
+
+def write_predictions(path: Path, shares: list[torch.Tensor], datamodule) -> Path:
+    """`predictions_csv` written to `path` (atomically)."""
+    return write_atomic(path, predictions_csv(shares, datamodule))

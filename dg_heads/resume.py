@@ -16,8 +16,6 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from dg_heads.run_files import write_json
-
 
 def resume_candidates(trainer) -> list[Path]:
     """Every checkpoint a resumed run could start from."""
@@ -54,6 +52,22 @@ def purge_logged_after(trainer, step: int) -> None:
         logger._kwargs["purge_step"] = step
 
 
-def write_done_marker(path: Path, summary: dict) -> None:
-    """Written last, atomically: a run with this file is finished and a relaunch skips it."""
-    write_json(path, summary)
+def resume_checkpoint(trainer) -> str | None:
+    """What `--ckpt_path last` means in dg-heads: the newest checkpoint (`newest_checkpoint`), with
+    TensorBoard told to drop what was logged after it; None: start afresh. From Python:
+    `trainer.fit(model, datamodule, ckpt_path=resume_checkpoint(trainer))`."""
+    found = newest_checkpoint(trainer)
+    if found is None:
+        return None
+    purge_logged_after(trainer, found[1])
+    if trainer.is_global_zero:
+        print(f"dg-heads: resuming from {found[0]} at global step {found[1]}", flush=True)
+    return str(found[0])
+
+
+def latest_checkpoint_file(trainer) -> Path | None:
+    """The most recently written `.ckpt` of the run's checkpoint callbacks (what an error message
+    points a user to), or None."""
+    folders = {Path(c.dirpath) for c in getattr(trainer, "checkpoint_callbacks", []) if getattr(c, "dirpath", None)}
+    files = [f for d in folders if d.is_dir() for f in d.glob("*.ckpt")]
+    return max(files, key=lambda f: f.stat().st_mtime) if files else None

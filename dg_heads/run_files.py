@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -38,9 +39,19 @@ def write_json(path: str | Path, value) -> Path:
     return write_atomic(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
-def write_run_file(trainer, name: str, data: str | bytes) -> Path | None:
-    """`name` in the run folder, on rank 0 (other ranks and runs without a folder: nothing)."""
+def write_run_file(trainer, name: str | Path, data: str | bytes | Callable[[], str | bytes]) -> Path | None:
+    """`name` in the run folder, on rank 0 (other ranks and runs without a folder: nothing).
+
+    An absolute `name` is that file (a sweep's done marker lies outside the run folder). `data`
+    may be a function that builds the text: it is then called on rank 0 only (a split manifest
+    of 600,000 file names is not worth building on every process)."""
     if trainer is None or not trainer.is_global_zero:
         return None
-    folder = run_dir(trainer)
-    return None if folder is None else write_atomic(folder / name, data)
+    if Path(name).is_absolute():
+        path = Path(name)
+    else:
+        folder = run_dir(trainer)
+        if folder is None:
+            return None
+        path = folder / name
+    return write_atomic(path, data() if callable(data) else data)

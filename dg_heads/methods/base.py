@@ -5,6 +5,9 @@ Methods differ only in what they train and in their loss; subclasses override
 `configure_trainable` and `training_loss`. Logged metrics (the model-selection contract):
 `val/acc/<domain>` for each source domain's `out` split, `val/acc` (their mean, DomainBed's
 training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out domains.
+The run's files (tables, `metrics_*.json`, `splits.json`, `predictions.csv`, a method's own)
+come from `default_callbacks` (`dg_heads.callbacks`), which `configure_callbacks` hands to
+whatever Trainer runs the model: the CLI's or a plain one in Python.
 
 Images: uint8 input (what the DataModule's loaders give) is normalised here, on the model's
 device, with CLIP's mean/std (`prepare_images`); float input is taken as already normalised.
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -31,14 +33,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from open_clip import build_zero_shot_classifier
 from torch import nn
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
+from dg_heads.callbacks import DomainReport, PredictionsWriter, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
+from dg_heads.resume import latest_checkpoint_file
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 
 STAGES = ("val", "test")
@@ -52,6 +57,7 @@ class DGModule(L.LightningModule):
         self.clip_spec = clip or CLIPSpec()
         self.optim_spec = optim or OptimSpec()
         self.save_hyperparameters(logger=False)
+        allow_loading(self.hparams)
         with keyed("clip"):
             self.clip, self.tokenizer = create_clip(self.clip_spec)
         self.templates = resolve_templates(self.clip_spec.templates)
@@ -64,7 +70,6 @@ class DGModule(L.LightningModule):
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
         self._guard: dict[str, torch.Tensor] | None = None  # the non-finite-loss record, on the device
         self._guarded_steps = 0
-        self._predicted: list[torch.Tensor] = []  # (row, class, probability) of `predict`
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -272,11 +277,9 @@ class DGModule(L.LightningModule):
         )
 
     def _last_checkpoint_note(self) -> str:
-        folders = {Path(c.dirpath) for c in getattr(self.trainer, "checkpoint_callbacks", []) if c.dirpath}
-        files = [f for d in folders if d.is_dir() for f in d.glob("*.ckpt")]
-        if not files:
+        newest = latest_checkpoint_file(self.trainer)
+        if newest is None:
             return "No checkpoint had been written yet."
-        newest = max(files, key=lambda f: f.stat().st_mtime)
         return f"The last good checkpoint is {newest.resolve()} (untouched)."
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -307,39 +310,14 @@ class DGModule(L.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Predicted class, class probabilities and label of each image, and its table row when the
+        DG DataModule's predict loaders give one (`callbacks.PredictionsWriter` writes the file)."""
         images, labels, *rows = batch
         probs = self(images).softmax(-1) if len(labels) else torch.empty(0, 0)
         out = {"pred": probs.argmax(-1) if len(labels) else labels, "prob": probs, "label": labels}
-        if rows:  # the DG DataModule's predict loaders name each sample by its table row
+        if rows:
             out["row"] = rows[0]
-            top = probs.max(-1).values if len(labels) else torch.empty(0)
-            self._predicted.append(torch.stack([rows[0].cpu().double(), out["pred"].cpu().double(),
-                                                top.detach().float().cpu().double()], 1))
         return out
-
-    def on_predict_epoch_start(self) -> None:
-        self._predicted: list[torch.Tensor] = []
-
-    def on_predict_epoch_end(self) -> None:
-        """`predictions.csv` in the run folder: every predicted image once (under DDP each process
-        predicted its share; the shares are gathered to rank 0, which writes the file)."""
-        local = torch.cat(self._predicted) if self._predicted else torch.empty(0, 3, dtype=torch.float64)
-        self._predicted = []
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not hasattr(datamodule, "describe_rows"):
-            return
-        shares = [local]
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            shares = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(shares, local)
-        if not self.trainer.is_global_zero:
-            return
-        from dg_heads.reporting import write_predictions
-        from dg_heads.run_files import run_dir
-
-        folder = run_dir(self.trainer) or Path(self.trainer.default_root_dir)
-        path = write_predictions(folder / "predictions.csv", shares, datamodule)
-        print(f"dg-heads: predictions of {sum(len(s) for s in shares)} images written to {path}", flush=True)
 
     def _log_domain_accuracies(self, split: str) -> None:
         accs = {}
@@ -357,6 +335,21 @@ class DGModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_domain_accuracies("test")
 
+    # ------------------------------------------------------------ run files
+    def default_callbacks(self) -> list[Callback]:
+        """The callbacks that write this method's run files (`dg_heads.callbacks`); a method with
+        files of its own returns them beside `super().default_callbacks()`."""
+        return [SplitsManifest(), DomainReport(), PredictionsWriter()]
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Lightning's hook: `default_callbacks` join whatever Trainer runs the model (the CLI's
+        or a plain `Trainer`), so both leave the same files. A trainer callback of a default's
+        type (configured by a user) is kept and that default left out; Lightning would otherwise
+        replace the user's with the default. Left out too on a second `fit`/`test` with the same
+        trainer: the first one's are still there (and `DomainReport` remembers the validation)."""
+        present = list(self.trainer.callbacks) if self._trainer is not None else []
+        return [c for c in self.default_callbacks() if not any(isinstance(p, type(c)) for p in present)]
+
     # ---------------------------------------------------------- hparams tab
     def hparams_for_logging(self) -> dict[str, Any]:
         """Flat hyper-parameters for TensorBoard's HParams tab: the method, then every spec of the
@@ -367,13 +360,37 @@ class DGModule(L.LightningModule):
         The method's key is `Method`: TensorBoard orders the tab's columns by name (those that
         differ between runs first), and a capital sorts before every lower-case key."""
         params: dict[str, Any] = {"Method": type(self).__name__}
-        specs = {"clip": self.clip_spec, "optim": self.optim_spec}
-        specs.update({k: v for k, v in self.hparams.items() if k not in specs})
+        # the spec in effect (`<key>_spec`: a default where the argument was None), else the argument
+        specs = {key: getattr(self, f"{key}_spec", value) for key, value in self.hparams.items()}
         flatten_hparams(specs, "", params)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             flatten_hparams(dict(datamodule.hparams), "data", params)
         return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
+
+
+def allow_loading(value: Any) -> None:
+    """Let torch's weights-only checkpoint loader (the default) rebuild the spec dataclasses that
+    a model built in Python keeps in its hparams (`clip=CLIPSpec(...)`): without it,
+    `trainer.test(model, ckpt_path="best")` or a resume refuses that run's own checkpoint. (The
+    CLI's hparams are plain dicts.)"""
+    found: set[type] = set()
+
+    def visit(item: Any) -> None:
+        if is_dataclass(item) and not isinstance(item, type):
+            found.add(type(item))
+            for f in fields(item):
+                visit(getattr(item, f.name))
+        elif isinstance(item, Mapping):
+            for sub in item.values():
+                visit(sub)
+        elif isinstance(item, (list, tuple)):
+            for sub in item:
+                visit(sub)
+
+    visit(value)
+    if found:
+        torch.serialization.add_safe_globals(sorted(found, key=lambda t: t.__qualname__))
 
 
 def flatten_hparams(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:

@@ -45,14 +45,13 @@ import torch.nn.functional as F
 
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
+from dg_heads.callbacks import GateFile
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.heads.attention import TapFeature
-from dg_heads.heatmap import log_heatmap, write_matrix
 from dg_heads.losses import DOMAINBED_GAMMAS, KERNELS, batched_mmd
 from dg_heads.losses.mmd import Kernel
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec
-from dg_heads.run_files import run_dir
 
 Routing = Literal["gates", "lora", "both", "gates_local"]
 ROUTINGS: tuple[str, ...] = get_args(Routing)
@@ -198,12 +197,6 @@ class HeadPurification(DGModule):
         return ce + self.gating_spec.mmd_weight * self.mmd_term(mmd), logs
 
     # ------------------------------------------------------- what a user sees
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        if self.gated_blocks and not self.trainer.sanity_checking:
-            log_heatmap(self, "gates", heads.gate_values(self.clip))
-
-    def on_train_end(self) -> None:
-        folder = run_dir(self.trainer)
-        if self.gated_blocks and self.trainer.is_global_zero and folder is not None:
-            write_matrix(heads.gate_values(self.clip), folder / "gates")
+    def default_callbacks(self):
+        """The gates as a heatmap at every validation and `gates.json`/`.csv` after training."""
+        return super().default_callbacks() + ([GateFile()] if self.gated_blocks else [])

@@ -1,0 +1,77 @@
+"""What a person and `dg-heads collect` read after each fit, validate and test: the per-domain
+accuracy table (printed), `metrics_<stage>.json` in the run folder, and TensorBoard's HParams tab."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from lightning.pytorch.callbacks import Callback
+
+from dg_heads.reporting import accuracy_metrics, format_table, skipped_images
+from dg_heads.run_files import write_run_file
+
+
+class DomainReport(Callback):
+    """Reports the accuracies (`val/acc*`, `test/acc*`, images scored per domain) at the end of
+    `fit` (the last validation), `validate` and `test`, as `metrics_fit.json`,
+    `metrics_validate.json` and `metrics_test.json` (plus `global_step` and `epoch`).
+
+    `metrics_test.json` also holds the `val/*` accuracies when they were measured on the same
+    weights: the latest validation loaded the same checkpoint (`validate(ckpt_path="best")` then
+    `test(ckpt_path="best")`: the training-domain validation evidence of the tested model, what
+    `collect` selects by), or ran on the weights in memory at the same global step. The report of
+    each stage is kept in `results` (the `DoneMarker` writes it).
+
+    Every process computes the same (synced) numbers, so a domain of which no image was read stops
+    all of them; printing and the HParams tab are rank 0's, the file `write_run_file`'s."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, dict] = {}
+        self._validated: tuple[tuple, dict[str, float]] | None = None  # (weights, val accuracies)
+
+    @staticmethod
+    def _weights(trainer) -> tuple:
+        """Which weights an evaluation saw: the checkpoint it loaded (None: those in memory) and the step."""
+        loaded = trainer.ckpt_path if trainer.state.fn in ("validate", "test") else None
+        return loaded, trainer.global_step
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._validated = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        accs = {k: v for k, v in accuracy_metrics(trainer.callback_metrics).items() if k.startswith("val/")}
+        self._validated = (self._weights(trainer), accs)
+        if trainer.state.fn == "validate":
+            self.report(trainer, pl_module, "validate", accs)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.report(trainer, pl_module, "fit", accuracy_metrics(trainer.callback_metrics))
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        accs = {k: v for k, v in accuracy_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+        if self._validated is not None and self._validated[0] == self._weights(trainer):
+            accs = {**self._validated[1], **accs}
+        self.report(trainer, pl_module, "test", accs)
+
+    def report(self, trainer, pl_module, stage: str, accs: dict[str, float]) -> None:
+        accs = dict(sorted(accs.items()))
+        self.results[stage] = {**accs, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
+        if not accs:
+            return
+        datamodule = trainer.datamodule
+        sizes = {s: datamodule.eval_sizes(s) for s in ("val", "test")} if hasattr(datamodule, "eval_sizes") else {}
+        notes = skipped_images(accs, sizes)  # raises, on every process, if a domain scored no image
+        write_run_file(trainer, f"metrics_{stage}.json", json.dumps(self.results[stage], indent=2, sort_keys=True))
+        if not trainer.is_global_zero:
+            return
+        if hasattr(datamodule, "source_domains"):
+            print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+        if trainer.logger is not None and hasattr(pl_module, "hparams_for_logging"):
+            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
+            trainer.logger.log_hyperparams(pl_module.hparams_for_logging(), hp_metrics)
+            trainer.logger.save()
