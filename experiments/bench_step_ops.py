@@ -271,6 +271,27 @@ def main() -> None:
     hap5 = counts["hap@5"]
     verdict = (f"HAP at 5 domains: {hap5.ops / lora_ops:.2f}x plain LoRA's ops (target <= 1.5x), "
                f"{sum(hap5.syncs.values())} host syncs (target 0).")
+    c = {k: v.ops for k, v in counts.items()}
+    flops = (
+        f"Why the exact routing cannot reach 1.5x, and what it costs in FLOPs. With the image tower frozen, a "
+        f"backward computes activation gradients (about one matmul per forward matmul, ~1 forward of FLOPs) plus "
+        f"tiny LoRA and gate gradients: plain LoRA's step is ~forward + 1 activation backward, as are `gates_local` "
+        f"(a block's MMD reaches only its own gate) and `both` (one stream, CE + MMD). HAP's default `gates` (and "
+        f"`lora`) must send the MMD's gradient to parameters in every block below the gated features along the "
+        f"activations CE's gradient uses, while the other group must not get it: a second cotangent stream from the "
+        f"last gated block down to block 0, ~forward + 2 activation backwards, 1.5x plain LoRA's FLOPs (on a "
+        f"compute-bound GPU at best ~0.67x its images/s), whatever the op count. In ops that second pass is "
+        f"hap - hap_gates_local = {c['hap@5'] - c['hap_gates_local@5']:,} ops "
+        f"({(c['hap@5'] - c['hap_gates_local@5']) / lora_ops:.2f}x plain LoRA's whole step; per block 8 "
+        f"activation-gradient matmuls, 2 layer-norm, attention, GELU and gate-softmax backwards, adds and muls), so "
+        f"two separate streams stay above 1.5x even with no other HAP overhead. Running both streams as one batched "
+        f"backward (`hap_two_streams`, `torch.func.vmap`: {c['hap_two_streams@5']:,} ops; `hap_is_grads_batched`: "
+        f"{c['hap_is_grads_batched@5']:,}; the same gradients, tested) keeps the FLOPs and adds ops: the batching "
+        f"rules copy batched operands to contiguous memory (`clone` + `_unsafe_view`: layer-norm backward clones its "
+        f"saved input, mean and rstd per call, weight-gradient matmuls clone transposed cotangents) and ops without "
+        f"a batching rule (the CPU flash-attention backward; under the legacy vmap of `is_grads_batched` also "
+        f"layer-norm, GELU and softmax backward) run once per stream plus a `stack`. HAP ships the two-pass form; "
+        f"`gates_local` is the routing within 1.5x ops and ~1x FLOPs.")
     body = section(
         f"Aten ops and host syncs per training step ({args.model} random init, 12 blocks x 12 heads, "
         f"{args.per_domain} images per domain, {args.device}, fp32)",
@@ -281,7 +302,7 @@ def main() -> None:
         "`masked_select`, `_unique`/`_unique2`/`unique_*`, `bincount`, `repeat_interleave` without `output_size`, "
         "boolean-mask `index`/`index_put`) and device-to-host copies (accelerators only: on the CPU `.tolist()` "
         "dispatches no op). Definitions in the script's docstring.",
-        [verdict, "", *table, "",
+        [verdict, "", *table, "", flops, "",
          "Where the ops are (ops by name, the names whose count differs most from plain LoRA's; `hap_two_streams`: "
          "`experiments/two_stream_routing.py`):", "", *by_name, "",
          "In a real `Trainer.fit` (dg-tiny-vit, RotatedDigits, 5 source domains x 8 images, progress bar and "
