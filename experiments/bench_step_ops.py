@@ -1,4 +1,4 @@
-"""Aten ops and host syncs of one training step: HAP (3 and 5 source domains), plain LoRA, full fine-tune.
+"""Aten ops and host syncs of one training step: HAP (3 and 5 source domains, its routings), plain LoRA, full fine-tune.
 
     python experiments/bench_step_ops.py --out docs/benchmarks.md
 
@@ -10,6 +10,11 @@ launch queue; both are counted here, exactly, independent of the machine's speed
    open_clip's `ViT-B-16` (width 768, 12 blocks x 12 heads, patch 16) randomly initialised, at
    its 224 px, `--per-domain` random images per source domain, fp32 on this machine's device.
    One warm-up step (AdamW's state is created lazily), then the counted step.
+   Beside HAP's shipped loss (default routing `gates`, exact: a second backward pass for the
+   MMD's gradient), two measured alternatives with both streams in one batched backward
+   (`experiments/two_stream_routing.py`: `hap_two_streams` with `torch.func.vmap`,
+   `hap_is_grads_batched` with `autograd.grad(is_grads_batched=True)`), and the cheaper
+   approximation `gates_local`; then a table of ops by name, to see where the ops go.
 2. A real Lightning fit (`Trainer.fit` on the real `DomainBedDataModule`, RotatedDigits, 5 source
    domains, the tiny `dg-tiny-vit`, progress bar on, a logger): the mode is on from each
    `on_train_batch_start` to the next, so it covers the batch transfer, `training_step` (the
@@ -42,6 +47,7 @@ import argparse
 import sys
 import tempfile
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -52,12 +58,17 @@ from dg_heads.backbone import image_size_of  # noqa: E402
 from dg_heads.optim import build_optimizer  # noqa: E402
 from experiments.bench_hap import CLASSES, build  # noqa: E402
 from experiments.bench_report import section, update_section  # noqa: E402
+from experiments.two_stream_routing import two_stream_loss  # noqa: E402
 
 aten = torch.ops.aten
 SYNC_OPS = {aten._local_scalar_dense, aten.equal, aten.nonzero, aten.masked_select, aten._unique, aten._unique2,
             aten.unique_dim, aten.unique_consecutive, aten.unique_dim_consecutive, aten.bincount}
 MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
-CASES = (("hap", 3), ("hap", 5), ("hap_gates_local", 5), ("plain_lora", 5), ("finetune", 5))
+CASES = (("hap", 3), ("hap", 5), ("hap_two_streams", 5), ("hap_is_grads_batched", 5), ("hap_gates_local", 5),
+         ("plain_lora", 5), ("finetune", 5))
+# the routing alternatives measured beside HAP's shipped loss (experiments/two_stream_routing.py)
+TWO_STREAM_ENGINES = {"hap_two_streams": "func", "hap_is_grads_batched": "is_grads_batched"}
+BY_NAME = ("hap@5", "hap_two_streams@5", "hap_gates_local@5", "plain_lora@5")  # the per-op-name table's columns
 
 
 def _is_bool_mask(index) -> bool:
@@ -75,24 +86,26 @@ def is_sync(func, args, kwargs) -> bool:
         return kwargs.get("output_size") is None
     if packet is aten._to_copy:
         source, target = args[0], kwargs.get("device")
-        return source.device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
+        return isinstance(source, torch.Tensor) and source.device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
     if packet is aten.copy_:
-        return args[0].device.type == "cpu" and args[1].device.type != "cpu"
+        return all(isinstance(t, torch.Tensor) for t in args[:2]) and args[0].device.type == "cpu" \
+            and args[1].device.type != "cpu"
     return False
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts non-view aten ops and host syncs (by name) while active."""
+    """Counts non-view aten ops (in all and by name) and host syncs (by name) while active."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ops, self.syncs, self.tagged_syncs = 0, Counter(), Counter()
+        self.ops, self.names, self.syncs, self.tagged_syncs = 0, Counter(), Counter(), Counter()
         self.tag = ""  # a label for where the current syncs come from
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not func.is_view:
             self.ops += 1
+            self.names[func.overloadpacket.__name__] += 1
         if is_sync(func, args, kwargs):
             name = str(func.overloadpacket.__name__) + ("[bool mask]" if func.overloadpacket in MASK_INDEXING else "")
             self.syncs[name] += 1
@@ -102,7 +115,9 @@ class OpCounter(TorchDispatchMode):
 
 # ------------------------------------------------------------- 1. the method's step
 def method_step(method: str, domains: int, model: str, per_domain: int, device: str):
-    module = build(method, model, device)
+    module = build("hap" if method in TWO_STREAM_ENGINES else method, model, device)
+    if method in TWO_STREAM_ENGINES:
+        module.training_loss = partial(two_stream_loss, module, engine=TWO_STREAM_ENGINES[method])
     module.num_domains = domains  # what `setup` sets in a run: the step then reads nothing on the host
     size = image_size_of(module.clip)
     torch.manual_seed(0)
@@ -182,7 +197,7 @@ def lightning_syncs(method: str, data_root: Path, steps: int = 5, log_every: int
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             self._close(trainer)
-            counter.ops, counter.syncs, counter.tagged_syncs = 0, Counter(), Counter()
+            counter.ops, counter.names, counter.syncs, counter.tagged_syncs = 0, Counter(), Counter(), Counter()
             counter.tag = "framework"
             counter.__enter__()
 
@@ -200,6 +215,22 @@ def lightning_syncs(method: str, data_root: Path, steps: int = 5, log_every: int
                             enable_model_summary=False)
         trainer.fit(module, datamodule=data)
     return per_step
+
+
+def ops_by_name(counts: dict[str, OpCounter], rows: int = 16) -> list[str]:
+    """A markdown table: op names (those differing most from plain LoRA) x the `BY_NAME` cases."""
+    cases = [c for c in BY_NAME if c in counts]
+    names = set().union(*(counts[c].names for c in cases))
+    lora = counts["plain_lora@5"].names
+    spread = lambda n: max(abs(counts[c].names[n] - lora[n]) for c in cases)  # noqa: E731
+    top = sorted(names, key=lambda n: (-spread(n), n))[:rows]
+    lines = ["| op | " + " | ".join(c.replace("@", " @") for c in cases) + " |", "|---" * (len(cases) + 1) + "|"]
+    for name in top:
+        lines.append(f"| `{name}` | " + " | ".join(f"{counts[c].names[name]:,}" for c in cases) + " |")
+    rest = [counts[c].ops - sum(counts[c].names[n] for n in top) for c in cases]
+    lines.append("| (all other ops) | " + " | ".join(f"{r:,}" for r in rest) + " |")
+    lines.append("| **all** | " + " | ".join(f"{counts[c].ops:,}" for c in cases) + " |")
+    return lines
 
 
 def main() -> None:
@@ -226,6 +257,8 @@ def main() -> None:
         table.append(f"| {method} | {domains} | {counter.ops:,} | {counter.ops / lora_ops:.2f}x | "
                      f"{sum(counter.syncs.values())} | {which} |")
 
+    by_name = ops_by_name(counts)
+
     fit = ["| method | step | aten ops | syncs in `training_loss` | in its backward | elsewhere (guard, logging, "
            "bar, optimiser, loop) | which |", "|---|---|---|---|---|---|---|"]
     for method in ("hap", "plain_lora", "finetune"):
@@ -238,6 +271,27 @@ def main() -> None:
     hap5 = counts["hap@5"]
     verdict = (f"HAP at 5 domains: {hap5.ops / lora_ops:.2f}x plain LoRA's ops (target <= 1.5x), "
                f"{sum(hap5.syncs.values())} host syncs (target 0).")
+    c = {k: v.ops for k, v in counts.items()}
+    flops = (
+        f"Why the exact routing cannot reach 1.5x, and what it costs in FLOPs. With the image tower frozen, a "
+        f"backward computes activation gradients (about one matmul per forward matmul, ~1 forward of FLOPs) plus "
+        f"tiny LoRA and gate gradients: plain LoRA's step is ~forward + 1 activation backward, as are `gates_local` "
+        f"(a block's MMD reaches only its own gate) and `both` (one stream, CE + MMD). HAP's default `gates` (and "
+        f"`lora`) must send the MMD's gradient to parameters in every block below the gated features along the "
+        f"activations CE's gradient uses, while the other group must not get it: a second cotangent stream from the "
+        f"last gated block down to block 0, ~forward + 2 activation backwards, 1.5x plain LoRA's FLOPs (on a "
+        f"compute-bound GPU at best ~0.67x its images/s), whatever the op count. In ops that second pass is "
+        f"hap - hap_gates_local = {c['hap@5'] - c['hap_gates_local@5']:,} ops "
+        f"({(c['hap@5'] - c['hap_gates_local@5']) / lora_ops:.2f}x plain LoRA's whole step; per block 8 "
+        f"activation-gradient matmuls, 2 layer-norm, attention, GELU and gate-softmax backwards, adds and muls), so "
+        f"two separate streams stay above 1.5x even with no other HAP overhead. Running both streams as one batched "
+        f"backward (`hap_two_streams`, `torch.func.vmap`: {c['hap_two_streams@5']:,} ops; `hap_is_grads_batched`: "
+        f"{c['hap_is_grads_batched@5']:,}; the same gradients, tested) keeps the FLOPs and adds ops: the batching "
+        f"rules copy batched operands to contiguous memory (`clone` + `_unsafe_view`: layer-norm backward clones its "
+        f"saved input, mean and rstd per call, weight-gradient matmuls clone transposed cotangents) and ops without "
+        f"a batching rule (the CPU flash-attention backward; under the legacy vmap of `is_grads_batched` also "
+        f"layer-norm, GELU and softmax backward) run once per stream plus a `stack`. HAP ships the two-pass form; "
+        f"`gates_local` is the routing within 1.5x ops and ~1x FLOPs.")
     body = section(
         f"Aten ops and host syncs per training step ({args.model} random init, 12 blocks x 12 heads, "
         f"{args.per_domain} images per domain, {args.device}, fp32)",
@@ -248,7 +302,9 @@ def main() -> None:
         "`masked_select`, `_unique`/`_unique2`/`unique_*`, `bincount`, `repeat_interleave` without `output_size`, "
         "boolean-mask `index`/`index_put`) and device-to-host copies (accelerators only: on the CPU `.tolist()` "
         "dispatches no op). Definitions in the script's docstring.",
-        [verdict, "", *table, "",
+        [verdict, "", *table, "", flops, "",
+         "Where the ops are (ops by name, the names whose count differs most from plain LoRA's; `hap_two_streams`: "
+         "`experiments/two_stream_routing.py`):", "", *by_name, "",
          "In a real `Trainer.fit` (dg-tiny-vit, RotatedDigits, 5 source domains x 8 images, progress bar and "
          "logger on, `log_every_n_steps: 4`), counted from one `on_train_batch_start` to the next:", "", *fit],
     )

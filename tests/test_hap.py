@@ -91,10 +91,8 @@ def _reference_mmd(module, domains, gammas, detach_outputs=False):
     return torch.stack(values).mean()
 
 
-@pytest.mark.parametrize("routing", ["gates", "lora", "both", "gates_local"])
-def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
-    """grad(loss) - grad(CE) equals w * grad(MMD) (torch.autograd.grad of an independent
-    implementation) for the routed parameter group and is zero for the other group."""
+def _routing_case(routing: str):
+    """A HAP module with non-trivial LoRA B and gates, and a 3-domain batch with a domain shift."""
     module = _hap(mmd_routing=routing, mmd_weight=0.7, mmd_gammas=[0.1, 1.0, 10.0])
     module.num_domains = 3
     for attn in heads.head_attentions(module.clip):
@@ -105,6 +103,14 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
     images, labels = torch.randn(9, 3, 32, 32), torch.randint(0, 10, (9,))
     domains = torch.arange(3).repeat_interleave(3)
     images[domains == 1] += 0.5
+    return module, images, labels, domains
+
+
+@pytest.mark.parametrize("routing", ["gates", "lora", "both", "gates_local"])
+def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
+    """grad(loss) - grad(CE) equals w * grad(MMD) (torch.autograd.grad of an independent
+    implementation) for the routed parameter group and is zero for the other group."""
+    module, images, labels, domains = _routing_case(routing)
     loss, logs = module.training_loss(images, labels, domains)
     attns = heads.head_attentions(module.clip)
     groups = {"gates": [a.gate.theta for a in attns], "lora": [p for a in attns for p in a.lora.parameters()]}
@@ -128,6 +134,23 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
         local = torch.autograd.grad(0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0), detach_outputs=True),
                                     groups["gates"][0])[0]
         assert not torch.allclose(local, total[0] - ce[0], rtol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ["func", "is_grads_batched"])
+@pytest.mark.parametrize("routing", ["gates", "lora"])
+def test_the_measured_two_stream_backward_routes_as_the_shipped_loss(routing, engine):
+    """experiments/two_stream_routing.py (a row of bench_step_ops) computes the same gradients:
+    its op count is that of a correct implementation."""
+    from experiments.two_stream_routing import two_stream_loss
+
+    module, images, labels, domains = _routing_case(routing)
+    params = [p for p in module.parameters() if p.requires_grad]
+    loss, _ = module.training_loss(images, labels, domains)
+    shipped = torch.autograd.grad(loss, params)
+    loss2, _ = two_stream_loss(module, images, labels, domains, engine=engine)
+    assert loss2.item() == pytest.approx(loss.item(), rel=1e-6)
+    batched = torch.autograd.grad(loss2, params)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(shipped, batched))
 
 
 # ---------------------------------------------------------------- through the CLI

@@ -19,7 +19,7 @@ Gradient routing of the MMD term (`mmd_routing`):
 Cross-entropy trains LoRA and gates alike. `gates` and `lora` take the MMD's gradient for their
 parameters with `torch.autograd.grad` and add it to the loss as a surrogate term (value 0,
 gradient exactly that), so a step still has one `backward` as DDP sees it; that extra gradient
-computation is what `gates_local` saves.
+computation is what `gates_local` saves. Its cost (FLOPs and ops per step) is in `mmd_term`.
 
 What is the paper's and what is ours (see ../shared/research/methods.md in the project's notes):
 the paper's: HA-LoRA on q and v with ranks 8 (last two blocks) / 2, gates `H * softmax(theta)`
@@ -174,7 +174,30 @@ class HeadPurification(DGModule):
 
         `surrogate = sum(p * g)` with `g` the MMD's gradient for each routed tensor p (detached)
         has gradient exactly g; `mmd.detach() + surrogate - surrogate.detach()` has the MMD's value
-        and that gradient, so the step's single backward (the one DDP reduces) carries it."""
+        and that gradient, so the step's single backward (the one DDP reduces) carries it.
+
+        What the exact routings cost. With the image tower frozen, a backward computes activation
+        gradients (about one matmul per forward matmul, ~1 forward of FLOPs) plus the tiny LoRA and
+        gate gradients: plain LoRA's step is ~forward + 1 activation backward, and so are `both`
+        (one stream, CE + MMD) and `gates_local` (the MMD's gradient stops at each block's own
+        gate). `gates` and `lora` send the MMD's gradient to parameters in every block below the
+        gated features, along the same activations as CE's, while the other group must not get
+        it: the two cotangents cannot share one stream, so a second activation backward runs
+        from the last gated block down to block 0: ~forward + 2 activation backwards, 1.5x plain
+        LoRA's FLOPs (on a compute-bound GPU at best ~0.67x its images/s), whatever the op count.
+        Ops per step (experiments/bench_step_ops.py, ViT-B/16, 5 domains, docs/benchmarks.md):
+        plain LoRA 581, `gates_local` 844 (1.45x), `gates` 1,203 (2.07x): the second stream is
+        ~360 ops, 12 blocks x (8 activation-gradient matmuls: output and fused input projection,
+        MLP in and out, LoRA q and v; 2 layer-norm, attention, GELU and gate-softmax backwards;
+        adds and muls), ~0.6x plain LoRA's whole step, so an exact routing with two streams
+        cannot reach 1.5x. Running both streams as one batched backward (a [2, ...] cotangent;
+        experiments/two_stream_routing.py, same gradients) issues *more* ops, 1,641 (2.82x),
+        with `torch.func.vmap` and with `is_grads_batched`: batching rules copy their batched
+        operands to contiguous memory (layer-norm backward clones its saved input, mean and
+        rstd; weight-gradient matmuls clone transposed cotangents) and ops without a batching
+        rule (CPU flash-attention backward; under `is_grads_batched`'s legacy vmap also layer
+        norm, GELU and softmax backward) run once per stream; and it keeps the FLOPs. So this
+        two-pass form stays; `gates_local` is the routing within 1.5x ops and ~1x FLOPs."""
         params = self.routed_parameters()
         if params is None or not torch.is_grad_enabled():
             return mmd
