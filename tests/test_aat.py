@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec, create_clip
 from dg_heads.errors import DGHeadsError
-from dg_heads.heads import staged
+from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec
-from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
+from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan
 from tests.conftest import REPO, run_cli
 
 DEMO = REPO / "configs" / "demo"
@@ -41,14 +41,16 @@ def scorer():
 @torch.no_grad()
 def test_staged_forward_composes_to_open_clip(scorer):
     model, images = scorer[0].model, scorer[1]
-    tokens = staged.run_blocks(model.visual, staged.embed(model.visual, images))
-    assert torch.allclose(staged.head(model.visual, tokens), model.visual(images), atol=1e-6)
+    tokens = heads.run_blocks(model, heads.embed(model, images))
+    assert torch.allclose(heads.features(model, tokens), model.visual(images), atol=1e-6)
+    halfway = heads.run_blocks(model, heads.embed(model, images), 0, 2)
+    assert torch.allclose(heads.features(model, heads.run_blocks(model, halfway, 2)), model.visual(images), atol=1e-6)
 
 
 @torch.no_grad()
 def test_scan_scores_equal_independent_single_ablation_evaluations(scorer):
     scorer, images, labels, centres = scorer
-    gains = scan(scorer, (4, 4), progress=False)
+    gains = scan(scorer, progress=False)
     model = scorer.model
 
     def accuracy(mask):
@@ -70,9 +72,9 @@ def test_scan_scores_equal_independent_single_ablation_evaluations(scorer):
 def test_ga_is_reproducible_with_a_seed_and_uses_its_caches(scorer):
     scorer = scorer[0]
     spec = GASpec(population=6, generations=4, init_density=0.2, seed=3)
-    first = genetic_search(scorer, (4, 4), spec, progress=False)
+    first = genetic_search(scorer, spec, progress=False)
     evaluations = scorer.evaluations
-    second = genetic_search(scorer, (4, 4), spec, progress=False)
+    second = genetic_search(scorer, spec, progress=False)
     assert first == second
     assert len(scorer.scores) < evaluations  # repeated masks came from the fitness cache
     assert first[1][-1]["best"] >= first[1][0]["best"]  # elitism never loses the best
@@ -102,7 +104,7 @@ def test_mask_naming_a_missing_head_or_block_fails_at_start(tmp_path):
 def test_empty_scoring_set_is_refused():
     empty = MaskScorer(heads.convert(create_clip(CLIPSpec())[0]), lambda f: f)
     with pytest.raises(DGHeadsError, match="scoring set is empty"):
-        empty.score(Mask())
+        empty.score(HeadMask())
     with pytest.raises(DGHeadsError, match="max_scoring_batches must be >= 1"):
         AttentionAblation(search=SearchSpec(max_scoring_batches=0))
 
@@ -162,7 +164,7 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
     from dg_heads.export_cli import load_module
 
     module = load_module(run / "checkpoints/last.ckpt")  # rebuilds the seeded random-init backbone
-    assert heads.ablation_mask(module.clip) == {int(b): h for b, h in mask.items()}
+    assert heads.ablation_mask(module.clip) == HeadMask.from_dict(mask)
 
 
 @pytest.mark.slow
@@ -189,3 +191,15 @@ def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
     assert two["ablation.json"] == one["ablation.json"]
     assert one["search_cost.json"]["scoring_images"] == two["search_cost.json"]["scoring_images"] == 5 * 3 * 32
     assert (one["search_cost.json"]["processes"], two["search_cost.json"]["processes"]) == (1, 2)
+
+
+def test_a_checkpoint_stores_the_mask_as_every_version_wrote_it():
+    """`{"block": [heads]}` with string keys: old checkpoints load, new ones are read by old code."""
+    module = AttentionAblation()
+    module.on_load_checkpoint({"state_dict": {}, "dg_heads": {"ablation": {"2": [3, 1]}}})
+    assert module.mask == HeadMask.from_pairs([(2, 1), (2, 3)]) == heads.ablation_mask(module.clip)
+    saved = {"state_dict": {}}
+    module.on_save_checkpoint(saved)
+    assert saved["dg_heads"]["ablation"] == {"2": [1, 3]}
+    with pytest.raises(DGHeadsError, match=r"head 9 of block 0 does not exist"):
+        module.on_load_checkpoint({"state_dict": {}, "dg_heads": {"ablation": {"0": [9]}}})

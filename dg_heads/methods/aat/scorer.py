@@ -1,9 +1,10 @@
-"""Choosing heads to ablate without training: a single-head scan and a genetic algorithm.
+"""`MaskScorer`: the source accuracy of a frozen model under a head mask, with caches.
 
-Both score masks with a `MaskScorer`, which caches the input of every block for the scoring
-data (one full pass) and evaluates a mask from the input of its first ablated block onwards,
-and remembers the score of every mask it has seen. `cost` counts block forwards in units of
-one full scoring pass (every block over every scoring image), so savings are measurable.
+It caches the input of every block for the scoring data (one full pass) and evaluates a mask
+from the input of its first ablated block onwards, and it remembers the score of every mask it
+has seen. `cost` counts block forwards in units of one full scoring pass (every block over
+every scoring image), so savings are measurable. It runs the tower through the head engine's
+staged forward (`heads.embed` -> `heads.run_blocks` -> `heads.features`) only.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from dg_heads import heads
 from dg_heads.errors import DGHeadsError
-from dg_heads.heads import staged
-
-Mask = frozenset  # of (block, head) pairs
+from dg_heads.heads import HeadMask
 
 
 @dataclass
@@ -52,14 +50,19 @@ class MaskScorer:
     autocast: Callable[[], AbstractContextManager] = nullcontext
     reduce: Callable[[torch.Tensor], torch.Tensor] = _no_reduce  # sum over processes
     batches: list[ScoringBatch] = field(default_factory=list)
-    scores: dict[Mask, float] = field(default_factory=dict)
+    scores: dict[HeadMask, float] = field(default_factory=dict)
     block_forwards: int = 0  # images x blocks actually run (the cost, this process's share)
     evaluations: int = 0  # masks asked for, cached or not
     total_images: int = 0  # scoring images over every process, known after the first score
 
     @property
+    def grid(self) -> tuple[int, int]:
+        """(blocks, heads per block): the shape of every mask this scorer can score."""
+        return heads.head_grid(self.model)
+
+    @property
     def num_blocks(self) -> int:
-        return len(self.model.visual.transformer.resblocks)
+        return self.grid[0]
 
     @property
     def num_images(self) -> int:
@@ -77,37 +80,35 @@ class MaskScorer:
         if not 0 <= domain < self.num_domains:
             raise ValueError(f"domain index {domain} is outside [0, {self.num_domains})")
         heads.clear_ablation(self.model)
-        visual = self.model.visual
+        num_blocks = self.num_blocks
         with self.autocast():
-            inputs = [staged.embed(visual, images)]
-            for block in visual.transformer.resblocks:
-                inputs.append(block(inputs[-1]))
+            inputs = [heads.embed(self.model, images)]
+            for block in range(num_blocks):
+                inputs.append(heads.run_blocks(self.model, inputs[-1], block, block + 1))
         self.batches.append(ScoringBatch(domain, labels, inputs))
-        self.block_forwards += len(labels) * self.num_blocks
+        self.block_forwards += len(labels) * num_blocks
 
     @torch.no_grad()
-    def counts(self, mask: Mask) -> torch.Tensor:
+    def counts(self, mask: HeadMask) -> torch.Tensor:
         """[2, domains]: right answers and images per domain under `mask`, summed over processes."""
-        start = min((b for b, _ in mask), default=self.num_blocks)
-        as_dict: dict[int, list[int]] = {}
-        for block, head_index in mask:
-            as_dict.setdefault(block, []).append(head_index)
-        heads.ablate(self.model, as_dict, mode=self.mode, alpha=self.alpha)
+        num_blocks = self.num_blocks
+        start = mask.first_block(default=num_blocks)
+        heads.ablate(self.model, mask, mode=self.mode, alpha=self.alpha)
         device = next(self.model.parameters()).device
         totals = torch.zeros(2, self.num_domains, dtype=torch.float64, device=device)
         try:
             with self.autocast():
                 for batch in self.batches:
-                    tokens = staged.run_blocks(self.model.visual, batch.block_inputs[start], start)
-                    logits = self.classify(staged.head(self.model.visual, tokens))
+                    tokens = heads.run_blocks(self.model, batch.block_inputs[start], start)
+                    logits = self.classify(heads.features(self.model, tokens))
                     totals[0, batch.domain] += (logits.argmax(-1) == batch.labels).sum()
                     totals[1, batch.domain] += len(batch.labels)
-                    self.block_forwards += len(batch.labels) * (self.num_blocks - start)
+                    self.block_forwards += len(batch.labels) * (num_blocks - start)
         finally:
             heads.clear_ablation(self.model)
         return self.reduce(totals)
 
-    def score(self, mask: Mask) -> float:
+    def score(self, mask: HeadMask) -> float:
         self.evaluations += 1
         if mask in self.scores:
             return self.scores[mask]
@@ -120,75 +121,8 @@ class MaskScorer:
         self.scores[mask] = value
         return value
 
-
-def scan(scorer: MaskScorer, shape: tuple[int, int], progress: bool = True) -> torch.Tensor:
-    """Score gain of ablating each head alone ([blocks, heads]; > 0: the head hurts)."""
-    base = scorer.score(Mask())
-    gains = torch.zeros(shape)
-    pairs = [(b, h) for b in range(shape[0]) for h in range(shape[1])]
-    for block, head_index in tqdm(pairs, desc="scan", disable=not progress, unit="head"):
-        gains[block, head_index] = scorer.score(Mask({(block, head_index)})) - base
-    return gains
-
-
-@dataclass
-class GASpec:
-    population: int = 24
-    generations: int = 15
-    mutation_rate: float = 0.02  # per head and child
-    crossover_rate: float = 0.9
-    elitism: int = 2
-    tournament: int = 3
-    init_density: float = 0.03  # share of heads ablated in the random initial masks
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.population < 2:
-            raise DGHeadsError(f"search.ga.population must be >= 2, got {self.population}")
-        if not 0 <= self.elitism < self.population:
-            raise DGHeadsError(f"search.ga.elitism must be in [0, population), got {self.elitism}")
-        for name in ("mutation_rate", "crossover_rate", "init_density"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise DGHeadsError(f"search.ga.{name} must be in [0, 1], got {value}")
-        if self.generations < 1 or self.tournament < 1:
-            raise DGHeadsError("search.ga.generations and search.ga.tournament must be >= 1")
-
-
-def _to_mask(bits: torch.Tensor) -> Mask:
-    return Mask((int(b), int(h)) for b, h in torch.nonzero(bits).tolist())
-
-
-def genetic_search(scorer: MaskScorer, shape: tuple[int, int], spec: GASpec, progress: bool = True,
-                   on_generation: Callable[[int, float, float], None] | None = None):
-    """A seeded GA over binary head masks; fitness = source accuracy. Returns (best mask, history)."""
-    spec.check()
-    g = torch.Generator().manual_seed(spec.seed)
-    population = (torch.rand((spec.population, *shape), generator=g) < spec.init_density)
-    population[0] = False  # the unablated model is always a candidate
-    history = []
-    for generation in tqdm(range(spec.generations), desc="ga", disable=not progress, unit="gen"):
-        fitness = torch.tensor([scorer.score(_to_mask(p)) for p in population])
-        order = torch.argsort(fitness, descending=True, stable=True)
-        history.append({"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
-                        "best_heads": int(population[order[0]].sum())})
-        if on_generation is not None:
-            on_generation(generation, float(fitness.max()), float(fitness.mean()))
-        children = [population[i].clone() for i in order[: spec.elitism]]
-        while len(children) < spec.population:
-            a, b = (population[_tournament(fitness, spec.tournament, g)] for _ in range(2))
-            child = a.clone()
-            if torch.rand(1, generator=g) < spec.crossover_rate:
-                take = torch.rand(shape, generator=g) < 0.5
-                child = torch.where(take, a, b)
-            flip = torch.rand(shape, generator=g) < spec.mutation_rate
-            children.append(child ^ flip)
-        population = torch.stack(children)
-    fitness = torch.tensor([scorer.score(_to_mask(p)) for p in population])
-    best = population[int(torch.argmax(fitness))]
-    return _to_mask(best), history
-
-
-def _tournament(fitness: torch.Tensor, size: int, g: torch.Generator) -> int:
-    picks = torch.randint(0, len(fitness), (size,), generator=g)
-    return int(picks[torch.argmax(fitness[picks])])
+    @property
+    def all_equal(self) -> bool:
+        """True when at least two masks were scored and all got the same score: ablation
+        changes nothing this scorer can see (e.g. a randomly initialised backbone)."""
+        return len(self.scores) > 1 and len(set(self.scores.values())) == 1
