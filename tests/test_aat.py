@@ -2,6 +2,7 @@
 BP learning, the test domain never read by the search, and clear errors."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -19,6 +20,24 @@ DEMO = REPO / "configs" / "demo"
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
        "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
        "--model.init_args.search.ga.generations", "2"]
+
+
+@pytest.fixture(scope="module")
+def finetuned(data_root, tmp_path_factory):
+    """The demo's fine-tuned tiny CLIP after 30 batches: a model with heads worth ablating."""
+    folder = tmp_path_factory.mktemp("finetune")
+    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
+                    "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+                    "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=folder)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    return folder / "runs/demo/finetune/version_0/checkpoints/last.ckpt"
+
+
+def _said(result) -> tuple[list[str], list[str]]:
+    """The search's own lines: (stdout lines from `dg-heads: AAT`/`dg-heads: source`, stderr `warning:` lines)."""
+    said = [line for line in result.stdout.splitlines() if line.startswith(("dg-heads: AAT", "dg-heads: source"))]
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: AAT")]
+    return said, warned
 
 
 @pytest.fixture()
@@ -138,7 +157,12 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
     importance = json.loads((run / "head_importance.json").read_text())
     assert len(importance) == 4 and all(len(v) == 4 for v in importance.values())
     assert json.loads((run / "search_cost.json").read_text())["cost_full_passes"] == pytest.approx(1 + 4 * 5 / 2)
-    assert isinstance(json.loads((run / "ablation.json").read_text()), dict)
+    assert json.loads((run / "ablation.json").read_text()) == {}
+    # the random-init tiny CLIP scores every mask at chance: one warning line says so, nothing else
+    said, warned = _said(result)
+    assert said == [] and len(warned) == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.fullmatch(r"warning: AAT scan: all 17 head masks scored give the same source validation accuracy "
+                        r"\(0\.\d{4}\): this model has nothing to ablate .*; nothing is ablated", warned[0])
     assert "test/acc/75" in json.loads((run / "metrics_test.json").read_text())
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert "ablation" in checkpoint["dg_heads"]
@@ -168,14 +192,39 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
 
 
 @pytest.mark.slow
-def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
+def test_a_search_from_a_trained_model_says_what_it_chose(finetuned, tmp_path):
+    """The GA from the fine-tuned start: the heads it ablates (those of ablation.json) and the
+    source-validation accuracy without and with them, and a mask only if it scores higher."""
+    result = run_cli("fit", "--config", str(DEMO / "aat_ga.yaml"), *RUN, "--model.init_args.init_checkpoint",
+                     str(finetuned), "--model.init_args.search.max_scoring_batches", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs/demo/aat_ga/version_0"
+    mask = HeadMask.read(run / "ablation.json")
+    said, warned = _said(result)
+    assert warned == [], warned  # the fine-tuned model's masks do not all score the same
+    history = (run / "ga_history.csv").read_text().splitlines()
+    best_seen = max(float(line.split(",")[1]) for line in history[1:])
+    if mask:
+        first, second = said
+        assert first == f"dg-heads: AAT ga ablates {len(mask)} head{'s' if len(mask) > 1 else ''}: {mask.describe()}"
+        without, with_mask = map(float, re.fullmatch(
+            r"dg-heads: source validation accuracy (0\.\d{4}) without the mask, (0\.\d{4}) with it \(\d+ masks scored\)",
+            second).groups())
+        assert with_mask > without and with_mask >= round(best_seen, 4)
+    else:
+        (only,) = said
+        assert re.fullmatch(r"dg-heads: AAT ga: no head mask improved the source validation accuracy \(0\.\d{4} with "
+                            r"no head ablated; the best mask that ablates heads scored 0\.\d{4} of \d+ masks scored\): "
+                            r"nothing is ablated", only)
+
+
+@pytest.mark.slow
+def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
     """Each process caches its share of the scoring images and every mask's counts are summed
-    over the processes: 2-process DDP finds the same head importance and mask as 1 process."""
-    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
-                    "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
-                    "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=tmp_path)
-    assert tuned.returncode == 0, tuned.stderr[-2000:]
-    start = tmp_path / "runs/demo/finetune/version_0/checkpoints/last.ckpt"  # a model with heads worth ablating
+    over the processes: 2-process DDP finds the same head importance and mask as 1 process,
+    and says what it chose once (rank 0)."""
+    start = finetuned  # a model with heads worth ablating
+    said = {}
     runs = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):
         result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--model.init_args.init_checkpoint",
@@ -183,6 +232,7 @@ def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
                          "--trainer.devices", devices, "--trainer.strategy", strategy, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[devices] = sorted((tmp_path / "runs/demo/aat_scan").iterdir())[-1]
+        said[devices] = _said(result)
     read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
             for d, run in runs.items()}
     one, two = read["1"], read["2"]
@@ -191,6 +241,7 @@ def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
     assert two["ablation.json"] == one["ablation.json"]
     assert one["search_cost.json"]["scoring_images"] == two["search_cost.json"]["scoring_images"] == 5 * 3 * 32
     assert (one["search_cost.json"]["processes"], two["search_cost.json"]["processes"]) == (1, 2)
+    assert said["2"] == said["1"] and said["1"][0] and len(said["1"][0]) <= 2  # the same lines, printed once
 
 
 def test_a_checkpoint_stores_the_mask_as_every_version_wrote_it():

@@ -55,7 +55,7 @@ class SearchOutcome:
             return [], (f"warning: {name}: all {self.masks_scored} head masks scored give the same source "
                         f"validation accuracy ({self.unmasked:.4f}): this model has nothing to ablate (a randomly "
                         f"initialised backbone? start from a trained run with model.init_args.init_checkpoint); "
-                        f"ablated: {self.mask.describe()}")
+                        + ("nothing is ablated" if not self.mask else f"ablated anyway: {self.mask.describe()}"))
         if not self.mask:
             best = "no mask that ablates a head was scored" if self.best_ablated is None else \
                 f"the best mask that ablates heads scored {self.best_ablated:.4f}"
