@@ -38,7 +38,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import re
 import shlex
 import sys
 from dataclasses import dataclass, field

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dg_heads.backbone  # noqa: E402,F401
 from dg_heads import heads  # noqa: E402
-from dg_heads.search import GASpec, MaskScorer, genetic_search, scan  # noqa: E402
+from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan  # noqa: E402
 from experiments.bench_report import section, update_section  # noqa: E402
 
 
@@ -48,12 +48,11 @@ def main() -> None:
     size = dg_heads.backbone.image_size_of(model)
     images = torch.randn(args.images, 3, size, size, device=args.device)
     labels = torch.randint(0, 7, (args.images,), device=args.device)
-    attns = heads.head_attentions(model)
-    shape = (len(attns), attns[0].num_heads)
+    shape = heads.head_grid(model)
 
     scorer = scorer_for(model, images, labels, domains=2)
     start = time.perf_counter()
-    scan(scorer, shape, progress=False)
+    scan(scorer, progress=False)
     scan_seconds = time.perf_counter() - start
     scan_cost, scan_evals = scorer.cost, len(scorer.scores)
 
@@ -65,7 +64,7 @@ def main() -> None:
     ga = scorer_for(model, images, labels, domains=2)
     spec = GASpec(population=args.population, generations=args.generations, init_density=0.03, seed=0)
     start = time.perf_counter()
-    genetic_search(ga, shape, spec, progress=False)
+    genetic_search(ga, spec, progress=False)
     ga_seconds = time.perf_counter() - start
 
     heads_total = shape[0] * shape[1]

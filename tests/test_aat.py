@@ -2,6 +2,7 @@
 BP learning, the test domain never read by the search, and clear errors."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,15 +11,33 @@ import torch.nn.functional as F
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec, create_clip
 from dg_heads.errors import DGHeadsError
-from dg_heads.heads import staged
+from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec
-from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
+from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan
 from tests.conftest import REPO, run_cli
 
 DEMO = REPO / "configs" / "demo"
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
        "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
        "--model.init_args.search.ga.generations", "2"]
+
+
+@pytest.fixture(scope="module")
+def finetuned(data_root, tmp_path_factory):
+    """The demo's fine-tuned tiny CLIP after 30 batches: a model with heads worth ablating."""
+    folder = tmp_path_factory.mktemp("finetune")
+    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
+                    "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+                    "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=folder)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    return folder / "runs/demo/finetune/version_0/checkpoints/last.ckpt"
+
+
+def _said(result) -> tuple[list[str], list[str]]:
+    """The search's own lines: (stdout lines from `dg-heads: AAT`/`dg-heads: source`, stderr `warning:` lines)."""
+    said = [line for line in result.stdout.splitlines() if line.startswith(("dg-heads: AAT", "dg-heads: source"))]
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: AAT")]
+    return said, warned
 
 
 @pytest.fixture()
@@ -41,14 +60,16 @@ def scorer():
 @torch.no_grad()
 def test_staged_forward_composes_to_open_clip(scorer):
     model, images = scorer[0].model, scorer[1]
-    tokens = staged.run_blocks(model.visual, staged.embed(model.visual, images))
-    assert torch.allclose(staged.head(model.visual, tokens), model.visual(images), atol=1e-6)
+    tokens = heads.run_blocks(model, heads.embed(model, images))
+    assert torch.allclose(heads.features(model, tokens), model.visual(images), atol=1e-6)
+    halfway = heads.run_blocks(model, heads.embed(model, images), 0, 2)
+    assert torch.allclose(heads.features(model, heads.run_blocks(model, halfway, 2)), model.visual(images), atol=1e-6)
 
 
 @torch.no_grad()
 def test_scan_scores_equal_independent_single_ablation_evaluations(scorer):
     scorer, images, labels, centres = scorer
-    gains = scan(scorer, (4, 4), progress=False)
+    gains = scan(scorer, progress=False)
     model = scorer.model
 
     def accuracy(mask):
@@ -70,9 +91,9 @@ def test_scan_scores_equal_independent_single_ablation_evaluations(scorer):
 def test_ga_is_reproducible_with_a_seed_and_uses_its_caches(scorer):
     scorer = scorer[0]
     spec = GASpec(population=6, generations=4, init_density=0.2, seed=3)
-    first = genetic_search(scorer, (4, 4), spec, progress=False)
+    first = genetic_search(scorer, spec, progress=False)
     evaluations = scorer.evaluations
-    second = genetic_search(scorer, (4, 4), spec, progress=False)
+    second = genetic_search(scorer, spec, progress=False)
     assert first == second
     assert len(scorer.scores) < evaluations  # repeated masks came from the fitness cache
     assert first[1][-1]["best"] >= first[1][0]["best"]  # elitism never loses the best
@@ -102,7 +123,7 @@ def test_mask_naming_a_missing_head_or_block_fails_at_start(tmp_path):
 def test_empty_scoring_set_is_refused():
     empty = MaskScorer(heads.convert(create_clip(CLIPSpec())[0]), lambda f: f)
     with pytest.raises(DGHeadsError, match="scoring set is empty"):
-        empty.score(Mask())
+        empty.score(HeadMask())
     with pytest.raises(DGHeadsError, match="max_scoring_batches must be >= 1"):
         AttentionAblation(search=SearchSpec(max_scoring_batches=0))
 
@@ -136,7 +157,12 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
     importance = json.loads((run / "head_importance.json").read_text())
     assert len(importance) == 4 and all(len(v) == 4 for v in importance.values())
     assert json.loads((run / "search_cost.json").read_text())["cost_full_passes"] == pytest.approx(1 + 4 * 5 / 2)
-    assert isinstance(json.loads((run / "ablation.json").read_text()), dict)
+    assert json.loads((run / "ablation.json").read_text()) == {}
+    # the random-init tiny CLIP scores every mask at chance: one warning line says so, nothing else
+    said, warned = _said(result)
+    assert said == [] and len(warned) == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.fullmatch(r"warning: AAT scan: all 17 head masks scored give the same source validation accuracy "
+                        r"\(0\.\d{4}\): this model has nothing to ablate .*; nothing is ablated", warned[0])
     assert "test/acc/75" in json.loads((run / "metrics_test.json").read_text())
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert "ablation" in checkpoint["dg_heads"]
@@ -162,18 +188,43 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
     from dg_heads.export_cli import load_module
 
     module = load_module(run / "checkpoints/last.ckpt")  # rebuilds the seeded random-init backbone
-    assert heads.ablation_mask(module.clip) == {int(b): h for b, h in mask.items()}
+    assert heads.ablation_mask(module.clip) == HeadMask.from_dict(mask)
 
 
 @pytest.mark.slow
-def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
+def test_a_search_from_a_trained_model_says_what_it_chose(finetuned, tmp_path):
+    """The GA from the fine-tuned start: the heads it ablates (those of ablation.json) and the
+    source-validation accuracy without and with them, and a mask only if it scores higher."""
+    result = run_cli("fit", "--config", str(DEMO / "aat_ga.yaml"), *RUN, "--model.init_args.init_checkpoint",
+                     str(finetuned), "--model.init_args.search.max_scoring_batches", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs/demo/aat_ga/version_0"
+    mask = HeadMask.read(run / "ablation.json")
+    said, warned = _said(result)
+    assert warned == [], warned  # the fine-tuned model's masks do not all score the same
+    history = (run / "ga_history.csv").read_text().splitlines()
+    best_seen = max(float(line.split(",")[1]) for line in history[1:])
+    if mask:
+        first, second = said
+        assert first == f"dg-heads: AAT ga ablates {len(mask)} head{'s' if len(mask) > 1 else ''}: {mask.describe()}"
+        without, with_mask = map(float, re.fullmatch(
+            r"dg-heads: source validation accuracy (0\.\d{4}) without the mask, (0\.\d{4}) with it \(\d+ masks scored\)",
+            second).groups())
+        assert with_mask > without and with_mask >= round(best_seen, 4)
+    else:
+        (only,) = said
+        assert re.fullmatch(r"dg-heads: AAT ga: no head mask improved the source validation accuracy \(0\.\d{4} with "
+                            r"no head ablated; the best mask that ablates heads scored 0\.\d{4} of \d+ masks scored\): "
+                            r"nothing is ablated", only)
+
+
+@pytest.mark.slow
+def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
     """Each process caches its share of the scoring images and every mask's counts are summed
-    over the processes: 2-process DDP finds the same head importance and mask as 1 process."""
-    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
-                    "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
-                    "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=tmp_path)
-    assert tuned.returncode == 0, tuned.stderr[-2000:]
-    start = tmp_path / "runs/demo/finetune/version_0/checkpoints/last.ckpt"  # a model with heads worth ablating
+    over the processes: 2-process DDP finds the same head importance and mask as 1 process,
+    and says what it chose once (rank 0)."""
+    start = finetuned  # a model with heads worth ablating
+    said = {}
     runs = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):
         result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--model.init_args.init_checkpoint",
@@ -181,6 +232,7 @@ def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
                          "--trainer.devices", devices, "--trainer.strategy", strategy, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[devices] = sorted((tmp_path / "runs/demo/aat_scan").iterdir())[-1]
+        said[devices] = _said(result)
     read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
             for d, run in runs.items()}
     one, two = read["1"], read["2"]
@@ -189,3 +241,16 @@ def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
     assert two["ablation.json"] == one["ablation.json"]
     assert one["search_cost.json"]["scoring_images"] == two["search_cost.json"]["scoring_images"] == 5 * 3 * 32
     assert (one["search_cost.json"]["processes"], two["search_cost.json"]["processes"]) == (1, 2)
+    assert said["2"] == said["1"] and said["1"][0] and len(said["1"][0]) <= 2  # the same lines, printed once
+
+
+def test_a_checkpoint_stores_the_mask_as_every_version_wrote_it():
+    """`{"block": [heads]}` with string keys: old checkpoints load, new ones are read by old code."""
+    module = AttentionAblation()
+    module.on_load_checkpoint({"state_dict": {}, "dg_heads": {"ablation": {"2": [3, 1]}}})
+    assert module.mask == HeadMask.from_pairs([(2, 1), (2, 3)]) == heads.ablation_mask(module.clip)
+    saved = {"state_dict": {}}
+    module.on_save_checkpoint(saved)
+    assert saved["dg_heads"]["ablation"] == {"2": [1, 3]}
+    with pytest.raises(DGHeadsError, match=r"head 9 of block 0 does not exist"):
+        module.on_load_checkpoint({"state_dict": {}, "dg_heads": {"ablation": {"0": [9]}}})

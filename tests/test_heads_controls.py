@@ -10,7 +10,7 @@ from torch import nn
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec, create_clip
 from dg_heads.errors import DGHeadsError
-from dg_heads.heads import HeadAttention, HeadLoRA
+from dg_heads.heads import HeadAttention, HeadLoRA, HeadMask, open_clip_vit
 
 D, H, N = 32, 4, 7
 
@@ -20,7 +20,7 @@ def _attention(seed: int = 0) -> HeadAttention:
     mha = nn.MultiheadAttention(D, H, batch_first=True).double()
     nn.init.normal_(mha.out_proj.bias)
     nn.init.normal_(mha.in_proj_bias)
-    return HeadAttention.adopt(mha)
+    return open_clip_vit.adopt(mha, HeadAttention)
 
 
 def _explicit(attn: HeadAttention, x: torch.Tensor, edit=None) -> torch.Tensor:
@@ -127,6 +127,32 @@ def test_merge_and_unmerge_round_trip(tiny):
     assert all((a.in_proj_weight - w).abs().max() <= 1e-6 for a, w in zip(heads.head_attentions(tiny), weights))
 
 
+@torch.no_grad()
+def test_add_lora_on_a_merged_block_takes_the_merged_update_out_first(tiny):
+    """A merged adapter's update lives in the base weights; replacing or removing the adapter
+    must take it out, or the model silently keeps a LoRA nobody can see."""
+    x = torch.randn(2, 3, 32, 32)
+    reference = tiny.encode_image(x)
+    base = [(a.in_proj_weight.clone(), a.out_proj.weight.clone()) for a in heads.head_attentions(tiny)]
+    heads.add_lora(tiny, ("q", "k", "v", "o"), 4)
+    for attn in heads.head_attentions(tiny):
+        for p in attn.lora.factors.values():
+            p.normal_(std=0.05)
+    heads.merge_lora(tiny)
+    assert (tiny.encode_image(x) - reference).abs().max() > 1e-2  # the merged adapter does change the model
+    heads.add_lora(tiny, ("q", "v"), 2)  # fresh adapters (B = 0) in place of the merged ones
+    assert not any(a.lora_merged for a in heads.head_attentions(tiny))
+    for attn, (in_w, out_w) in zip(heads.head_attentions(tiny), base):
+        assert (attn.in_proj_weight - in_w).abs().max() <= 1e-6 and (attn.out_proj.weight - out_w).abs().max() <= 1e-6
+    assert (tiny.encode_image(x) - reference).abs().max() <= 1e-5
+
+    attn = heads.head_attentions(tiny)[1]  # removing a merged adapter by hand takes its update out too
+    attn.lora.factors["q_B"].normal_(std=0.05)
+    attn.merge_lora()
+    attn.lora = None
+    assert not attn.lora_merged and (attn.in_proj_weight - base[1][0]).abs().max() <= 1e-6
+
+
 def test_taps_record_every_head_in_the_same_forward(tiny):
     heads.add_gates(tiny, blocks=[2, 3])
     heads.set_taps(tiny, blocks=[2, 3])
@@ -157,13 +183,15 @@ def test_export_refuses_ablations_it_cannot_fold(tiny, mode):
     with pytest.raises(DGHeadsError, match=f"cannot export: '{mode}' ablation cannot be folded"):
         heads.export(tiny)
     heads.clear_ablation(tiny)
-    assert heads.ablation_mask(tiny) == {}
+    assert heads.ablation_mask(tiny) == HeadMask()
     heads.export(tiny)
 
 
 def test_ablation_mask_round_trip(tiny):
     heads.ablate(tiny, {"3": [2, 0], 1: [1]})
-    assert heads.ablation_mask(tiny) == {1: [1], 3: [0, 2]}
+    assert heads.ablation_mask(tiny).to_dict() == {1: [1], 3: [0, 2]}
+    heads.ablate(tiny, HeadMask.from_pairs([(0, 3)]))  # replaces the earlier ablation
+    assert heads.ablation_mask(tiny) == HeadMask.from_pairs([(0, 3)])
 
 
 @pytest.mark.parametrize("call, message", [
@@ -185,12 +213,23 @@ def test_unconverted_model_is_named():
         heads.head_attentions(model)
 
 
-def test_convert_keeps_parameters_shared(tiny):
-    native = copy.deepcopy(tiny)
-    params = {id(p) for p in tiny.parameters()}
-    heads.convert(tiny)
-    assert {id(p) for p in tiny.parameters()} == params
-    assert list(tiny.state_dict()) == list(native.state_dict())
+@torch.no_grad()
+def test_convert_keeps_parameters_shared():
+    """Converting adopts open_clip's modules: the very same parameter objects under the same
+    names (an optimiser or a checkpoint made before still points at them), the same outputs."""
+    torch.manual_seed(0)
+    model, _ = create_clip(CLIPSpec())
+    model.eval()
+    native = copy.deepcopy(model)
+    before = dict(model.named_parameters())
+    assert not any(isinstance(m, HeadAttention) for m in model.modules())  # not converted yet
+    heads.convert(model)
+    assert len(heads.head_attentions(model)) == 4  # converted here, in this test
+    after = dict(model.named_parameters())
+    assert list(after) == list(before) and all(after[name] is before[name] for name in before)
+    assert list(model.state_dict()) == list(native.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.encode_image(x), native.encode_image(x))
 
 
 @torch.no_grad()

@@ -1,16 +1,25 @@
-"""CLIP's image-tower attention with every head under control: LoRA, gates, ablation, taps, export."""
+"""CLIP's image-tower attention with every head under control: LoRA, gates, ablation, taps, export.
+
+`open_clip_vit` is the only module that knows open_clip's internals; `HeadMask` is the one
+form of a head mask.
+"""
 
 from dg_heads.heads.api import (
     ablate,
+    ablate_soft,
     ablation_mask,
     add_gates,
     add_lora,
     clear_ablation,
     convert,
+    embed,
     export,
+    features,
     gate_values,
     head_attentions,
+    head_grid,
     merge_lora,
+    run_blocks,
     save_export,
     set_taps,
     taps,
@@ -20,9 +29,11 @@ from dg_heads.heads.api import (
 from dg_heads.heads.attention import ABLATION_MODES, HeadAttention
 from dg_heads.heads.gates import HeadGate
 from dg_heads.heads.lora import TARGETS, HeadLoRA
+from dg_heads.heads.mask import HeadMask
 
 __all__ = [
-    "ABLATION_MODES", "TARGETS", "HeadAttention", "HeadGate", "HeadLoRA", "ablate", "ablation_mask",
-    "add_gates", "add_lora", "clear_ablation", "convert", "export", "gate_values", "head_attentions",
-    "merge_lora", "save_export", "set_taps", "taps", "unmerge_lora", "validate_mask",
+    "ABLATION_MODES", "TARGETS", "HeadAttention", "HeadGate", "HeadLoRA", "HeadMask", "ablate", "ablate_soft",
+    "ablation_mask", "add_gates", "add_lora", "clear_ablation", "convert", "embed", "export", "features",
+    "gate_values", "head_attentions", "head_grid", "merge_lora", "run_blocks", "save_export", "set_taps", "taps",
+    "unmerge_lora", "validate_mask",
 ]

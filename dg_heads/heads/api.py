@@ -3,11 +3,12 @@
     model = dg_heads.heads.convert(open_clip.create_model("ViT-B-16"))
     dg_heads.heads.add_lora(model, targets=("q", "v"), ranks=[2] * 10 + [8, 8])
     dg_heads.heads.add_gates(model)
-    dg_heads.heads.ablate(model, {11: [3], 10: [10, 11]}, mode="zero")
+    dg_heads.heads.ablate(model, {11: [3], 10: [10, 11]}, mode="zero")   # or a HeadMask
     plain = dg_heads.heads.export(model)   # a plain open_clip model, same outputs
 
 Bad block or head indices, targets and rank lists raise `DGHeadsError` naming the value and
-the valid range.
+the valid range. Everything open_clip-specific lives in `open_clip_vit`; a search that runs the
+tower in stages uses `embed` -> `run_blocks` -> `features` from here.
 """
 
 from __future__ import annotations
@@ -20,37 +21,29 @@ import torch
 from torch import nn
 
 from dg_heads.errors import DGHeadsError
+from dg_heads.heads import open_clip_vit
 from dg_heads.heads.attention import ABLATION_MODES, HeadAttention
 from dg_heads.heads.gates import HeadGate
 from dg_heads.heads.lora import TARGETS, HeadLoRA
-
-
-def _vit_blocks(model: nn.Module) -> list[nn.Module]:
-    visual = getattr(model, "visual", model)
-    transformer = getattr(visual, "transformer", None)
-    blocks = getattr(transformer, "resblocks", None)
-    if blocks is None or not all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) for b in blocks):
-        raise DGHeadsError(
-            f"{type(visual).__name__} is not an open_clip ViT image tower with nn.MultiheadAttention "
-            f"blocks (timm and ResNet towers are not supported)"
-        )
-    return list(blocks)
+from dg_heads.heads.mask import HeadMask
 
 
 def convert(model: nn.Module) -> nn.Module:
     """Make every attention of the image tower a `HeadAttention`, in place; returns `model`.
 
     The modules are adopted, not copied: parameters, state-dict keys and outputs are unchanged.
+    A tower whose blocks do not all hold an `nn.MultiheadAttention` is refused before any is
+    converted (`open_clip_vit.blocks`).
     """
-    for block in _vit_blocks(model):
+    for block in open_clip_vit.blocks(model):
         if not isinstance(block.attn, HeadAttention):
-            HeadAttention.adopt(block.attn)
+            open_clip_vit.adopt(block.attn, HeadAttention)
     return model
 
 
 def head_attentions(model: nn.Module) -> list[HeadAttention]:
     """The converted attention modules in block order (each has `num_heads` and `head_dim`)."""
-    attns = [block.attn for block in _vit_blocks(model)]
+    attns = [block.attn for block in open_clip_vit.blocks(model)]
     if not all(isinstance(a, HeadAttention) for a in attns):
         raise DGHeadsError("the image tower is not converted: call dg_heads.heads.convert(model) first")
     return attns
@@ -64,38 +57,44 @@ def _blocks_arg(attns: list[HeadAttention], blocks: Iterable[int] | None) -> lis
     return chosen
 
 
-def validate_mask(model: nn.Module, mask: Mapping[int | str, Sequence[int]]) -> dict[int, list[int]]:
-    """`{block: [heads]}` with int keys, every index checked against the model."""
+def head_grid(model: nn.Module) -> tuple[int, int]:
+    """(blocks, heads per block) of the converted image tower."""
     attns = head_attentions(model)
-    clean: dict[int, list[int]] = {}
-    for block_key, heads in mask.items():
-        try:
-            block = int(block_key)
-        except (TypeError, ValueError):
-            raise DGHeadsError(f"block {block_key!r} is not an integer block index") from None
-        _blocks_arg(attns, [block])
-        num_heads = attns[block].num_heads
-        for head in heads:
-            if not 0 <= int(head) < num_heads:
-                raise DGHeadsError(f"head {head} of block {block} does not exist: heads are 0..{num_heads - 1}")
-        clean[block] = sorted({int(h) for h in heads})
-    return clean
+    return len(attns), attns[0].num_heads
 
 
-def ablate(model: nn.Module, mask: Mapping[int | str, Sequence[int]], mode: str = "zero",
+def validate_mask(model: nn.Module, mask: HeadMask | Mapping[int | str, Sequence[int]] | None) -> HeadMask:
+    """`mask` as a `HeadMask`, every block and head index checked against the model."""
+    return HeadMask.of(mask).check([a.num_heads for a in head_attentions(model)])
+
+
+def ablate(model: nn.Module, mask: HeadMask | Mapping[int | str, Sequence[int]], mode: str = "zero",
            alpha: float = 0.0) -> nn.Module:
-    """Ablate the heads of `mask` (`{block_index: [head_index, ...]}`) by editing their attention
-    weights (`zero`, `identity`, `uniform`, or `scale` by `alpha`); replaces any earlier ablation."""
+    """Ablate the heads of `mask` (a `HeadMask`, or `{block_index: [head_index, ...]}`) by editing
+    their attention weights (`zero`, `identity`, `uniform`, or `scale` by `alpha`); replaces any
+    earlier ablation."""
     if mode not in ABLATION_MODES:
         raise DGHeadsError(f"ablation mode {mode!r} is not one of {ABLATION_MODES}")
     clean = validate_mask(model, mask)
     clear_ablation(model)
-    for block, heads in clean.items():
-        if heads:
-            attn = head_attentions(model)[block]
-            strength = torch.zeros(attn.num_heads, device=attn.in_proj_weight.device)
-            strength[heads] = 1.0
-            attn.set_ablation(mode, strength, alpha)
+    attns = head_attentions(model)
+    for block, heads in clean.to_dict().items():
+        strength = torch.zeros(attns[block].num_heads, device=attns[block].in_proj_weight.device)
+        strength[heads] = 1.0
+        attns[block].set_ablation(mode, strength, alpha)
+    return model
+
+
+def ablate_soft(model: nn.Module, strengths: torch.Tensor, mode: str = "zero", alpha: float = 0.0) -> nn.Module:
+    """Ablate every head by a strength in [0, 1] ([blocks, heads], may carry gradients: what
+    back-propagated ablation learns); replaces any earlier ablation."""
+    attns = head_attentions(model)
+    if mode not in ABLATION_MODES:
+        raise DGHeadsError(f"ablation mode {mode!r} is not one of {ABLATION_MODES}")
+    if tuple(strengths.shape) != head_grid(model):
+        raise DGHeadsError(f"ablation strengths have shape {tuple(strengths.shape)}; expected {head_grid(model)}")
+    for attn, row in zip(attns, strengths):
+        attn.set_ablation(mode, row, alpha)
     return model
 
 
@@ -105,18 +104,17 @@ def clear_ablation(model: nn.Module) -> nn.Module:
     return model
 
 
-def ablation_mask(model: nn.Module) -> dict[int, list[int]]:
-    """The heads currently ablated (strength > 0), as `{block: [heads]}`."""
-    mask = {}
-    for block, attn in enumerate(head_attentions(model)):
-        if attn.ablation_strength is not None and bool((attn.ablation_strength > 0).any()):
-            mask[block] = torch.nonzero(attn.ablation_strength > 0).flatten().tolist()
-    return mask
+def ablation_mask(model: nn.Module) -> HeadMask:
+    """The heads currently ablated (strength > 0)."""
+    return HeadMask.from_pairs((block, head) for block, attn in enumerate(head_attentions(model))
+                               if attn.ablation_strength is not None
+                               for head in torch.nonzero(attn.ablation_strength > 0).flatten().tolist())
 
 
 def add_lora(model: nn.Module, targets: Sequence[str] = ("q", "v"), ranks: int | Sequence[int] = 8,
              head_aware: bool = True, alpha: float | None = None) -> list[HeadLoRA | None]:
-    """Attach LoRA to every block (rank 0 skips a block); `ranks` is one int or one per block."""
+    """Attach LoRA to every block (rank 0 skips a block); `ranks` is one int or one per block.
+    A block's earlier adapter is replaced; if it was merged, its update leaves the weights first."""
     attns = head_attentions(model)
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:
@@ -190,13 +188,8 @@ def export(model: nn.Module) -> nn.Module:
     except ValueError as error:
         raise DGHeadsError(f"cannot export: {error}") from None
     plain = copy.deepcopy(model)
-    for block, weights in zip(_vit_blocks(plain), folded):
-        old = block.attn
-        native = nn.MultiheadAttention(old.embed_dim, old.num_heads, dropout=old.dropout,
-                                       batch_first=old.batch_first, device=old.in_proj_weight.device,
-                                       dtype=old.in_proj_weight.dtype)
-        native.load_state_dict(weights)
-        block.attn = native
+    open_clip_vit.replace_attention(plain, [open_clip_vit.native(w, a) for w, a in
+                                            zip(folded, head_attentions(plain))])
     return plain
 
 
@@ -206,3 +199,19 @@ def save_export(model: nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(export(model).state_dict(), path)
     return path
+
+
+def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Tokens entering block 0 ([batch, tokens, width]); see `run_blocks` and `features`."""
+    return open_clip_vit.embed(model, images)
+
+
+def run_blocks(model: nn.Module, tokens: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Blocks `start` .. `stop - 1` on `tokens` (with the heads' controls as set)."""
+    return open_clip_vit.run_blocks(model, tokens, start, stop)
+
+
+def features(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Image features (before CLIP's normalisation) from the last block's tokens:
+    `features(m, run_blocks(m, embed(m, x)))` is `m.visual(x)`."""
+    return open_clip_vit.features(model, tokens)

@@ -1,6 +1,7 @@
 """`HeadAttention`: open_clip's `nn.MultiheadAttention` with every head under control.
 
-It *is* an `nn.MultiheadAttention` (a subclass, adopted in place by `convert`), so parameter
+It *is* an `nn.MultiheadAttention` (a subclass, adopted in place by `convert` through
+`open_clip_vit.adopt`), so parameter
 names, state dicts and pretrained weights are untouched, and with no control active `forward`
 is the parent's own code: the native fused path, at no extra cost.
 
@@ -62,18 +63,11 @@ class HeadAttention(nn.MultiheadAttention):
     lora: HeadLoRA | None
     gate: HeadGate | None
 
-    @classmethod
-    def adopt(cls, attn: nn.MultiheadAttention) -> "HeadAttention":
-        """Turn a native module into a HeadAttention in place: same object, same parameters."""
-        if not attn._qkv_same_embed_dim or attn.bias_k is not None:
-            raise ValueError("only self-attention with a fused in_proj (open_clip's ViT blocks) can be converted")
-        attn.__class__ = cls
-        attn._init_controls()
-        return attn
-
     def _init_controls(self) -> None:
+        """The controls' state, all off (called by `open_clip_vit.adopt` after the class swap)."""
         self.head_dim = self.embed_dim // self.num_heads
         self.lora = None
+        self.lora_merged = False  # True: `lora`'s update is inside in_proj / out_proj's weights
         self.gate = None
         self.ablation_mode: str | None = None
         self.ablation_strength: torch.Tensor | None = None  # [H] in [0, 1], may carry gradients
@@ -81,11 +75,18 @@ class HeadAttention(nn.MultiheadAttention):
         self.tap_enabled = False
         self.tap: dict[str, torch.Tensor] = {}
 
+    def __setattr__(self, name: str, value) -> None:
+        """Replacing `lora` while it is merged takes its update out of the weights first: the
+        merge state belongs to this module, so no adapter can leave its update behind."""
+        if name == "lora" and getattr(self, "lora_merged", False) and value is not self.lora:
+            self.unmerge_lora()
+        super().__setattr__(name, value)
+
     # ------------------------------------------------------------ controls
     @property
     def controlled(self) -> bool:
         """True when the explicit per-head path is needed."""
-        return ((self.lora is not None and not self.lora.merged) or self.gate is not None
+        return ((self.lora is not None and not self.lora_merged) or self.gate is not None
                 or self.ablation_strength is not None or self.tap_enabled)
 
     def set_ablation(self, mode: str, strength: torch.Tensor, alpha: float = 0.0) -> None:
@@ -119,7 +120,7 @@ class HeadAttention(nn.MultiheadAttention):
         batch, tokens, _ = x.shape
         heads, head_dim = self.num_heads, self.head_dim
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        lora = self.lora if self.lora is not None and not self.lora.merged else None
+        lora = self.lora if self.lora is not None and not self.lora_merged else None
         if lora is not None:
             q = q + lora.delta("q", x) if "q" in lora.targets else q
             k = k + lora.delta("k", x) if "k" in lora.targets else k
@@ -185,7 +186,7 @@ class HeadAttention(nn.MultiheadAttention):
         and gates / zero / scale ablation folded into the output projection's columns."""
         in_w, out_w = self.in_proj_weight.detach().clone(), self.out_proj.weight.detach().clone()
         lora = self.lora
-        if lora is not None and not lora.merged:
+        if lora is not None and not self.lora_merged:
             for index, target in enumerate("qkv"):
                 if target in lora.targets:
                     in_w[index * self.embed_dim:(index + 1) * self.embed_dim] += lora.delta_weight(target).to(in_w)
@@ -206,7 +207,7 @@ class HeadAttention(nn.MultiheadAttention):
 
     def _apply_lora(self, sign: float) -> None:
         lora = self.lora
-        if lora is None or lora.merged == (sign > 0):
+        if lora is None or self.lora_merged == (sign > 0):
             return
         for index, target in enumerate("qkv"):
             if target in lora.targets:
@@ -214,4 +215,4 @@ class HeadAttention(nn.MultiheadAttention):
                 self.in_proj_weight[rows] += sign * lora.delta_weight(target).to(self.in_proj_weight)
         if "o" in lora.targets:
             self.out_proj.weight += sign * lora.delta_weight("o").to(self.out_proj.weight)
-        lora.merged = sign > 0
+        self.lora_merged = sign > 0

@@ -5,7 +5,8 @@ Head-aware (the HAP paper's HA-LoRA): head h of projection P in {q, k, v} gets i
 Plain LoRA: one `A` in R^{r x d} shared by the heads of a projection and `B` in R^{d x r}.
 For the output projection (whose input is the concatenated heads) head-aware means head h's
 columns get their own pair: `A_h` in R^{r x d_h}, `B_h` in R^{d x r}. `B` is zero at init, so
-a fresh adapter changes nothing; `A` is Kaiming-uniform as in peft.
+a fresh adapter changes nothing; `A` is Kaiming-uniform as in peft. Whether the update is
+merged into the base weights is the attention module's state (`HeadAttention.lora_merged`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class HeadLoRA(nn.Module):
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.rank, self.targets, self.head_aware = rank, tuple(targets), head_aware
         self.scaling = (alpha if alpha is not None else rank) / rank
-        self.merged = False
         self.factors = nn.ParameterDict()
         for target in self.targets:
             a_shape, b_shape = self._shapes(target)
@@ -78,4 +78,4 @@ class HeadLoRA(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "head-aware" if self.head_aware else "plain"
-        return f"{kind}, rank={self.rank}, targets={self.targets}, scaling={self.scaling:g}, merged={self.merged}"
+        return f"{kind}, rank={self.rank}, targets={self.targets}, scaling={self.scaling:g}"

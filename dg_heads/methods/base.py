@@ -39,12 +39,12 @@ from torch import nn
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
 from dg_heads.callbacks import DomainReport, PredictionsWriter, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.resume import latest_checkpoint_file
-from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 
 STAGES = ("val", "test")
 

@@ -8,36 +8,41 @@ heads are suppressed by editing their attention weights (`zero`, `identity`, `un
 Strategies (`search.strategy`), all run by `lightning fit`:
   scan  ablate each head alone and score it: the head-importance map; the mask keeps the
         `scan_top_k` heads whose ablation helps most (gain > 0);
-  ga    a seeded genetic algorithm over binary head masks, fitness = mean source accuracy;
+  ga    a seeded genetic algorithm over binary head masks, fitness = mean source accuracy; its
+        best mask is kept only if it scores above no ablation;
   bp    learn per-head ablation strengths sigmoid(logit) by back-propagation (CE on the source
         training data + `bp_sparsity` * mean strength), everything else frozen; binarised by
         threshold or top-k, and the binary mask is what validation and test use.
-The mask is written to `ablation.json` ({"block": [heads]}) in the run folder and stored in
-the checkpoint; `mask: path/to/ablation.json` applies a saved one without searching.
+The search (package `dg_heads.methods.aat`: scorer, scan, genetic, backprop) chooses a
+`HeadMask`; the `SearchReport` callback this module installs says what was chosen (the heads,
+the source-validation accuracy with and without them, or a warning when every mask scored the
+same) and writes it to `ablation.json` ({"block": [heads]}) in the run folder; the checkpoint
+stores it too. `mask: path/to/ablation.json` applies a saved one without searching.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.errors import DGHeadsError
+from dg_heads.heads import HeadMask
 from dg_heads.heads.attention import AblationMode
-from dg_heads.heatmap import log_heatmap, write_matrix
+from dg_heads.methods.aat import backprop
+from dg_heads.methods.aat.genetic import GASpec, genetic_search
+from dg_heads.methods.aat.report import SearchOutcome, SearchReport
+from dg_heads.methods.aat.scan import scan, top_heads
+from dg_heads.methods.aat.scorer import MaskScorer
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
-from dg_heads.run_files import run_dir
-from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
 
 
 @dataclass
@@ -53,22 +58,6 @@ class SearchSpec:
     bp_binarize: Literal["threshold", "topk"] = "threshold"
     bp_threshold: float = 0.5
     bp_top_k: int = 5
-
-
-def read_mask(source: str | dict) -> dict[int, list[int]]:
-    """A mask from `{"block": [heads]}` or a JSON file holding one."""
-    if isinstance(source, dict):
-        return {int(k): list(v) for k, v in source.items()}
-    path = Path(source)
-    if not path.is_file():
-        raise DGHeadsError(f"mask file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DGHeadsError(f"mask file {path} is not JSON: {error}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise DGHeadsError(f'mask file {path} must hold {{"block": [heads, ...]}}, got {str(data)[:80]}')
-    return {int(k): list(v) for k, v in data.items()}
 
 
 def leave_out_ddp_wrapper(strategy) -> None:
@@ -102,15 +91,15 @@ class AttentionAblation(DGModule):
         heads.convert(self.clip)
         if init_checkpoint:
             self._load_backbone(init_checkpoint)
-        attns = heads.head_attentions(self.clip)
-        self.shape = (len(attns), attns[0].num_heads)
-        self.mask: dict[int, list[int]] = {}
+        self.grid = heads.head_grid(self.clip)
+        self.mask = HeadMask()
         if mask:
-            self.mask = heads.validate_mask(self.clip, read_mask(mask))
+            given = HeadMask.of(mask) if isinstance(mask, Mapping) else HeadMask.read(mask)
+            self.mask = heads.validate_mask(self.clip, given)
+        self.search_outcome: SearchOutcome | None = None  # set by the search, reported by SearchReport
         self.ablation_logits = None
         if self.search_spec.strategy == "bp" and not mask:
-            p = self.search_spec.bp_init_strength
-            self.ablation_logits = nn.Parameter(torch.full(self.shape, math.log(p / (1 - p))))
+            self.ablation_logits = backprop.initial_logits(self.grid, self.search_spec.bp_init_strength)
         self.apply_mask()
 
     def _load_backbone(self, path: str) -> None:
@@ -119,6 +108,10 @@ class AttentionAblation(DGModule):
 
         source = load_module(Path(path))
         self.clip.load_state_dict(heads.export(heads.convert(source.clip)).state_dict())
+
+    def default_callbacks(self):
+        """The search's own files and its summary (`report.SearchReport`) beside the common ones."""
+        return super().default_callbacks() + [SearchReport()]
 
     def configure_trainable(self) -> None:
         super().configure_trainable()
@@ -134,28 +127,17 @@ class AttentionAblation(DGModule):
     def apply_mask(self) -> None:
         heads.ablate(self.clip, self.mask, self.search_spec.mode, self.search_spec.alpha)
 
-    def strengths(self) -> torch.Tensor:
-        return torch.sigmoid(self.ablation_logits)
-
-    def binarize(self) -> dict[int, list[int]]:
-        s, spec = self.strengths().detach().cpu(), self.search_spec
-        if spec.bp_binarize == "threshold":
-            chosen = s > spec.bp_threshold
-        else:
-            chosen = torch.zeros_like(s, dtype=torch.bool)
-            chosen.view(-1)[torch.topk(s.flatten(), min(spec.bp_top_k, s.numel())).indices] = True
-        return {b: torch.nonzero(chosen[b]).flatten().tolist() for b in range(s.shape[0]) if chosen[b].any()}
-
-    def _set_soft_ablation(self) -> None:
-        for attn, strength in zip(heads.head_attentions(self.clip), self.strengths()):
-            attn.set_ablation(self.search_spec.mode, strength, self.search_spec.alpha)
+    def binarize(self) -> HeadMask:
+        spec = self.search_spec
+        return backprop.binarize(backprop.strengths(self.ablation_logits), spec.bp_binarize, spec.bp_threshold,
+                                 spec.bp_top_k)
 
     # ----------------------------------------------------------- training
     def training_loss(self, images, labels, domains):
-        self._set_soft_ablation()
+        backprop.apply_soft(self.clip, self.ablation_logits, self.search_spec.mode, self.search_spec.alpha)
         logits = self(images)
         ce = F.cross_entropy(logits, labels)
-        sparsity = self.strengths().mean()
+        sparsity = backprop.strengths(self.ablation_logits).mean()
         logs = {"train/ce": ce, "train/strength_mean": sparsity, "train/acc": (logits.argmax(-1) == labels).float().mean()}
         return ce + self.search_spec.bp_sparsity * sparsity, logs
 
@@ -184,26 +166,22 @@ class AttentionAblation(DGModule):
         started = time.perf_counter()
         scorer = self._scorer()
         progress = self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
+        extra: dict[str, Any] = {}
         if self.search_spec.strategy == "scan":
-            gains = scan(scorer, self.shape, progress)
-            self._report_matrix("search/head_importance", gains, "head_importance")
-            order = torch.argsort(gains.flatten(), descending=True)[: self.search_spec.scan_top_k]
-            self.mask = {}
-            for index in order.tolist():
-                if gains.flatten()[index] > 0:
-                    self.mask.setdefault(index // self.shape[1], []).append(index % self.shape[1])
+            gains = scan(scorer, progress)
+            extra["matrices"] = {"head_importance": gains}
+            chosen = top_heads(gains, self.search_spec.scan_top_k)
         else:
-            best, history = genetic_search(scorer, self.shape, self.search_spec.ga, progress, self._log_generation)
-            self.mask = {}
-            for b, h in sorted(best):
-                self.mask.setdefault(b, []).append(h)
-            self._write_history(history)
-        self.search_cost = {"cost_full_passes": scorer.cost, "mask_evaluations": scorer.evaluations,
-                            "unique_masks": len(scorer.scores), "scoring_images": scorer.total_images,
-                            "processes": self.trainer.world_size, "seconds": round(time.perf_counter() - started, 3)}
-        self.mask = self.trainer.strategy.broadcast(self.mask)  # one mask on every rank, whatever happened
+            chosen, extra["history"] = genetic_search(scorer, self.search_spec.ga, progress, self._log_generation)
+            if scorer.score(chosen) <= scorer.score(HeadMask()):
+                chosen = HeadMask()  # ablate only what improves the source validation accuracy
+        chosen = self.trainer.strategy.broadcast(chosen)  # one mask on every rank, whatever happened
+        outcome = SearchOutcome.from_scorer(self.search_spec.strategy, chosen, scorer, **extra)
+        outcome.cost = {"cost_full_passes": scorer.cost, "mask_evaluations": scorer.evaluations,
+                        "unique_masks": len(scorer.scores), "scoring_images": scorer.total_images,
+                        "processes": self.trainer.world_size, "seconds": round(time.perf_counter() - started, 3)}
+        self.mask, self.search_outcome = chosen, outcome
         self.apply_mask()
-        self._finish_search()
         self.trainer.should_stop = True
 
     def _scorer(self) -> MaskScorer:
@@ -233,51 +211,26 @@ class AttentionAblation(DGModule):
         if self.logger is not None:
             self.logger.log_metrics({"search/ga_best_fitness": best, "search/ga_mean_fitness": mean}, step=generation)
 
-    def _write_history(self, history: list[dict]) -> None:
-        folder = run_dir(self.trainer)
-        if folder is not None and self.trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            lines = ["generation,best,mean,best_heads"] + [
-                f"{h['generation']},{h['best']:.6f},{h['mean']:.6f},{h['best_heads']}" for h in history]
-            (folder / "ga_history.csv").write_text("\n".join(lines) + "\n")
-
-    def _report_matrix(self, tag: str, matrix: torch.Tensor, stem: str) -> None:
-        log_heatmap(self, tag, matrix)
-        folder = run_dir(self.trainer)
-        if folder is not None and self.trainer.is_global_zero:
-            write_matrix(matrix, folder / stem)
-
-    def _finish_search(self) -> None:
-        """Write the mask (and search cost) to the run folder and save a checkpoint holding it."""
-        folder = run_dir(self.trainer)
-        mask_image = torch.zeros(self.shape)
-        for b, hs in self.mask.items():
-            mask_image[b, hs] = 1.0
-        log_heatmap(self, "search/mask", mask_image)
-        if folder is not None and self.trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "ablation.json").write_text(json.dumps({str(b): h for b, h in sorted(self.mask.items())}, indent=1))
-            if getattr(self, "search_cost", None):
-                (folder / "search_cost.json").write_text(json.dumps(self.search_cost, indent=1))
-        if folder is not None:
-            self.trainer.save_checkpoint(folder / "checkpoints" / "last.ckpt")
-
     def on_train_end(self) -> None:
+        """BP: binarise the learned strengths, and score the binary mask against no mask on the
+        source `out` splits (what the report says)."""
         if self.ablation_logits is None:
             return
         self.mask = self.binarize()
+        with torch.no_grad():
+            outcome = SearchOutcome.from_scorer("bp", self.mask, self._scorer())
+        outcome.matrices = {"bp_strength": backprop.strengths(self.ablation_logits).detach().cpu()}
+        self.search_outcome = outcome
         self.apply_mask()
-        self._report_matrix("search/bp_strength", self.strengths().detach().cpu(), "bp_strength")
-        self._finish_search()
 
     # -------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["dg_heads"]["ablation"] = {str(b): h for b, h in self.mask.items()}
+        checkpoint["dg_heads"]["ablation"] = self.mask.to_json_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("dg_heads", {}).get("ablation")
-        if saved is not None:
-            self.mask = heads.validate_mask(self.clip, saved)
+        if saved is not None:  # `{"block": [heads]}`, as every version wrote it
+            self.mask = heads.validate_mask(self.clip, HeadMask.from_dict(saved, source="the checkpoint's ablation"))
             self.apply_mask()
