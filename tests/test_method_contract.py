@@ -140,3 +140,23 @@ def test_every_method_class_is_in_the_contract():
     classes = {c for c in vars(methods).values()
                if isinstance(c, type) and issubclass(c, DGModule) and c is not DGModule}
     assert classes == {m.cls for m in METHODS.values()}
+
+
+@pytest.mark.parametrize("name", ["hap", "aat_bp"])
+def test_checkpoint_of_a_python_built_model_loads_in_a_fresh_process(name, data_root, tmp_path):
+    """`Cls.load_from_checkpoint(path)` in a notebook's fresh kernel: torch's weights-only loader (its
+    default) must accept the spec dataclasses that a model built in Python keeps in its hparams."""
+    import subprocess
+    import sys
+
+    method = METHODS[name]
+    model, trainer = _build(method), _trainer(tmp_path)
+    trainer.fit(model, datamodule=_data(data_root))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    code = (f"import lightning as L; from dg_heads.methods import {method.cls.__name__} as M; "
+            "L.seed_everything(0, verbose=False); "  # the random-init backbone is rebuilt from the seed
+            f"m = M.load_from_checkpoint({str(path)!r}, map_location='cpu'); print(type(m.hparams['clip']).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("CLIPSpec")

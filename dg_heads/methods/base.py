@@ -389,8 +389,14 @@ def allow_loading(value: Any) -> None:
                 visit(sub)
 
     visit(value)
-    if found:
-        torch.serialization.add_safe_globals(sorted(found, key=lambda t: t.__qualname__))
+    allow_spec_types(*sorted(found, key=lambda t: t.__qualname__))
+
+
+def allow_spec_types(*types: type) -> None:
+    """Add spec dataclasses to the weights-only loader's allowed globals (torch >= 2.4 has that
+    list; older torch loads checkpoints unrestricted)."""
+    if types and hasattr(torch.serialization, "add_safe_globals"):
+        torch.serialization.add_safe_globals(list(types))
 
 
 def flatten_hparams(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
