@@ -112,6 +112,10 @@ class AttentionAblation(DGModule):
             self.ablation_logits = nn.Parameter(torch.full(self.shape, math.log(p / (1 - p))))
         self.apply_mask()
 
+    @classmethod
+    def run_name(cls, init_args) -> str:
+        return f"aat_{((init_args or {}).get('search') or SearchSpec()).strategy}"  # aat_scan, aat_ga, aat_bp
+
     def _load_backbone(self, path: str) -> None:
         """Fold an earlier run's trained tensors (fine-tune, HAP) into this frozen backbone."""
         from dg_heads.export_cli import load_module

@@ -66,6 +66,11 @@ class DGModule(L.LightningModule):
         self._guarded_steps = 0
         self._predicted: list[torch.Tensor] = []  # (row, class, probability) of `predict`
 
+    @classmethod
+    def run_name(cls, init_args) -> str:
+        """The run folder's name under `runs/<dataset>/` (the CLI's `{method}`), from the parsed init_args."""
+        return cls.__name__.lower()
+
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
