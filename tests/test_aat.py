@@ -13,9 +13,8 @@ from dg_heads.errors import DGHeadsError
 from dg_heads.heads import staged
 from dg_heads.methods import AttentionAblation, SearchSpec
 from dg_heads.search import GASpec, Mask, MaskScorer, genetic_search, scan
-from tests.conftest import REPO, run_cli
+from tests.conftest import demo_configs, run_cli
 
-DEMO = REPO / "configs" / "demo"
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
        "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
        "--model.init_args.search.ga.generations", "2"]
@@ -118,21 +117,21 @@ def test_search_never_reads_the_test_domain(data_root, tmp_path):
     for image in (root / "RotatedDigits" / "75").rglob("*.png"):
         image.write_bytes(b"unreadable")
     for strategy in ("scan", "ga"):
-        result = run_cli("fit", "--config", str(DEMO / f"aat_{strategy}.yaml"), *RUN, "--data.init_args.root", str(root),
+        result = run_cli("fit", *demo_configs(f"aat_{strategy}"), *RUN, "--data.init_args.root", str(root),
                          "--model.init_args.search.max_scoring_batches", "1", "--data.init_args.bad_images", "error",
                          cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
-    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--data.init_args.root", str(root),
+    tested = run_cli("test", *demo_configs("aat_scan"), *RUN, "--data.init_args.root", str(root),
                      "--data.init_args.bad_images", "error", cwd=tmp_path)
     assert tested.returncode == 2 and "cannot read image" in tested.stderr  # the guard is real
 
 
 @pytest.mark.slow
 def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--test_after_fit", "true",
+    result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--test_after_fit", "true",
                      "--model.init_args.search.max_scoring_batches", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "runs/demo/aat_scan/version_0"
+    run = tmp_path / "runs/rotated_digits/aat_scan/version_0"
     importance = json.loads((run / "head_importance.json").read_text())
     assert len(importance) == 4 and all(len(v) == 4 for v in importance.values())
     assert json.loads((run / "search_cost.json").read_text())["cost_full_passes"] == pytest.approx(1 + 4 * 5 / 2)
@@ -141,7 +140,7 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert "ablation" in checkpoint["dg_heads"]
     ckpt = str(run / "checkpoints/last.ckpt")
-    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--ckpt_path", ckpt, cwd=tmp_path)
+    tested = run_cli("test", *demo_configs("aat_scan"), *RUN, "--ckpt_path", ckpt, cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-2000:]  # `lightning test` on the search's checkpoint
     exported = run_cli("export", ckpt, "--out", str(tmp_path / "aat.pt"), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]  # zero ablation folds: a plain open_clip file
@@ -149,12 +148,12 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
 
 @pytest.mark.slow
 def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "aat_bp.yaml"), *RUN, "--test_after_fit", "true",
+    result = run_cli("fit", *demo_configs("aat_bp"), *RUN, "--test_after_fit", "true",
                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
                      "--trainer.limit_val_batches", "1", "--model.init_args.search.bp_binarize", "topk",
                      "--model.init_args.search.bp_top_k", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "runs/demo/aat_bp/version_0"
+    run = tmp_path / "runs/rotated_digits/aat_bp/version_0"
     strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))
     assert (strengths - 0.05).abs().max() > 1e-3  # moved away from the initial strength
     mask = json.loads((run / "ablation.json").read_text())
@@ -169,18 +168,18 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
 def test_scan_under_two_process_ddp_equals_one_process(data_root, tmp_path):
     """Each process caches its share of the scoring images and every mask's counts are summed
     over the processes: 2-process DDP finds the same head importance and mask as 1 process."""
-    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
+    tuned = run_cli("fit", *demo_configs("finetune"), "--trainer.enable_progress_bar", "false",
                     "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
                     "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr[-2000:]
-    start = tmp_path / "runs/demo/finetune/version_0/checkpoints/last.ckpt"  # a model with heads worth ablating
+    start = tmp_path / "runs/rotated_digits/finetune/version_0/checkpoints/last.ckpt"  # a model with heads worth ablating
     runs = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):
-        result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--model.init_args.init_checkpoint",
+        result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint",
                          str(start), "--model.init_args.search.max_scoring_batches", "3",
                          "--trainer.devices", devices, "--trainer.strategy", strategy, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        runs[devices] = sorted((tmp_path / "runs/demo/aat_scan").iterdir())[-1]
+        runs[devices] = sorted((tmp_path / "runs/rotated_digits/aat_scan").iterdir())[-1]
     read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
             for d, run in runs.items()}
     one, two = read["1"], read["2"]

@@ -5,18 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, REPO, make_benchmark, run_cli, run_main
+from tests.conftest import QUICK, demo_configs, make_benchmark, run_cli, run_main
 
 pytestmark = pytest.mark.slow
-DEMO = REPO / "configs" / "demo"
 
 
 def _version_dir(cwd: Path, name: str) -> Path:
-    return cwd / "runs" / "demo" / name / "version_0"
+    return cwd / "runs" / "rotated_digits" / name / "version_0"
 
 
 def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), *QUICK, "--test_after_fit", "true", cwd=tmp_path)
+    result = run_cli("fit", *demo_configs("finetune"), *QUICK, "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = _version_dir(tmp_path, "finetune")
     metrics = json.loads((run / "metrics_test.json").read_text())
@@ -37,21 +36,21 @@ def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
 
 def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
     for sub in ("validate", "test", "predict"):
-        result = run_cli(sub, "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false",
+        result = run_cli(sub, *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
                          "--data.init_args.num_workers", "0", cwd=tmp_path)
         assert result.returncode == 0, f"{sub}: {result.stderr[-2000:]}"
-    assert "test/acc" in json.loads((tmp_path / "runs/demo/zero_shot/version_1/metrics_test.json").read_text())
+    assert "test/acc" in json.loads((tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json").read_text())
 
 
 def test_zero_shot_fit_says_nothing_to_train(data_root, tmp_path):
-    result = run_main("fit", "--config", str(DEMO / "zero_shot.yaml"), *QUICK, cwd=tmp_path)
+    result = run_main("fit", *demo_configs("zero_shot"), *QUICK, cwd=tmp_path)
     assert result.returncode == 2 and "nothing to train" in result.stderr
 
 
 def test_print_config_resolves_interpolation(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("trainer:\n  max_epochs: 7\n  max_steps: ${trainer.max_epochs}\n")
-    result = run_main("fit", "--config", str(DEMO / "finetune.yaml"), "--config", str(extra), "--print_config",
+    result = run_main("fit", *demo_configs("finetune"), "--config", str(extra), "--print_config",
                       "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1.0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max_steps: 7" in result.stdout and "class_path: dg_heads.methods.CLIPBaseline" in result.stdout
@@ -61,7 +60,7 @@ def test_print_config_resolves_interpolation(tmp_path):
 
 @pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image", "hub"])
 def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
-    args = ["test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false"]
+    args = ["test", *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false"]
     pacs = ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
             "--data.init_args.test_domains", "[sketch]", "--data.init_args.image_size", "32"]
     if case == "test_domain":
@@ -94,7 +93,7 @@ def test_unreadable_images_are_skipped_by_default_and_the_count_reported(tmp_pat
     make_benchmark(tmp_path, "pacs", size=4, per_class=2)
     for bad in ("dog/000.png", "horse/001.png"):
         (tmp_path / "PACS/sketch" / bad).write_bytes(b"\x89PNG truncated")
-    result = run_cli("test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false",
+    result = run_cli("test", *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
                      "--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
                      "--data.init_args.test_domains", "[sketch]", "--data.init_args.num_workers", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -115,7 +114,7 @@ def test_lightning_and_dg_heads_console_scripts_run():
 
 
 def test_two_epochs_of_finetuning_beat_chance_on_the_held_out_domain(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.max_epochs", "2",
+    result = run_cli("fit", *demo_configs("finetune"), "--trainer.max_epochs", "2",
                      "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
                      "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
