@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, demo_configs, make_benchmark, run_cli, run_main
+from tests.conftest import CONFIGS, QUICK, demo_configs, make_benchmark, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +136,42 @@ def test_an_old_torch_beside_numpy_2_is_refused_in_one_line(monkeypatch, tmp_pat
         "'numpy<2' (or torch >= 2.4); README, 'Installing on a cluster'"]
     installed.update(torch="2.4.0", torchvision="0.19.0")
     assert "is built for NumPy 1.x" not in run_main("sweep", "missing.yaml", cwd=tmp_path).stderr
+
+
+# ------------------------------------------- TRAINER_DEFAULTS: checkpoints and the run folder
+def _built(args: list[str], tmp_path, monkeypatch):
+    """The CLI with its trainer built, as `lightning fit ARGS` makes it (nothing runs)."""
+    import sys
+
+    from dg_heads.lightning_cli import DGHeadsCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["dg-heads", *args])
+    return DGHeadsCLI(run=False)
+
+
+@pytest.mark.parametrize("args, folder", [
+    (demo_configs("finetune"), "runs/rotated_digits/finetune"),
+    (demo_configs("aat_bp"), "runs/rotated_digits/aat_bp"),
+    ([*demo_configs("hap"), "--config", str(CONFIGS / "method/hap_variants/plain_lora.yaml")], "runs/rotated_digits/lora"),
+    ([*demo_configs("hap"), "--data.init_args.dataset", "PACS", "--data.init_args.test_domains", "[photo]"], "runs/pacs/hap"),
+    ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "out/{dataset}",
+      "--trainer.logger.init_args.name", "mine"], "out/rotated_digits/mine"),
+    ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "elsewhere"], "elsewhere/finetune"),
+])
+def test_the_run_folder_is_named_from_what_runs(args, folder, tmp_path, monkeypatch):
+    cli = _built(args, tmp_path, monkeypatch)
+    assert Path(cli.trainer.logger.log_dir) == Path(folder) / "version_0"
+
+
+def test_a_config_adding_callbacks_keeps_the_default_checkpoints(tmp_path, monkeypatch):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
+                     "      init_args: {monitor: val/acc, mode: max}\n")
+    cli = _built([*demo_configs("finetune"), "--config", str(extra)], tmp_path, monkeypatch)
+    kinds = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "EarlyStopping" in kinds and kinds.count("ModelCheckpoint") == 2 and "LearningRateMonitor" in kinds
+    best, last = cli.trainer.checkpoint_callbacks
+    assert (best.monitor, best.mode, best.filename, last.filename) == ("val/acc", "max", "best-{step}", "last")
+    again = _built(demo_configs("finetune"), tmp_path, monkeypatch)  # a second run in this process
+    assert again.trainer.checkpoint_callback is not best  # gets checkpoints of its own (no best score carried over)
