@@ -151,7 +151,8 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
     result = run_cli("fit", *demo_configs("aat_bp"), *RUN, "--test_after_fit", "true",
                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
                      "--trainer.limit_val_batches", "1", "--model.init_args.search.bp_binarize", "topk",
-                     "--model.init_args.search.bp_top_k", "3", cwd=tmp_path)
+                     "--model.init_args.search.bp_top_k", "3", "--model.init_args.optim.lr", "5.0e-2",
+                     "--model.init_args.optim.warmup_steps", "0", cwd=tmp_path)  # the demo preset's 1e-3 is for fine-tuning
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "runs/rotated_digits/aat_bp/version_0"
     strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))

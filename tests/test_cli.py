@@ -99,7 +99,7 @@ def test_unreadable_images_are_skipped_by_default_and_the_count_reported(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped unreadable image " + str(tmp_path / "PACS/sketch/dog/000.png") in result.stderr
     assert "test domain 'sketch': scored 12 of 14 images (2 unreadable, skipped" in result.stderr
-    metrics = json.loads((_version_dir(tmp_path, "zero_shot") / "metrics_test.json").read_text())
+    metrics = json.loads((tmp_path / "runs/pacs/zero_shot/version_0/metrics_test.json").read_text())
     assert metrics["test/n/sketch"] == 12
 
 
