@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: fine-tune the tiny CLIP on RotatedDigits (sources 0..60 degrees), hold out 75
 # degrees, select the checkpoint by source validation accuracy, test it, print the table.
+# Composed: dataset, method, then the demo preset (tiny CLIP on the CPU; last, so it wins).
+DEMO_CONFIGS := --config configs/data/rotated_digits.yaml --config configs/method/finetune.yaml \
+                --config configs/trainer/demo.yaml
+
 demo: install
-	$(VENV)/bin/lightning fit --config configs/demo/finetune.yaml --test_after_fit true
+	$(VENV)/bin/lightning fit $(DEMO_CONFIGS) --test_after_fit true
 
 # Lint ([tool.ruff] in pyproject.toml): seconds; CI runs it before the tests.
 # `$(VENV)/bin/ruff check --fix .` fixes import order and unused imports.
@@ -63,7 +67,7 @@ test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_PY) -c "import dg_heads, data_modules, dg_heads.methods, dg_heads.heads; print('dg_heads imports')"
 	$(FLOOR_PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 	rm -rf runs/floor
-	$(FLOOR_VENV)/bin/lightning fit --config configs/demo/finetune.yaml --trainer.max_epochs 1 \
+	$(FLOOR_VENV)/bin/lightning fit $(DEMO_CONFIGS) --trainer.max_epochs 1 \
 	    --trainer.logger.init_args.save_dir runs/floor --trainer.enable_progress_bar false --test_after_fit true
 	test -s runs/floor/finetune/version_0/metrics_test.json  # the demo ran (not another `lightning`)
 

@@ -12,22 +12,65 @@ after fit) and `--done_marker` (a `callbacks.DoneMarker`, and a run that has one
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Optional, Union
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, instantiate_class
 
+from data_modules.registry import dataset_name
 from dg_heads.callbacks import DoneMarker
-from dg_heads.errors import ConfigError, parser_error
+from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 from dg_heads.resume import resume_checkpoint
 from dg_heads.selection import evaluate_selected_checkpoint
 
+# Every run's logger and checkpoints, for any composition of configs/ (the one place they are set).
+# `{dataset}` and `{method}` in the logger's save_dir and name are filled in by `name_run_folder`.
 TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": "default", "default_hp_metric": False},
+        "init_args": {"save_dir": "runs/{dataset}", "name": "{method}", "default_hp_metric": False},
     },
+    # Always installed, after any callbacks a config adds (LightningCLI appends trainer_defaults'
+    # callbacks: a config's `trainer.callbacks` list adds to these, it cannot drop them).
+    "callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",  # the model selected by val/acc
+         "init_args": {"monitor": "val/acc", "mode": "max", "filename": "best-{step}"}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",  # the latest state, to resume from
+         "init_args": {"filename": "last", "enable_version_counter": False}},
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+    ],
 }
+
+
+# ------------------------------------------------- run defaults: checkpoints and the run folder
+def trainer_defaults() -> dict:
+    """TRAINER_DEFAULTS with its callbacks built, fresh for every CLI: a checkpoint callback keeps
+    its run's best score, so two runs in one process (tests, notebooks) must not share one."""
+    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]]}
+
+
+def name_run_folder(config) -> None:
+    """Fill `{dataset}` and `{method}` in the logger's save_dir and name from what runs: the data's
+    dataset (`pacs`) and the model class's `run_name(init_args)` (`hap`, `lora`, `aat_ga`,
+    `finetune`, ...), so a run lands in `runs/pacs/hap/version_N` with no folder set by hand. A
+    folder the user set (no placeholder: the sweep's job folders) is left as it is."""
+    loggers = config.get("trainer.logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    data, model = config.get("data") or {}, config.get("model") or {}
+    dataset = data.get("init_args", {}).get("dataset")
+    try:
+        dataset = dataset_name(dataset) if dataset else str(data.get("class_path", "data")).rsplit(".", 1)[-1].lower()
+    except DGHeadsError:  # an own dataset (a folder's name or path): its folder's name
+        dataset = Path(str(dataset).rstrip("/")).name or str(dataset)  # (a bad one: the DataModule says so)
+    module, _, name = str(model.get("class_path", "model")).rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None) if module else None
+    method = cls.run_name(model.get("init_args")) if hasattr(cls, "run_name") else name.lower()
+    for logger in loggers:
+        args = logger.get("init_args") if hasattr(logger, "get") else None
+        for key in ("save_dir", "name"):
+            if args is not None and isinstance(args.get(key), str):
+                args[key] = args[key].replace("{dataset}", dataset).replace("{method}", method)
 
 
 # Trainer arguments where an int and a float mean different things (`1`: one batch, `1.0`: all).
@@ -57,7 +100,7 @@ class DGHeadsCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "omegaconf"},
-            trainer_defaults=TRAINER_DEFAULTS,
+            trainer_defaults=trainer_defaults(),
             args=args,
             run=run,
             auto_configure_optimizers=False,
@@ -89,6 +132,7 @@ class DGHeadsCLI(LightningCLI):
         return self.config.get(self.subcommand, {}) if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        name_run_folder(self._subcommand_config())
         marker = self._subcommand_config().get("done_marker")
         if marker and Path(marker).exists():
             print(f"dg-heads: {marker} exists: this run finished earlier; nothing to do", flush=True)

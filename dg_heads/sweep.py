@@ -6,9 +6,15 @@ print`, the default: the sbatch line is printed; `slurm`: submitted) or run on t
 A spec (YAML):
 
     runs_dir: runs/sweeps/pacs          # every job's folder goes under it
-    methods:                            # name: config files (composed in order), or
-      hap: [configs/pacs/hap.yaml]      #   {configs: [...], args: [...], grid: {...}};
-      lora: ["configs/{dataset}/lora.yaml"]   # `{dataset}`: each dataset's name (quoted in YAML)
+    configs:                            # every job's config files, composed in order (quoted in YAML:
+      - configs/trainer/gpu.yaml        #   `{dataset}` / `{method}` become each job's dataset / method)
+      - "configs/data/{dataset}.yaml"
+      - "configs/method/{method}.yaml"
+    methods:                            # name: {args: [...], grid: {...}, configs: [...]}, each optional
+      hap:                              #   (a method's own `configs` replace the spec's), or a list
+      lora: {}                          #   of config files
+      ha_lora_only: [configs/trainer/gpu.yaml, "configs/data/{dataset}.yaml", configs/method/hap.yaml,
+                     configs/method/hap_variants/ha_lora_only.yaml]
     datasets:                           # name: test domains, one job each (leave-one-domain-out);
       pacs: [art_painting, cartoon, photo, sketch]   # `all` = every domain of the registry
     trial_seeds: [0, 1, 2]              # DomainBed's trial seeds: the in/out split of every domain
@@ -100,6 +106,7 @@ class Job:
 class SweepSpec:
     methods: dict[str, dict]
     datasets: dict[str, list[str]]
+    configs: list[str] = field(default_factory=list)
     trial_seeds: list[int] = field(default_factory=lambda: [0])
     grid: dict[str, list] = field(default_factory=dict)
     random: dict = field(default_factory=dict)
@@ -123,11 +130,15 @@ def load_spec(path: Path) -> SweepSpec:
     for required in ("methods", "datasets"):
         if not raw.get(required):
             raise DGHeadsError(f"sweep spec {path}: `{required}` is required and may not be empty")
+    if not isinstance(raw.get("configs", []), list):
+        raise DGHeadsError(f"sweep spec {path}: `configs` must be a list of config files, got {raw['configs']!r}")
     methods = {}
     for name, value in raw["methods"].items():
         value = {"configs": value} if isinstance(value, list) else dict(value or {})
-        if not value.get("configs"):
-            raise DGHeadsError(f"sweep spec {path}: method {name!r} needs a list of config files")
+        value["configs"] = value.get("configs") or raw.get("configs")
+        if not value["configs"]:
+            raise DGHeadsError(f"sweep spec {path}: method {name!r} needs a list of config files "
+                               f"(its own `configs`, or the spec's `configs` for every method)")
         methods[name] = value
     datasets = {}
     for given, domains in raw["datasets"].items():
@@ -217,9 +228,9 @@ def layout_args(spec: SweepSpec, args: list[str], where: str) -> list[str]:
 
 
 def config_files(configs: list[str], method: str, dataset: str) -> list[str]:
-    """A method's config files for one dataset (`{dataset}` filled in), each checked now: a
-    missing file would otherwise fail every array task at start, hours after submission."""
-    files = [str(c).replace("{dataset}", dataset) for c in configs]
+    """A method's config files for one dataset (`{dataset}` and `{method}` filled in), each checked
+    now: a missing file would otherwise fail every array task at start, hours after submission."""
+    files = [str(c).replace("{dataset}", dataset).replace("{method}", method) for c in configs]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         raise DGHeadsError(f"sweep: method {method!r} on {dataset}: config file(s) {missing} not found "

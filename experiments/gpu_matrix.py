@@ -2,8 +2,9 @@
 
     python experiments/gpu_matrix.py --out docs/benchmarks.md      (or `make gpu-check`)
 
-Runs `tests/test_shipped_configs.py` (every shipped YAML, tiny backbone, fake data, bf16-mixed;
-the dataset configs also as 2-process DDP over NCCL when the machine has 2 GPUs) and the setup
+Runs `tests/test_shipped_configs.py` (every shipped composition of configs/: the GPU preset x
+every dataset x every method, the HAP variants, the demos; tiny backbone, fake data, bf16-mixed;
+every method also as 2-process DDP over NCCL when the machine has 2 GPUs) and the setup
 device test with `DG_HEADS_TEST_ACCELERATOR=gpu`, then writes what ran, on which device, and
 what passed. CI never runs this: it needs a GPU.
 """
@@ -48,8 +49,8 @@ def main() -> None:
     body = section(
         f"Shipped configs on the GPU ({torch.cuda.device_count()} GPU(s))",
         "make gpu-check (python experiments/gpu_matrix.py --out docs/benchmarks.md)",
-        "every shipped YAML with the tiny backbone on fake data, bf16-mixed on CUDA; the dataset "
-        "configs also as 2-process DDP (NCCL) when 2 GPUs are present, skipped otherwise.",
+        "every shipped composition of configs/ with the tiny backbone on fake data, bf16-mixed on CUDA; "
+        "every method also as 2-process DDP (NCCL) when 2 GPUs are present, skipped otherwise.",
         [", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())), "", "| test | outcome | seconds |",
          "|---|---|---|", *rows],
     )

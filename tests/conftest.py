@@ -111,3 +111,19 @@ def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
          "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
          "--data.init_args.num_workers", "0"]
+
+
+CONFIGS = REPO / "configs"
+
+
+def demo_configs(method: str) -> list[str]:
+    """`--config` arguments of a method's demo, as `make demo` composes it: RotatedDigits, the
+    method, then the demo preset (tiny CLIP on the CPU), which goes last and wins."""
+    files = [CONFIGS / "data/rotated_digits.yaml", CONFIGS / f"method/{method}.yaml", CONFIGS / "trainer/demo.yaml"]
+    return [a for f in files for a in ("--config", str(f))]
+
+
+def gpu_configs(dataset: str, method: str) -> list[str]:
+    """`--config` arguments of a benchmark run: the GPU preset, the dataset, the method."""
+    files = [CONFIGS / "trainer/gpu.yaml", CONFIGS / f"data/{dataset}.yaml", CONFIGS / f"method/{method}.yaml"]
+    return [a for f in files for a in ("--config", str(f))]

@@ -14,9 +14,8 @@ from dg_heads.errors import DGHeadsError
 from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec
 from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan
-from tests.conftest import REPO, run_cli
+from tests.conftest import demo_configs, run_cli
 
-DEMO = REPO / "configs" / "demo"
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
        "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
        "--model.init_args.search.ga.generations", "2"]
@@ -26,11 +25,11 @@ RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers",
 def finetuned(data_root, tmp_path_factory):
     """The demo's fine-tuned tiny CLIP after 30 batches: a model with heads worth ablating."""
     folder = tmp_path_factory.mktemp("finetune")
-    tuned = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.enable_progress_bar", "false",
+    tuned = run_cli("fit", *demo_configs("finetune"), "--trainer.enable_progress_bar", "false",
                     "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
                     "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=folder)
     assert tuned.returncode == 0, tuned.stderr[-2000:]
-    return folder / "runs/demo/finetune/version_0/checkpoints/last.ckpt"
+    return folder / "runs/rotated_digits/finetune/version_0/checkpoints/last.ckpt"
 
 
 def _said(result) -> tuple[list[str], list[str]]:
@@ -139,21 +138,21 @@ def test_search_never_reads_the_test_domain(data_root, tmp_path):
     for image in (root / "RotatedDigits" / "75").rglob("*.png"):
         image.write_bytes(b"unreadable")
     for strategy in ("scan", "ga"):
-        result = run_cli("fit", "--config", str(DEMO / f"aat_{strategy}.yaml"), *RUN, "--data.init_args.root", str(root),
+        result = run_cli("fit", *demo_configs(f"aat_{strategy}"), *RUN, "--data.init_args.root", str(root),
                          "--model.init_args.search.max_scoring_batches", "1", "--data.init_args.bad_images", "error",
                          cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
-    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--data.init_args.root", str(root),
+    tested = run_cli("test", *demo_configs("aat_scan"), *RUN, "--data.init_args.root", str(root),
                      "--data.init_args.bad_images", "error", cwd=tmp_path)
     assert tested.returncode == 2 and "cannot read image" in tested.stderr  # the guard is real
 
 
 @pytest.mark.slow
 def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--test_after_fit", "true",
+    result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--test_after_fit", "true",
                      "--model.init_args.search.max_scoring_batches", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "runs/demo/aat_scan/version_0"
+    run = tmp_path / "runs/rotated_digits/aat_scan/version_0"
     importance = json.loads((run / "head_importance.json").read_text())
     assert len(importance) == 4 and all(len(v) == 4 for v in importance.values())
     assert json.loads((run / "search_cost.json").read_text())["cost_full_passes"] == pytest.approx(1 + 4 * 5 / 2)
@@ -167,7 +166,7 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert "ablation" in checkpoint["dg_heads"]
     ckpt = str(run / "checkpoints/last.ckpt")
-    tested = run_cli("test", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--ckpt_path", ckpt, cwd=tmp_path)
+    tested = run_cli("test", *demo_configs("aat_scan"), *RUN, "--ckpt_path", ckpt, cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-2000:]  # `lightning test` on the search's checkpoint
     exported = run_cli("export", ckpt, "--out", str(tmp_path / "aat.pt"), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]  # zero ablation folds: a plain open_clip file
@@ -175,12 +174,13 @@ def test_scan_through_the_cli_writes_the_importance_map_mask_and_checkpoint(data
 
 @pytest.mark.slow
 def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "aat_bp.yaml"), *RUN, "--test_after_fit", "true",
+    result = run_cli("fit", *demo_configs("aat_bp"), *RUN, "--test_after_fit", "true",
                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
                      "--trainer.limit_val_batches", "1", "--model.init_args.search.bp_binarize", "topk",
-                     "--model.init_args.search.bp_top_k", "3", cwd=tmp_path)
+                     "--model.init_args.search.bp_top_k", "3", "--model.init_args.optim.lr", "5.0e-2",
+                     "--model.init_args.optim.warmup_steps", "0", cwd=tmp_path)  # the demo preset's 1e-3 is for fine-tuning
     assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "runs/demo/aat_bp/version_0"
+    run = tmp_path / "runs/rotated_digits/aat_bp/version_0"
     strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))
     assert (strengths - 0.05).abs().max() > 1e-3  # moved away from the initial strength
     mask = json.loads((run / "ablation.json").read_text())
@@ -195,10 +195,10 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
 def test_a_search_from_a_trained_model_says_what_it_chose(finetuned, tmp_path):
     """The GA from the fine-tuned start: the heads it ablates (those of ablation.json) and the
     source-validation accuracy without and with them, and a mask only if it scores higher."""
-    result = run_cli("fit", "--config", str(DEMO / "aat_ga.yaml"), *RUN, "--model.init_args.init_checkpoint",
+    result = run_cli("fit", *demo_configs("aat_ga"), *RUN, "--model.init_args.init_checkpoint",
                      str(finetuned), "--model.init_args.search.max_scoring_batches", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "runs/demo/aat_ga/version_0"
+    run = tmp_path / "runs/rotated_digits/aat_ga/version_0"
     mask = HeadMask.read(run / "ablation.json")
     said, warned = _said(result)
     assert warned == [], warned  # the fine-tuned model's masks do not all score the same
@@ -227,11 +227,11 @@ def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
     said = {}
     runs = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):
-        result = run_cli("fit", "--config", str(DEMO / "aat_scan.yaml"), *RUN, "--model.init_args.init_checkpoint",
+        result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint",
                          str(start), "--model.init_args.search.max_scoring_batches", "3",
                          "--trainer.devices", devices, "--trainer.strategy", strategy, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        runs[devices] = sorted((tmp_path / "runs/demo/aat_scan").iterdir())[-1]
+        runs[devices] = sorted((tmp_path / "runs/rotated_digits/aat_scan").iterdir())[-1]
         said[devices] = _said(result)
     read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
             for d, run in runs.items()}

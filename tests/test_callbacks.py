@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO, run_main
+from tests.conftest import demo_configs, run_main
 
-HAP = REPO / "configs" / "demo" / "hap.yaml"
 LIMITS = {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 1, "limit_test_batches": 1}
 TEMPLATES = ["a photo of the digit {}."]
 
@@ -43,11 +42,11 @@ def test_a_plain_trainer_leaves_the_files_the_cli_leaves(data_root, tmp_path):
     from dg_heads.methods import HeadPurification
     from dg_heads.selection import evaluate_selected_checkpoint
 
-    cli = run_main("fit", "--config", str(HAP), *[f"--trainer.{k}={v}" for k, v in LIMITS.items()],
+    cli = run_main("fit", *demo_configs("hap"), *[f"--trainer.{k}={v}" for k, v in LIMITS.items()],
                    "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
                    "--data.init_args.batch_size_per_domain", "8", "--test_after_fit", "true", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
-    cli_run = tmp_path / "runs/demo/hap/version_0"
+    cli_run = tmp_path / "runs/rotated_digits/hap/version_0"
 
     model = HeadPurification(clip=CLIPSpec(model_name="dg-tiny-vit", pretrained=None, templates=TEMPLATES))
     datamodule = _datamodule()

@@ -5,18 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, REPO, make_benchmark, run_cli, run_main
+from tests.conftest import CONFIGS, QUICK, demo_configs, make_benchmark, run_cli, run_main
 
 pytestmark = pytest.mark.slow
-DEMO = REPO / "configs" / "demo"
 
 
 def _version_dir(cwd: Path, name: str) -> Path:
-    return cwd / "runs" / "demo" / name / "version_0"
+    return cwd / "runs" / "rotated_digits" / name / "version_0"
 
 
 def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), *QUICK, "--test_after_fit", "true", cwd=tmp_path)
+    result = run_cli("fit", *demo_configs("finetune"), *QUICK, "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = _version_dir(tmp_path, "finetune")
     metrics = json.loads((run / "metrics_test.json").read_text())
@@ -37,21 +36,21 @@ def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
 
 def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
     for sub in ("validate", "test", "predict"):
-        result = run_cli(sub, "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false",
+        result = run_cli(sub, *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
                          "--data.init_args.num_workers", "0", cwd=tmp_path)
         assert result.returncode == 0, f"{sub}: {result.stderr[-2000:]}"
-    assert "test/acc" in json.loads((tmp_path / "runs/demo/zero_shot/version_1/metrics_test.json").read_text())
+    assert "test/acc" in json.loads((tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json").read_text())
 
 
 def test_zero_shot_fit_says_nothing_to_train(data_root, tmp_path):
-    result = run_main("fit", "--config", str(DEMO / "zero_shot.yaml"), *QUICK, cwd=tmp_path)
+    result = run_main("fit", *demo_configs("zero_shot"), *QUICK, cwd=tmp_path)
     assert result.returncode == 2 and "nothing to train" in result.stderr
 
 
 def test_print_config_resolves_interpolation(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("trainer:\n  max_epochs: 7\n  max_steps: ${trainer.max_epochs}\n")
-    result = run_main("fit", "--config", str(DEMO / "finetune.yaml"), "--config", str(extra), "--print_config",
+    result = run_main("fit", *demo_configs("finetune"), "--config", str(extra), "--print_config",
                       "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1.0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max_steps: 7" in result.stdout and "class_path: dg_heads.methods.CLIPBaseline" in result.stdout
@@ -61,7 +60,7 @@ def test_print_config_resolves_interpolation(tmp_path):
 
 @pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image", "hub"])
 def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
-    args = ["test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false"]
+    args = ["test", *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false"]
     pacs = ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
             "--data.init_args.test_domains", "[sketch]", "--data.init_args.image_size", "32"]
     if case == "test_domain":
@@ -94,13 +93,13 @@ def test_unreadable_images_are_skipped_by_default_and_the_count_reported(tmp_pat
     make_benchmark(tmp_path, "pacs", size=4, per_class=2)
     for bad in ("dog/000.png", "horse/001.png"):
         (tmp_path / "PACS/sketch" / bad).write_bytes(b"\x89PNG truncated")
-    result = run_cli("test", "--config", str(DEMO / "zero_shot.yaml"), "--trainer.enable_progress_bar", "false",
+    result = run_cli("test", *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
                      "--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
                      "--data.init_args.test_domains", "[sketch]", "--data.init_args.num_workers", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped unreadable image " + str(tmp_path / "PACS/sketch/dog/000.png") in result.stderr
     assert "test domain 'sketch': scored 12 of 14 images (2 unreadable, skipped" in result.stderr
-    metrics = json.loads((_version_dir(tmp_path, "zero_shot") / "metrics_test.json").read_text())
+    metrics = json.loads((tmp_path / "runs/pacs/zero_shot/version_0/metrics_test.json").read_text())
     assert metrics["test/n/sketch"] == 12
 
 
@@ -115,7 +114,7 @@ def test_lightning_and_dg_heads_console_scripts_run():
 
 
 def test_two_epochs_of_finetuning_beat_chance_on_the_held_out_domain(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(DEMO / "finetune.yaml"), "--trainer.max_epochs", "2",
+    result = run_cli("fit", *demo_configs("finetune"), "--trainer.max_epochs", "2",
                      "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
                      "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -137,3 +136,42 @@ def test_an_old_torch_beside_numpy_2_is_refused_in_one_line(monkeypatch, tmp_pat
         "'numpy<2' (or torch >= 2.4); README, 'Installing on a cluster'"]
     installed.update(torch="2.4.0", torchvision="0.19.0")
     assert "is built for NumPy 1.x" not in run_main("sweep", "missing.yaml", cwd=tmp_path).stderr
+
+
+# ------------------------------------------- TRAINER_DEFAULTS: checkpoints and the run folder
+def _built(args: list[str], tmp_path, monkeypatch):
+    """The CLI with its trainer built, as `lightning fit ARGS` makes it (nothing runs)."""
+    import sys
+
+    from dg_heads.lightning_cli import DGHeadsCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["dg-heads", *args])
+    return DGHeadsCLI(run=False)
+
+
+@pytest.mark.parametrize("args, folder", [
+    (demo_configs("finetune"), "runs/rotated_digits/finetune"),
+    (demo_configs("aat_bp"), "runs/rotated_digits/aat_bp"),
+    ([*demo_configs("hap"), "--config", str(CONFIGS / "method/hap_variants/plain_lora.yaml")], "runs/rotated_digits/lora"),
+    ([*demo_configs("hap"), "--data.init_args.dataset", "PACS", "--data.init_args.test_domains", "[photo]"], "runs/pacs/hap"),
+    ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "out/{dataset}",
+      "--trainer.logger.init_args.name", "mine"], "out/rotated_digits/mine"),
+    ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "elsewhere"], "elsewhere/finetune"),
+])
+def test_the_run_folder_is_named_from_what_runs(args, folder, tmp_path, monkeypatch):
+    cli = _built(args, tmp_path, monkeypatch)
+    assert Path(cli.trainer.logger.log_dir) == Path(folder) / "version_0"
+
+
+def test_a_config_adding_callbacks_keeps_the_default_checkpoints(tmp_path, monkeypatch):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
+                     "      init_args: {monitor: val/acc, mode: max}\n")
+    cli = _built([*demo_configs("finetune"), "--config", str(extra)], tmp_path, monkeypatch)
+    kinds = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "EarlyStopping" in kinds and kinds.count("ModelCheckpoint") == 2 and "LearningRateMonitor" in kinds
+    best, last = cli.trainer.checkpoint_callbacks
+    assert (best.monitor, best.mode, best.filename, last.filename) == ("val/acc", "max", "best-{step}", "last")
+    again = _built(demo_configs("finetune"), tmp_path, monkeypatch)  # a second run in this process
+    assert again.trainer.checkpoint_callback is not best  # gets checkpoints of its own (no best score carried over)

@@ -4,9 +4,8 @@ whatever layer raised it (jsonargparse wraps what a class's `__init__` raises in
 
 import pytest
 
-from tests.conftest import REPO, run_main
+from tests.conftest import demo_configs, gpu_configs, run_main
 
-DEMO = REPO / "configs" / "demo"
 
 CASES = {
     "lora_ranks": (["--model.init_args.lora.ranks", "[2,2]"],
@@ -25,7 +24,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_build_mistake_is_one_error_line_and_exit_2(case, tmp_path):
     args, expected = CASES[case]
-    result = run_main("fit", "--config", str(DEMO / "hap.yaml"), *args, cwd=tmp_path)
+    result = run_main("fit", *demo_configs("hap"), *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-3000:]
@@ -65,9 +64,9 @@ def test_help_lists_every_subcommand_with_one_line(flag, tmp_path):
 
 # (arguments, the line's start: the key, a word it must name); jsonargparse's wording differs by version
 PARSE_CASES = {
-    "required": (["--config", str(REPO / "configs/pacs/hap.yaml")], "error: data: ", "test_domains"),
-    "type": (["--config", str(DEMO / "finetune.yaml"), "--trainer.max_epochs", "abc"], "error: trainer.max_epochs: ", "abc"),
-    "option": (["--config", str(DEMO / "finetune.yaml"), "--model.init_args.optim.lrr", "1"], "error: model.optim: ", "lrr"),
+    "required": (gpu_configs("pacs", "hap"), "error: data: ", "test_domains"),
+    "type": ([*demo_configs("finetune"), "--trainer.max_epochs", "abc"], "error: trainer.max_epochs: ", "abc"),
+    "option": ([*demo_configs("finetune"), "--model.init_args.optim.lrr", "1"], "error: model.optim: ", "lrr"),
     "config_file": (["--config", "nope.yaml"], "error: config: ", "nope.yaml"),
 }
 

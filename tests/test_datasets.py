@@ -235,7 +235,7 @@ def test_a_sweep_spec_may_name_datasets_as_domainbed(tmp_path):
     from dg_heads.sweep import jobs_of, load_spec
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text("methods:\n  lora: ['configs/{dataset}/lora.yaml']\ndatasets:\n  OfficeHome: [Art]\n  PACS: all\n"
+    spec.write_text("methods:\n  lora: ['configs/data/{dataset}.yaml']\ndatasets:\n  OfficeHome: [Art]\n  PACS: all\n"
                     "slurm: {gpus_per_node: 1}\n")
     loaded = load_spec(spec)
     assert loaded.datasets == {"office_home": ["Art"], "pacs": ["art_painting", "cartoon", "photo", "sketch"]}
@@ -245,7 +245,7 @@ def test_a_sweep_spec_may_name_datasets_as_domainbed(tmp_path):
         jobs = jobs_of(loaded, tmp_path / "runs")
     finally:
         os.chdir(here)
-    assert {j.configs[0] for j in jobs} == {"configs/office_home/lora.yaml", "configs/pacs/lora.yaml"}
+    assert {j.configs[0] for j in jobs} == {"configs/data/office_home.yaml", "configs/data/pacs.yaml"}
     spec.write_text("methods:\n  lora: [x.yaml]\ndatasets:\n  PACS: all\n  pacs: all\n")
     with pytest.raises(DGHeadsError, match="names pacs twice"):
         load_spec(spec)

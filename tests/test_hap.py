@@ -10,9 +10,9 @@ import torch
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.methods import GatingSpec, HeadPurification, LoRASpec
-from tests.conftest import QUICK, REPO, make_benchmark, run_cli, run_main
+from tests.conftest import QUICK, demo_configs, gpu_configs, make_benchmark, run_cli, run_main
 
-HAP = REPO / "configs" / "demo" / "hap.yaml"
+HAP = demo_configs("hap")
 
 
 def _hap(**gating) -> HeadPurification:
@@ -164,9 +164,9 @@ def _state(ckpt: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_hap_fit_logs_gates_and_saves_small_checkpoints(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(HAP), *RUN, "--trainer.max_epochs", "1", "--test_after_fit", "true", cwd=tmp_path)
+    result = run_cli("fit", *HAP, *RUN, "--trainer.max_epochs", "1", "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "runs/demo/hap/version_0"
+    run = tmp_path / "runs/rotated_digits/hap/version_0"
     gates = json.loads((run / "gates.json").read_text())
     assert len(gates) == 4 and all(abs(sum(v) - 4) < 1e-4 for v in gates.values())
     assert (run / "gates.csv").read_text().startswith("block,head_0")
@@ -185,11 +185,11 @@ def test_hap_fit_logs_gates_and_saves_small_checkpoints(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(data_root, tmp_path):
-    common = ["fit", "--config", str(HAP), *RUN]
+    common = ["fit", *HAP, *RUN]
     full = run_cli(*common, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "full", cwd=tmp_path)
     first = run_cli(*common, "--trainer.max_epochs", "1", "--trainer.logger.init_args.version", "split", cwd=tmp_path)
     assert full.returncode == 0 and first.returncode == 0, (full.stderr + first.stderr)[-3000:]
-    runs = tmp_path / "runs/demo/hap"
+    runs = tmp_path / "runs/rotated_digits/hap"
     resumed = run_cli(*common, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "split",
                       "--ckpt_path", str(runs / "split/checkpoints/last.ckpt"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -207,11 +207,11 @@ def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
 
     if why_unavailable() is None:  # the same run goes through `srun` there; CI time is spent once
         pytest.skip("SLURM is here: tests/test_slurm.py::test_two_task_srun_runs_hap_ddp_bf16 runs this under srun")
-    result = run_cli("fit", "--config", str(HAP), *RUN, "--trainer.max_epochs", "1", "--trainer.devices", "2",
+    result = run_cli("fit", *HAP, *RUN, "--trainer.max_epochs", "1", "--trainer.devices", "2",
                      "--trainer.strategy", "ddp", "--trainer.precision", "bf16-mixed", "--test_after_fit", "true",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "runs/demo/hap/version_0/metrics_test.json").read_text())
+    metrics = json.loads((tmp_path / "runs/rotated_digits/hap/version_0/metrics_test.json").read_text())
     assert 0.0 <= metrics["test/acc/75"] <= 1.0 and metrics["global_step"] == 4
     # exact evaluation over 2 ranks: 1,797 test images, none repeated by padding (1,798) or dropped
     assert metrics["test/n/75"] == 1797
@@ -220,7 +220,7 @@ def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["batch", "one_source"])
 def test_mmd_preconditions_fail_at_start(case, data_root, tmp_path):
-    args = ["fit", "--config", str(HAP), *RUN]
+    args = ["fit", *HAP, *RUN]
     if case == "batch":
         args += ["--data.init_args.batch_size_per_domain", "1"]
         expected = "batch_size_per_domain is 1; the MMD needs at least 2"
@@ -237,10 +237,10 @@ def test_mmd_preconditions_fail_at_start(case, data_root, tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
-    result = run_cli("fit", "--config", str(HAP), *RUN, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "v",
+    result = run_cli("fit", *HAP, *RUN, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "v",
                      "--trainer.callbacks+=tests.poison.PoisonAtStep", "--trainer.callbacks.step=6", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
-    last = tmp_path / "runs/demo/hap/v/checkpoints/last.ckpt"
+    last = tmp_path / "runs/rotated_digits/hap/v/checkpoints/last.ckpt"
     assert "loss is not finite (nan) at global step 6" in result.stderr and str(last) in result.stderr
     assert "Traceback" not in result.stderr
     checkpoint = torch.load(last, weights_only=False)  # the epoch-0 state: finite, step 4
@@ -251,7 +251,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 def test_vit_b16_checkpoint_holds_only_trained_tensors_under_10_mb(tmp_path):
     make_benchmark(tmp_path, "pacs", per_class=1, size=224)
     result = run_cli(
-        "fit", "--config", str(REPO / "configs/pacs/hap.yaml"), "--data.init_args.test_domains", "[photo]",
+        "fit", *gpu_configs("pacs", "hap"), "--data.init_args.test_domains", "[photo]",
         "--data.init_args.root", str(tmp_path), "--model.init_args.clip.pretrained", "null",
         "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "1",
         "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",

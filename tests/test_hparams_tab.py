@@ -5,19 +5,17 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
-
-DEMO = REPO / "configs" / "demo"
+from tests.conftest import demo_configs
 
 
 def _built_model(config: str, tmp_path):
-    """The model as `lightning fit --config X` builds it (jsonargparse adds `_class_path`, `_instantiator`)."""
+    """The model as `lightning fit` builds a method's demo (jsonargparse adds `_class_path`, `_instantiator`)."""
     from dg_heads.lightning_cli import DGHeadsCLI
 
     here, argv = os.getcwd(), sys.argv
     try:
         os.chdir(tmp_path)
-        sys.argv = ["dg-heads", "--config", str(DEMO / config)]
+        sys.argv = ["dg-heads", *demo_configs(config)]
         return DGHeadsCLI(run=False).model
     finally:
         os.chdir(here)
@@ -25,9 +23,9 @@ def _built_model(config: str, tmp_path):
 
 
 @pytest.mark.parametrize("config, nested", [
-    ("hap.yaml", {"lora/head_aware": True, "lora/targets": "['q', 'v']", "gating/mmd_weight": None,
+    ("hap", {"lora/head_aware": True, "lora/targets": "['q', 'v']", "gating/mmd_weight": None,
                   "gating/enabled": True, "clip/model_name": "dg-tiny-vit", "optim/lr": None}),
-    ("aat_ga.yaml", {"search/strategy": "ga", "search/ga/population": None, "clip/model_name": "dg-tiny-vit"}),
+    ("aat_ga", {"search/strategy": "ga", "search/ga/population": None, "clip/model_name": "dg-tiny-vit"}),
 ])
 def test_hparams_are_flat_with_the_method_first(config, nested, tmp_path):
     model = _built_model(config, tmp_path)

@@ -14,7 +14,7 @@ from data_modules import DomainBedDataModule
 from data_modules.hf_source import HFSource
 from data_modules.splits import holdout_split
 from dg_heads.errors import DGHeadsError
-from tests.conftest import QUICK, REPO, make_benchmark, make_domainbed, run_cli, run_main
+from tests.conftest import QUICK, REPO, demo_configs, make_benchmark, make_domainbed, run_cli, run_main
 
 CAMS = {"cam_b": ["Desk_Lamp", "cat"], "cam_a": ["Desk_Lamp", "cat"], "cam_c": ["Desk_Lamp", "cat"]}
 
@@ -191,7 +191,7 @@ def test_prepare_prints_what_a_hf_dataset_holds(tmp_path):
 
 
 # ------------------------------------------------------- bad input, through the CLI
-FIT = ["fit", "--config", str(REPO / "configs/demo/finetune.yaml"), *QUICK]
+FIT = ["fit", *demo_configs("finetune"), *QUICK]
 
 
 def _fit_error(tmp_path: Path, dataset: str, test_domains: str = "[cam_c]", *extra: str) -> str:
@@ -254,14 +254,14 @@ def test_a_test_domain_not_discovered_lists_the_domains_found(tmp_path):
 @pytest.mark.slow
 def test_an_own_folder_trains_and_tests_through_the_cli_with_the_example_config(tmp_path):
     folder = _cams(tmp_path / "data", per_class=6)
-    result = run_cli("fit", "--config", str(REPO / "configs/demo/finetune.yaml"),
+    result = run_cli("fit", *demo_configs("finetune"),
                      "--config", str(REPO / "configs/data/my_folder.yaml"), *QUICK,
                      "--data.init_args.dataset", str(folder), "--data.init_args.test_domains", "[cam_c]",
                      "--data.init_args.image_size", "32", "--data.init_args.batch_size_per_domain", "4",
                      "--data.init_args.train_augment", "none", "--trainer.limit_train_batches", "2",
                      "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "runs/demo/finetune/version_0"
+    run = tmp_path / "runs/my_cams/finetune/version_0"
     splits = json.loads((run / "splits.json").read_text())
     assert splits["dataset"] == "my_cams" and splits["test_domains"] == ["cam_c"]
     assert sorted(splits["domains"]) == ["cam_a", "cam_b", "cam_c"] and len(splits["domains"]["cam_a"]["out"]) == 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dg_heads.reporting import write_predictions
-from tests.conftest import REPO, run_main
+from tests.conftest import demo_configs, run_main
 
 
 def _fake_datamodule():
@@ -32,13 +32,13 @@ def test_shares_of_several_processes_become_one_file_in_table_order(tmp_path):
 
 @pytest.mark.slow
 def test_predict_writes_every_images_prediction_into_the_run_folder(data_root, tmp_path):
-    result = run_main("predict", "--config", str(REPO / "configs/demo/zero_shot.yaml"),
+    result = run_main("predict", *demo_configs("zero_shot"),
                       "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
                       "--data.init_args.eval_batch_size", "100", "--trainer.limit_predict_batches", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    path = tmp_path / "runs/demo/zero_shot/version_0/predictions.csv"
+    path = tmp_path / "runs/rotated_digits/zero_shot/version_0/predictions.csv"
     rows = list(csv.DictReader(path.open()))
-    assert len(rows) == 300 and f"written to runs/demo/zero_shot/version_0/predictions.csv" in result.stdout
+    assert len(rows) == 300 and f"written to runs/rotated_digits/zero_shot/version_0/predictions.csv" in result.stdout
     classes = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
     assert len({r["id"] for r in rows}) == 300
     for row in rows:

@@ -1,8 +1,12 @@
-"""Every shipped YAML, as a cluster user runs it, on a small fake copy of its dataset with the
-tiny backbone swapped in: a few training steps, validation and test under `bf16-mixed`, and
-the dataset configs also as 2-process DDP (gloo on the CPU). CPU bf16 autocast and gloo catch
-most of the dtype and collective mistakes a GPU cluster would meet first; on a machine with a
-GPU, `make gpu-check` runs the same matrix on CUDA (DG_HEADS_TEST_ACCELERATOR=gpu)."""
+"""Every shipped composition of configs/, as a cluster user runs it, on a small fake copy of its
+dataset with the tiny backbone swapped in: a few training steps, validation and test under
+`bf16-mixed`; each method (on a dataset of its own) also as 2-process DDP (gloo on the CPU). CPU
+bf16 autocast and gloo catch most of the dtype and collective mistakes a GPU cluster would meet
+first; on a machine with a GPU, `make gpu-check` runs the same matrix on CUDA
+(DG_HEADS_TEST_ACCELERATOR=gpu).
+
+Shipped compositions: the GPU preset x every dataset x every method, the HAP variants on PACS,
+and every method's demo (RotatedDigits, the method, the demo preset last)."""
 
 from __future__ import annotations
 
@@ -15,19 +19,36 @@ import torch
 import yaml
 
 from data_modules.registry import DATASETS, get_dataset
-from tests.conftest import REPO, make_benchmark, run_cli, run_main
+from tests.conftest import CONFIGS, make_benchmark, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = REPO / "configs"
-VARIANT_BASE = CONFIGS / "pacs" / "hap.yaml"  # the HAP variants are overlays on a HAP config
 # `make gpu-check` runs this matrix on a CUDA machine (`gpu`); CI and `make test` on the CPU.
 ACCELERATOR = os.environ.get("DG_HEADS_TEST_ACCELERATOR", "cpu")
 BENCHMARKS = [name for name in DATASETS if not get_dataset(name).builtin]
+METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
+DATASET_FILES = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml"))
+HAP_VARIANTS = sorted(p.stem for p in (CONFIGS / "method" / "hap_variants").glob("*.yaml"))
 
 
-def _config_files(path: Path) -> list[Path]:
-    return [VARIANT_BASE, path] if path.parent.name == "hap_variants" else [path]
+def _files(composition: str) -> list[Path]:
+    """`gpu/pacs/hap`, `gpu/pacs/hap+plain_lora` (a HAP variant overlay), `demo/rotated_digits/hap`:
+    the files in the order the README gives (the demo preset goes last: it replaces the method's
+    backbone, learning rate and run length)."""
+    preset, dataset, method = composition.split("/")
+    method, _, variant = method.partition("+")
+    files = [CONFIGS / f"data/{dataset}.yaml", CONFIGS / f"method/{method}.yaml"]
+    files += [CONFIGS / f"method/hap_variants/{variant}.yaml"] if variant else []
+    preset_file = CONFIGS / f"trainer/{preset}.yaml"
+    return files + [preset_file] if preset == "demo" else [preset_file, *files]
+
+
+COMPOSITIONS = ([f"gpu/{d}/{m}" for d in DATASET_FILES for m in METHODS]
+                + [f"gpu/pacs/hap+{v}" for v in HAP_VARIANTS]
+                + [f"demo/rotated_digits/{m}" for m in METHODS])
+# 2-process DDP: every method once, the benchmarks taking turns (the data files differ only in
+# the dataset, which the in-process matrix covers with every method).
+DDP_COMPOSITIONS = [f"gpu/{BENCHMARKS[i % len(BENCHMARKS)]}/{m}" for i, m in enumerate(METHODS)]
 
 
 def _composed(files: list[Path]) -> dict:
@@ -43,12 +64,14 @@ def _composed(files: list[Path]) -> dict:
     return out
 
 
-SHIPPED = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
-DATASET_CONFIGS = [c for c in SHIPPED if c.split("/")[0] in BENCHMARKS]
-
-
 def test_the_matrix_covers_every_shipped_config():
-    assert len(SHIPPED) >= 38 and {c.split("/")[0] for c in DATASET_CONFIGS} == set(BENCHMARKS)
+    used = {f for c in COMPOSITIONS for f in _files(c)}
+    shipped = set(CONFIGS.rglob("*.yaml"))
+    assert shipped == used, f"configs no composition runs: {sorted(map(str, shipped - used))}"
+    assert set(DATASET_FILES) == set(DATASETS)
+    assert {"zero_shot", "linear_probe", "finetune", "lora", "hap", "aat_scan", "aat_ga", "aat_bp"} <= set(METHODS)
+    assert {c.split("/")[1] for c in DDP_COMPOSITIONS} == set(BENCHMARKS)
+    assert {c.split("/")[2] for c in DDP_COMPOSITIONS} == set(METHODS)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +85,8 @@ def fake_root(tmp_path_factory, data_root) -> Path:
     return root
 
 
-def _arguments(config: str, root: Path) -> tuple[list[str], dict]:
-    files = _config_files(CONFIGS / config)
+def _arguments(composition: str, root: Path) -> tuple[list[str], dict]:
+    files = _files(composition)
     composed = _composed(files)
     model, data = composed["model"], composed["data"]["init_args"]
     info = get_dataset(data["dataset"])
@@ -80,23 +103,30 @@ def _arguments(config: str, root: Path) -> tuple[list[str], dict]:
     if model["class_path"].endswith("AttentionAblation"):
         args += ["--model.init_args.search.max_scoring_batches", "1",
                  "--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "2"]
-    return args, {"info": info, "test_domains": test_domains, "model": model}
+    return args, {"info": info, "test_domains": test_domains, "model": model, "composition": composition}
 
 
 def _trains(model: dict) -> bool:
     return model.get("init_args", {}).get("mode") != "zero_shot"
 
 
+# The run folder's name (TRAINER_DEFAULTS' `{method}`) where it is not the method file's name.
+RUN_NAMES = {"hap+ha_lora_gating": "hap", "hap+ha_lora_only": "ha_lora", "hap+gating_only": "gating",
+             "hap+plain_lora": "lora", "hap+plain_lora_gating": "lora_gating"}
+
+
 def _check_run(folder: Path, meta: dict) -> None:
-    metrics = json.loads(next(folder.rglob("metrics_test.json")).read_text())
+    """Per-domain test metrics, in `runs/<dataset>/<method>/` (named from what ran)."""
+    _, dataset, method = meta["composition"].split("/")
+    metrics = json.loads(next((folder / "runs" / dataset / RUN_NAMES.get(method, method)).rglob("metrics_test.json")).read_text())
     for domain in meta["test_domains"]:
         assert 0.0 <= metrics[f"test/acc/{domain}"] <= 1.0
         assert metrics[f"test/n/{domain}"] > 0
 
 
-@pytest.mark.parametrize("config", SHIPPED)
-def test_config_runs_under_bf16_mixed(config, fake_root, tmp_path):
-    args, meta = _arguments(config, fake_root)
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+def test_config_runs_under_bf16_mixed(composition, fake_root, tmp_path):
+    args, meta = _arguments(composition, fake_root)
     if _trains(meta["model"]):
         result = run_main("fit", *args, "--test_after_fit", "true", cwd=tmp_path)
     else:  # zero-shot trains nothing: validate and test
@@ -107,11 +137,11 @@ def test_config_runs_under_bf16_mixed(config, fake_root, tmp_path):
     _check_run(tmp_path, meta)
 
 
-@pytest.mark.parametrize("config", DATASET_CONFIGS)
-def test_dataset_config_runs_as_two_process_ddp(config, fake_root, tmp_path):
+@pytest.mark.parametrize("composition", DDP_COMPOSITIONS)
+def test_method_runs_as_two_process_ddp(composition, fake_root, tmp_path):
     if ACCELERATOR != "cpu" and torch.cuda.device_count() < 2:
         pytest.skip("2-process DDP on the GPU needs 2 GPUs")
-    args, meta = _arguments(config, fake_root)
+    args, meta = _arguments(composition, fake_root)
     result = run_cli("fit", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp",
                      "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

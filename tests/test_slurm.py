@@ -44,8 +44,9 @@ def _sweep(tmp_path, env, domains, args, seeds=(0,), slurm="{}", config="finetun
     spec.write_text(f"""
 name: dgtest
 runs_dir: {tmp_path / 'runs'}
+configs: [{REPO}/configs/data/rotated_digits.yaml, "{REPO}/configs/method/{{method}}.yaml", {REPO}/configs/trainer/demo.yaml]
 methods:
-  {config}: [{REPO}/configs/demo/{config}.yaml]
+  {config}:
 datasets:
   rotated_digits: {json.dumps(domains)}
 trial_seeds: {json.dumps(list(seeds))}

@@ -17,13 +17,17 @@ from dg_heads.collect import collect, mean_se
 from dg_heads.errors import DGHeadsError
 from dg_heads.sweep import jobs_of, load_spec, sbatch_command, write_sweep
 from dg_heads.sweep import main as sweep_main
-from tests.conftest import QUICK, REPO
+from tests.conftest import QUICK, REPO, demo_configs
 
+# a method's composition: the demo (tiny CLIP on the CPU, the preset last) and a GPU benchmark run
+DEMO_FINETUNE = "[{repo}/configs/data/rotated_digits.yaml, {repo}/configs/method/finetune.yaml, {repo}/configs/trainer/demo.yaml]"
+DEMO_LORA = DEMO_FINETUNE.replace("finetune", "lora")
+GPU_HAP = "[{repo}/configs/trainer/gpu.yaml, {repo}/configs/data/pacs.yaml, {repo}/configs/method/hap.yaml]"
 SPEC = """
 runs_dir: {runs}
 methods:
-  finetune: [{repo}/configs/demo/finetune.yaml]
-  lora: {{configs: [{repo}/configs/demo/lora.yaml], args: [--trainer.max_epochs, "2"]}}
+  finetune: """ + DEMO_FINETUNE + """
+  lora: {{configs: """ + DEMO_LORA + """, args: [--trainer.max_epochs, "2"]}}
 datasets:
   pacs: [photo, sketch]
 trial_seeds: [0, 1]
@@ -87,19 +91,35 @@ def test_bad_spec_names_the_key(tmp_path):
         _spec(tmp_path, SPEC.replace("[photo, sketch]", "[Photo]"))
 
 
-def test_one_method_over_several_datasets_uses_each_datasets_configs(tmp_path, monkeypatch):
+def test_the_specs_configs_compose_each_jobs_dataset_and_method(tmp_path, monkeypatch):
+    """The spec's `configs` with `{dataset}` / `{method}` filled per job; a method's own list replaces it."""
     monkeypatch.chdir(REPO)
-    text = SPEC.replace("[{repo}/configs/demo/finetune.yaml]", "['configs/{{dataset}}/lora.yaml']").replace(
-        "pacs: [photo, sketch]", "pacs: [photo]\n  vlcs: [SUN09]")
-    jobs = [j for j in jobs_of(_spec(tmp_path, text), tmp_path / "runs") if j.method == "finetune"]
-    assert {(j.dataset, j.test_domain, tuple(j.configs)) for j in jobs} == {
-        ("pacs", "photo", ("configs/pacs/lora.yaml",)), ("vlcs", "SUN09", ("configs/vlcs/lora.yaml",))}
+    text = """
+configs: [configs/trainer/gpu.yaml, "configs/data/{{dataset}}.yaml", "configs/method/{{method}}.yaml"]
+methods:
+  finetune:
+  lora: {{args: [--trainer.max_steps, "10"]}}
+  ha_lora_only: [configs/method/hap.yaml, configs/method/hap_variants/ha_lora_only.yaml]
+datasets:
+  pacs: [photo]
+  vlcs: [SUN09]
+slurm: {{gpus_per_node: 1}}
+"""
+    jobs = jobs_of(_spec(tmp_path, text), tmp_path / "runs")
+    assert {(j.method, j.dataset, j.test_domain, tuple(j.configs)) for j in jobs} == {
+        ("finetune", "pacs", "photo", ("configs/trainer/gpu.yaml", "configs/data/pacs.yaml", "configs/method/finetune.yaml")),
+        ("finetune", "vlcs", "SUN09", ("configs/trainer/gpu.yaml", "configs/data/vlcs.yaml", "configs/method/finetune.yaml")),
+        ("lora", "pacs", "photo", ("configs/trainer/gpu.yaml", "configs/data/pacs.yaml", "configs/method/lora.yaml")),
+        ("lora", "vlcs", "SUN09", ("configs/trainer/gpu.yaml", "configs/data/vlcs.yaml", "configs/method/lora.yaml")),
+        ("ha_lora_only", "pacs", "photo", ("configs/method/hap.yaml", "configs/method/hap_variants/ha_lora_only.yaml")),
+        ("ha_lora_only", "vlcs", "SUN09", ("configs/method/hap.yaml", "configs/method/hap_variants/ha_lora_only.yaml"))}
     for job in jobs:  # the spec's dataset is passed, whatever the config files say
         argv = job.argv()
         assert argv[argv.index("--data.init_args.dataset") + 1] == job.dataset
-    with pytest.raises(DGHeadsError, match=r"method 'finetune' on vlcs: config file\(s\) \['configs/vlcs/nope.yaml'\]"):
-        jobs_of(_spec(tmp_path, text.replace("{{dataset}}/lora.yaml", "{{dataset}}/nope.yaml").replace(
-            "pacs: [photo]\n  ", "")), tmp_path / "runs")
+    with pytest.raises(DGHeadsError, match=r"method 'nope' on pacs: config file\(s\) \[.*'configs/method/nope.yaml'\]"):
+        jobs_of(_spec(tmp_path, text.replace("  finetune:\n", "  nope:\n")), tmp_path / "runs")
+    with pytest.raises(DGHeadsError, match=r"method 'finetune' needs a list of config files"):
+        _spec(tmp_path, text.replace("configs: [configs/trainer", "# [configs/trainer"))
 
 
 def test_sweep_parses_one_job_per_method_before_anything_is_queued(tmp_path, capsys):
@@ -183,7 +203,7 @@ def _check_figure(path, table):
 def test_a_killed_run_resumes_from_its_last_checkpoint_and_a_finished_one_is_skipped(data_root, tmp_path):
     progress = tmp_path / "step.txt"
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "dg_heads", "fit", "--config", str(REPO / "configs/demo/finetune.yaml"), *QUICK,
+    argv = [sys.executable, "-m", "dg_heads", "fit", *demo_configs("finetune"), *QUICK,
             "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4", "--trainer.log_every_n_steps", "1",
             "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
             "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", "0",
@@ -220,7 +240,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_a_finished_one_is_ski
 def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
     """`accelerator: auto` (every benchmark config) on a node without a GPU trains on the CPU for
     hours without a word: the sweep refuses in one line, unless the spec says CPU on purpose."""
-    pacs = SPEC.replace("{repo}/configs/demo/finetune.yaml", "{repo}/configs/pacs/hap.yaml")
+    pacs = SPEC.replace(DEMO_FINETUNE, GPU_HAP)
     no_gpu = pacs.replace("gpus_per_node: 4, nodes: 2, ", "ntasks_per_node: 1, ")
     with pytest.raises(DGHeadsError, match=r"method 'finetune' on pacs runs with trainer.accelerator auto .*"
                                            r"asks for no GPU: set slurm.gpus_per_node"):
@@ -250,7 +270,7 @@ def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
                                                 ("gpus_per_node: 'a100:3'", 3)])
 def test_every_way_of_asking_slurm_for_gpus_sets_the_processes_per_node(tmp_path, request_, per_node):
     """One process per GPU on each of the 2 nodes, whichever way the spec asks for the GPUs."""
-    text = SPEC.replace("{repo}/configs/demo/finetune.yaml", "{repo}/configs/pacs/hap.yaml").replace(
+    text = SPEC.replace(DEMO_FINETUNE, GPU_HAP).replace(
         "gpus_per_node: 4, nodes: 2", request_ + ", nodes: 2")
     spec = _spec(tmp_path, text)
     jobs_file, jobs = write_sweep(spec, tmp_path / "runs")
@@ -280,9 +300,10 @@ def test_srun_gets_the_tasks_cpus(tmp_path):
 # ------------------------------------------------------------------ launchers
 LAUNCH_SPEC = """
 runs_dir: {runs}
+configs: [{repo}/configs/data/rotated_digits.yaml, "{repo}/configs/method/{{method}}.yaml", {repo}/configs/trainer/demo.yaml]
 methods:
-  finetune: [{repo}/configs/demo/finetune.yaml]
-  lora: [{repo}/configs/demo/lora.yaml]
+  finetune:
+  lora:
 datasets:
   rotated_digits: ["0", "75"]
 slurm: {{cpu_only: true, time: "00:10:00"}}
@@ -356,7 +377,7 @@ def test_local_sweep_then_collect_gives_the_table(data_root, tmp_path):
     from tests.conftest import run_cli
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"runs_dir: {tmp_path / 'runs'}\nmethods:\n  finetune: [{REPO}/configs/demo/finetune.yaml]\n"
+    spec.write_text(f"runs_dir: {tmp_path / 'runs'}\nmethods:\n  finetune: {DEMO_FINETUNE.format(repo=REPO)}\n"
                     f"datasets:\n  RotatedDigits: ['75']\nargs: {json.dumps(QUICK)}\n")
     result = run_cli("sweep", str(spec), "--launcher", "local", "--jobs", "1", "--no-check", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

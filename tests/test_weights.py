@@ -10,7 +10,7 @@ import torch
 from open_clip import pretrained as oc_pretrained
 
 from dg_heads.backbone import CLIPSpec, create_clip
-from tests.conftest import REPO, run_main
+from tests.conftest import demo_configs, run_main
 
 REPO_ID, REVISION = "dg-heads/tiny-test", "0123456789abcdef0123456789abcdef01234567"
 
@@ -58,7 +58,7 @@ def test_missing_weights_without_network_fail_at_once_naming_the_command(offline
     if offline_how == "no network":
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     start = time.perf_counter()
-    result = run_main("fit", "--config", str(REPO / "configs/demo/finetune.yaml"),
+    result = run_main("fit", *demo_configs("finetune"),
                       "--model.init_args.clip.model_name", "ViT-B-16", "--model.init_args.clip.pretrained", "openai",
                       cwd=tmp_path)
     assert time.perf_counter() - start < 30  # jsonargparse's start-up included; no download retries

@@ -71,6 +71,11 @@ class DGModule(L.LightningModule):
         self._guard: dict[str, torch.Tensor] | None = None  # the non-finite-loss record, on the device
         self._guarded_steps = 0
 
+    @classmethod
+    def run_name(cls, init_args) -> str:
+        """The run folder's name under `runs/<dataset>/` (the CLI's `{method}`), from the parsed init_args."""
+        return cls.__name__.lower()
+
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule

@@ -29,6 +29,10 @@ class CLIPBaseline(DGModule):
         super().__init__(clip=clip, optim=optim)
         self.mode = mode
 
+    @classmethod
+    def run_name(cls, init_args) -> str:
+        return (init_args or {}).get("mode") or "finetune"
+
     def configure_trainable(self) -> None:
         super().configure_trainable()
         if self.mode == "finetune":

@@ -31,7 +31,7 @@ bandwidth), the plain reading of "only the gates" above, theta = 0 at init, `mmd
 
 The paper's ablation rows are switches: HA-LoRA only (`gating.enabled: false`), gating+MMD only
 (`lora.enabled: false`), both (default), plain LoRA + gating (`lora.head_aware: false`), plain
-LoRA alone (`lora.head_aware: false`, `gating.enabled: false`). See configs/hap_variants/.
+LoRA alone (`lora.head_aware: false`, `gating.enabled: false`). See configs/method/hap_variants/.
 """
 
 from __future__ import annotations
@@ -117,6 +117,13 @@ class HeadPurification(DGModule):
         # on the weights' device with them: no host-to-device copy in a step
         self.register_buffer("mmd_gammas", torch.tensor(self.gating_spec.mmd_gammas, dtype=torch.float32),
                              persistent=False)
+
+    @classmethod
+    def run_name(cls, init_args) -> str:
+        """`hap`, or the ablation row: `lora` (plain LoRA), `ha_lora`, `gating`, `lora_gating`."""
+        lora, gating = (init_args or {}).get("lora") or LoRASpec(), (init_args or {}).get("gating") or GatingSpec()
+        parts = ([f"{'ha_' if lora.head_aware else ''}lora"] if lora.enabled else []) + (["gating"] if gating.enabled else [])
+        return "hap" if parts == ["ha_lora", "gating"] else "_".join(parts)
 
     @property
     def mmd_on(self) -> bool:

@@ -102,6 +102,10 @@ class AttentionAblation(DGModule):
             self.ablation_logits = backprop.initial_logits(self.grid, self.search_spec.bp_init_strength)
         self.apply_mask()
 
+    @classmethod
+    def run_name(cls, init_args) -> str:
+        return f"aat_{((init_args or {}).get('search') or SearchSpec()).strategy}"  # aat_scan, aat_ga, aat_bp
+
     def _load_backbone(self, path: str) -> None:
         """Fold an earlier run's trained tensors (fine-tune, HAP) into this frozen backbone."""
         from dg_heads.export_cli import load_module
