@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from data_modules.registry import DATASETS, get_dataset
-from tests.conftest import CONFIGS, make_benchmark, run_cli, run_main
+from tests.conftest import CONFIGS, make_benchmark, make_domainbed, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,9 @@ BENCHMARKS = [name for name in DATASETS if not get_dataset(name).builtin]
 METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 DATASET_FILES = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml"))
 HAP_VARIANTS = sorted(p.stem for p in (CONFIGS / "method" / "hap_variants").glob("*.yaml"))
+# configs/data/my_folder.yaml: the example of an own dataset (no registry entry), run on a fake
+# folder of that name with these domains and classes
+OWN = {"my_folder": {"cam_a": ["cat", "dog"], "cam_b": ["cat", "dog"], "cam_c": ["cat", "dog"]}}
 
 
 def _files(composition: str) -> list[Path]:
@@ -43,7 +46,8 @@ def _files(composition: str) -> list[Path]:
     return files + [preset_file] if preset == "demo" else [preset_file, *files]
 
 
-COMPOSITIONS = ([f"gpu/{d}/{m}" for d in DATASET_FILES for m in METHODS]
+COMPOSITIONS = ([f"gpu/{d}/{m}" for d in DATASET_FILES if d not in OWN for m in METHODS]
+                + [f"gpu/{d}/{m}" for d in OWN for m in ("lora", "hap")]
                 + [f"gpu/pacs/hap+{v}" for v in HAP_VARIANTS]
                 + [f"demo/rotated_digits/{m}" for m in METHODS])
 # 2-process DDP: every method once, the benchmarks taking turns (the data files differ only in
@@ -68,7 +72,7 @@ def test_the_matrix_covers_every_shipped_config():
     used = {f for c in COMPOSITIONS for f in _files(c)}
     shipped = set(CONFIGS.rglob("*.yaml"))
     assert shipped == used, f"configs no composition runs: {sorted(map(str, shipped - used))}"
-    assert set(DATASET_FILES) == set(DATASETS)
+    assert set(DATASET_FILES) == set(DATASETS) | set(OWN)
     assert {"zero_shot", "linear_probe", "finetune", "lora", "hap", "aat_scan", "aat_ga", "aat_bp"} <= set(METHODS)
     assert {c.split("/")[1] for c in DDP_COMPOSITIONS} == set(BENCHMARKS)
     assert {c.split("/")[2] for c in DDP_COMPOSITIONS} == set(METHODS)
@@ -82,6 +86,8 @@ def fake_root(tmp_path_factory, data_root) -> Path:
     (root / "RotatedDigits").symlink_to(data_root / "RotatedDigits")
     for name in BENCHMARKS:
         make_benchmark(root, name, per_class=max(1, -(-20 // len(get_dataset(name).classes))), size=12)
+    for name, domains in OWN.items():
+        make_domainbed(root, name, domains, per_class=10, size=12)
     return root
 
 
@@ -89,8 +95,8 @@ def _arguments(composition: str, root: Path) -> tuple[list[str], dict]:
     files = _files(composition)
     composed = _composed(files)
     model, data = composed["model"], composed["data"]["init_args"]
-    info = get_dataset(data["dataset"])
-    test_domains = data.get("test_domains") or [info.domains[0]]
+    domains = list(OWN[data["dataset"]]) if data["dataset"] in OWN else get_dataset(data["dataset"]).domains
+    test_domains = data.get("test_domains") or [domains[0]]
     args = [a for f in files for a in ("--config", str(f))]
     args += ["--model.init_args.clip.model_name", "dg-tiny-vit", "--model.init_args.clip.pretrained", "null",
              "--data.init_args.root", str(root), "--data.init_args.test_domains", json.dumps(test_domains),
@@ -103,7 +109,7 @@ def _arguments(composition: str, root: Path) -> tuple[list[str], dict]:
     if model["class_path"].endswith("AttentionAblation"):
         args += ["--model.init_args.search.max_scoring_batches", "1",
                  "--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "2"]
-    return args, {"info": info, "test_domains": test_domains, "model": model, "composition": composition}
+    return args, {"test_domains": test_domains, "model": model, "composition": composition}
 
 
 def _trains(model: dict) -> bool:
