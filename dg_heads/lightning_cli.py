@@ -19,7 +19,7 @@ from typing import Optional, Union
 from lightning.pytorch.cli import LightningCLI, instantiate_class
 
 from data_modules.registry import dataset_name
-from dg_heads.callbacks import DoneMarker
+from dg_heads.callbacks import DomainReport, DoneMarker
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 from dg_heads.resume import resume_checkpoint
 from dg_heads.selection import evaluate_selected_checkpoint
@@ -140,9 +140,13 @@ class DGHeadsCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, with a `DoneMarker` for `--done_marker`: written after the test of the
-        selected checkpoint under `--test_after_fit`, else after the subcommand's own stage."""
+        selected checkpoint under `--test_after_fit`, else after the subcommand's own stage.
+        Under `--test_after_fit` one table is printed, the selected checkpoint's (its `val` and
+        `test` rows); the files of every stage are written as always."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self._subcommand_config()
+        if self.subcommand == "fit" and config.get("test_after_fit"):
+            trainer.callbacks.append(DomainReport(print_stages=("test",)))
         if config.get("done_marker"):
             stage = "test" if self.subcommand == "fit" and config.get("test_after_fit") else self.subcommand
             trainer.callbacks.append(DoneMarker(config["done_marker"], stage=stage))

@@ -26,7 +26,9 @@ class DomainReport(Callback):
     Every process computes the same (synced) numbers, so a domain of which no image was read stops
     all of them; printing and the HParams tab are rank 0's, the file `write_run_file`'s."""
 
-    def __init__(self) -> None:
+    def __init__(self, print_stages: tuple[str, ...] = ("fit", "validate", "test")) -> None:
+        """`print_stages`: the stages whose table is printed (every stage's file is written)."""
+        self.print_stages = tuple(print_stages)
         self.results: dict[str, dict] = {}
         self._validated: tuple[tuple, dict[str, float]] | None = None  # (weights, val accuracies)
 
@@ -67,7 +69,7 @@ class DomainReport(Callback):
         write_run_file(trainer, f"metrics_{stage}.json", json.dumps(self.results[stage], indent=2, sort_keys=True))
         if not trainer.is_global_zero:
             return
-        if hasattr(datamodule, "source_domains"):
+        if hasattr(datamodule, "source_domains") and stage in self.print_stages:
             print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
         for note in notes:
             print(f"warning: {note}", file=sys.stderr, flush=True)
