@@ -54,7 +54,9 @@ def two_stream_loss(module, images, labels, domains, engine: Literal["func", "is
 
             grads = torch.func.vmap(backward)(identity)
     surrogate = sum(
-        (p * (g[0] + g[1] if id(p) in routed_ids else g[0]).detach()).sum() for p, g in zip(params, grads) if g is not None
+        (p * (g[0] + g[1] if id(p) in routed_ids else g[0]).detach()).sum()
+        for p, g in zip(params, grads)
+        if g is not None
     )
     value = (ce + weight * mmd).detach()
     return value + surrogate - surrogate.detach(), logs
