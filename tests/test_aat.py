@@ -178,7 +178,8 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
                      "--trainer.limit_val_batches", "1", "--model.init_args.search.bp_binarize", "topk",
                      "--model.init_args.search.bp_top_k", "3", "--model.init_args.optim.lr", "5.0e-2",
-                     "--model.init_args.optim.warmup_steps", "0", cwd=tmp_path)  # the demo preset's 1e-3 is for fine-tuning
+                     "--model.init_args.optim.warmup_steps", "0",
+                     cwd=tmp_path)  # the demo preset's 1e-3 is for fine-tuning
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "runs/rotated_digits/aat_bp/version_0"
     strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))
@@ -208,7 +209,8 @@ def test_a_search_from_a_trained_model_says_what_it_chose(finetuned, tmp_path):
         first, second = said
         assert first == f"dg-heads: AAT ga ablates {len(mask)} head{'s' if len(mask) > 1 else ''}: {mask.describe()}"
         without, with_mask = map(float, re.fullmatch(
-            r"dg-heads: source validation accuracy (0\.\d{4}) without the mask, (0\.\d{4}) with it \(\d+ masks scored\)",
+            r"dg-heads: source validation accuracy (0\.\d{4}) without the mask, (0\.\d{4}) with it "
+            r"\(\d+ masks scored\)",
             second).groups())
         assert with_mask > without and with_mask >= round(best_seen, 4)
     else:
@@ -233,8 +235,8 @@ def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         runs[devices] = sorted((tmp_path / "runs/rotated_digits/aat_scan").iterdir())[-1]
         said[devices] = _said(result)
-    read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
-            for d, run in runs.items()}
+    files = ("head_importance.json", "ablation.json", "search_cost.json")
+    read = {d: {f: json.loads((run / f).read_text()) for f in files} for d, run in runs.items()}
     one, two = read["1"], read["2"]
     assert any(v != 0 for row in one["head_importance.json"].values() for v in row)  # not trivially equal
     assert two["head_importance.json"] == one["head_importance.json"]

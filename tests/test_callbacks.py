@@ -116,7 +116,8 @@ def test_only_rank_zero_writes_run_files_and_builds_their_text(tmp_path):
         return "{}"
 
     other = SimpleNamespace(is_global_zero=False, logger=None, default_root_dir=str(tmp_path))
-    assert write_run_file(other, "metrics_test.json", text) is None and write_run_file(other, tmp_path / "done", text) is None
+    assert write_run_file(other, "metrics_test.json", text) is None
+    assert write_run_file(other, tmp_path / "done", text) is None
     assert not list(tmp_path.iterdir()) and not built
     zero = SimpleNamespace(is_global_zero=True, logger=None, default_root_dir=str(tmp_path / "run"))
     assert write_run_file(zero, "metrics_test.json", text) == tmp_path / "run" / "metrics_test.json"

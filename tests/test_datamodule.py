@@ -203,7 +203,10 @@ def test_uint8_images_normalised_on_the_device_equal_the_float_transform(augment
     dm = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, num_workers=0)
     dm.setup("fit")
     images = [dm.table.reader.read(int(r)) for r in dm.table.rows_of("0")[:6]]
-    make = (lambda u: eval_transform(32, uint8=u)) if augment == "eval" else (lambda u: train_transform(32, augment, uint8=u))
+
+    def make(uint8):
+        return eval_transform(32, uint8=uint8) if augment == "eval" else train_transform(32, augment, uint8=uint8)
+
     torch.manual_seed(3)
     floats = torch.stack([make(False)(im) for im in images])
     torch.manual_seed(3)
