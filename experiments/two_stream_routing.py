@@ -14,7 +14,7 @@ a batch of two cotangents, so every backward op runs once on a [2, ...] cotangen
 Each parameter then gets stream 0 (CE) plus, if routed, stream 1 (MMD), and the loss returned is
 `value + surrogate - surrogate.detach()` with `surrogate = sum(p * g)`: one cheap backward that
 puts those gradients into `.grad` (where DDP's hooks see them). The gradients equal the shipped
-routing's (tests/test_hap.py); the op counts do not help (docs/benchmarks.md, bench_step_ops):
+routing's (tests/dg_heads/methods/test_hap.py); the op counts do not help (docs/benchmarks.md, bench_step_ops):
 batching rules copy their batched operands to make them contiguous (layer-norm backward clones
 its saved input, mean and rstd per stream; weight-gradient matmuls clone transposed cotangents)
 and ops with no batching rule (the CPU flash-attention backward; under the legacy prototype also

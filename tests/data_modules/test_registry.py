@@ -15,7 +15,7 @@ from data_modules.prepare import prepare, verify_copy
 from data_modules.registry import DATASETS, Archive, get_dataset
 from dg_heads.data_cli import splits_main
 from dg_heads.errors import DGHeadsError
-from tests.conftest import make_benchmark
+from tests.conftest import REPO, make_benchmark
 
 BENCHMARKS = ["pacs", "vlcs", "office_home", "terra_incognita", "domain_net"]
 PROMPTS = {"pacs": ("elephant", "elephant"), "vlcs": ("chair", "chair"), "office_home": ("Alarm_Clock", "alarm clock"),
@@ -241,7 +241,7 @@ def test_a_sweep_spec_may_name_datasets_as_domainbed(tmp_path):
     assert loaded.datasets == {"office_home": ["Art"], "pacs": ["art_painting", "cartoon", "photo", "sketch"]}
     here = os.getcwd()
     try:
-        os.chdir(Path(__file__).resolve().parents[1])
+        os.chdir(REPO)
         jobs = jobs_of(loaded, tmp_path / "runs")
     finally:
         os.chdir(here)

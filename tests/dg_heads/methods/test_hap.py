@@ -208,7 +208,7 @@ def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
     from experiments.slurm.local_cluster import why_unavailable
 
     if why_unavailable() is None:  # the same run goes through `srun` there; CI time is spent once
-        pytest.skip("SLURM is here: tests/test_slurm.py::test_two_task_srun_runs_hap_ddp_bf16 runs this under srun")
+        pytest.skip("SLURM is here: tests/cli/test_slurm.py::test_two_task_srun_runs_hap_ddp_bf16 runs this under srun")
     result = run_cli("fit", *HAP, *RUN, "--trainer.max_epochs", "1", "--trainer.devices", "2",
                      "--trainer.strategy", "ddp", "--trainer.precision", "bf16-mixed", "--test_after_fit", "true",
                      cwd=tmp_path)
