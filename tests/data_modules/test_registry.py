@@ -1,18 +1,14 @@
-"""The five benchmarks at full fidelity: registry, DomainBed order and splits, HF sources, prepare."""
+"""The five benchmarks at full fidelity: the registry (DomainBed's layout and names, in any case), a fake copy
+of each loaded in DomainBed's order, and its split manifest equal to DomainBed's split."""
 
-import hashlib
 import json
 import os
-import zipfile
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from data_modules import DomainBedDataModule
-from data_modules.hf_source import HFSource
-from data_modules.prepare import prepare, verify_copy
-from data_modules.registry import DATASETS, Archive, get_dataset
+from data_modules.prepare import verify_copy
+from data_modules.registry import DATASETS, get_dataset
 from dg_heads.data_cli import splits_main
 from dg_heads.errors import DGHeadsError
 from tests.conftest import REPO, make_benchmark
@@ -81,134 +77,9 @@ def test_split_manifest_is_domainbeds_split_and_matches_the_splits_command(tmp_p
 
 
 # ----------------------------------------------------------------- Hugging Face sources
-def _hf_copy(folder_root: Path, out: Path, with_domain: bool = True):
-    """The fake PACS copy as a HF dataset: images as bytes, labels a ClassLabel in another order,
-    domains spelled differently, relative paths as ids."""
-    import datasets
-
-    info = get_dataset("pacs")
-    shuffled_names = list(reversed(info.classes))
-    rows = {"image": [], "label": [], "domain": [], "path": []}
-    for domain in info.domains:
-        for cls in info.classes:
-            for f in sorted((folder_root / "PACS" / domain / cls).iterdir()):
-                rows["image"].append({"bytes": f.read_bytes(), "path": None})
-                rows["label"].append(shuffled_names.index(cls))
-                rows["domain"].append(domain.replace("_", " ").title())
-                rows["path"].append(f"{domain}/{cls}/{f.name}")
-    if not with_domain:
-        del rows["domain"]
-    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=shuffled_names),
-                "path": datasets.Value("string")}
-    if with_domain:
-        features["domain"] = datasets.Value("string")
-    order = np.random.default_rng(0).permutation(len(rows["path"]))  # rows in no particular order
-    ds = datasets.Dataset.from_dict({k: [v[i] for i in order] for k, v in rows.items()},
-                                    features=datasets.Features(features))
-    ds.save_to_disk(str(out / "saved"))
-    (out / "parquet").mkdir(parents=True)
-    ds.to_parquet(str(out / "parquet" / "train-00000.parquet"))
-    return out
-
-
-def _same_table(a: DomainBedDataModule, b: DomainBedDataModule) -> None:
-    assert a.table.ids.to_pylist() == b.table.ids.to_pylist()
-    assert np.array_equal(a.table.labels, b.table.labels) and np.array_equal(a.table.domain_of, b.table.domain_of)
-    assert a.split_manifest["domains"] == b.split_manifest["domains"]
-    for index in range(len(a.test_domains)):
-        xa, ya = next(iter(a.test_dataloader()[index]))
-        xb, yb = next(iter(b.test_dataloader()[index]))
-        assert np.array_equal(ya, yb) and np.allclose(xa, xb)
-
-
-def test_hf_saved_parquet_and_by_name_give_the_folders_table(tmp_path, capsys):
-    make_benchmark(tmp_path, "pacs", per_class=2, size=8)
-    hf = _hf_copy(tmp_path, tmp_path / "hf")
-
-    def module(**source):
-        dm = DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path), image_size=16, num_workers=0,
-                                 hf=None if not source else HFSource(id_column="path", **source))
-        dm.setup("fit")
-        return dm
-
-    folder = module()
-    _same_table(folder, module(path=str(hf / "saved")))
-    _same_table(folder, module(data_files=[str(hf / "parquet" / "*.parquet")]))
-    _same_table(folder, module(name=str(hf / "parquet")))  # load_dataset(name): a hub name or a data folder
-    splits_main(["--dataset", "pacs", "--hf", f"{{path: {hf / 'saved'}, id_column: path}}"])
-    assert json.loads(capsys.readouterr().out)["domains"] == folder.split_manifest["domains"]
-    with pytest.raises(SystemExit):
-        splits_main(["--dataset", "pacs", "--hf", "{name: x, domain: style}"])
-    assert "unknown key(s) ['domain']" in capsys.readouterr().err
-
-
-def test_hf_dataset_without_a_domain_column_is_named(tmp_path):
-    make_benchmark(tmp_path, "pacs", per_class=1, size=4)
-    hf = _hf_copy(tmp_path, tmp_path / "hf", with_domain=False)
-    dm = DomainBedDataModule("pacs", ["sketch"], root=str(tmp_path), hf=HFSource(name=str(hf / "parquet")))
-    with pytest.raises(DGHeadsError, match=r"has no domain column 'domain'; its columns are \['image', 'label', "
-                                           r"'path'\]: set data.hf.domain_column"):
-        dm.setup("fit")
-
-
-def test_unreachable_hub_dataset_is_one_clear_error(tmp_path):
-    dm = DomainBedDataModule("pacs", ["sketch"], hf=HFSource(name="no-such-owner/no-such-dataset"))
-    with pytest.raises(DGHeadsError, match="cannot load Hugging Face dataset no-such-owner/no-such-dataset"):
-        dm.setup("fit")
 
 
 # ----------------------------------------------------------------------------- prepare
-def test_prepare_verifies_the_builtin_dataset_complete(data_root):
-    report = prepare(get_dataset("rotated_digits"), data_root, say=lambda _: None)
-    assert report.ok and report.counts["75"]["seven"] > 0 and sum(report.counts["0"].values()) == 1797
-
-
-def test_prepare_says_what_is_missing_or_extra(tmp_path):
-    make_benchmark(tmp_path, "pacs", per_class=1, size=4, domains=["art_painting", "cartoon", "photo"])
-    (tmp_path / "PACS/photo/unicorn").mkdir()
-    (tmp_path / "PACS/__MACOSX").mkdir()
-    lines = []
-    report = prepare(get_dataset("pacs"), tmp_path, say=lines.append)
-    text = "\n".join(report.problems + report.notes)
-    assert "missing domain folder(s) ['sketch']" in text and "photo: extra class folder(s) ['unicorn']" in text
-    assert "extra folder(s) ['__MACOSX']" in text and "art_painting: 7 images, expected 2048 (2041 missing)" in text
-    assert lines == []  # a copy exists: no download, no manual steps
-
-
-def test_prepare_finds_a_misfiled_image_by_its_class_counts(tmp_path):
-    """An image moved to the wrong class keeps the domain's total: only per-class counts see it."""
-    pacs = get_dataset("pacs")
-    copy = make_benchmark(tmp_path, "pacs", per_class=2, size=4)
-    as_made = {d: {c: 2 for c in pacs.classes} for d in pacs.domains}
-    info = type(pacs)(**{**pacs.__dict__, "counts": {d: 2 * pacs.num_classes for d in pacs.domains},
-                         "class_counts": as_made})
-    assert verify_copy(info, copy).ok
-    (copy / "sketch/dog/000.png").rename(copy / "sketch/horse/misfiled.png")
-    report = verify_copy(info, copy)
-    assert report.problems == ["sketch/dog: 1 images, expected 2", "sketch/horse: 3 images, expected 2"]
-
-
-def _zip_of_domain(tmp_path: Path) -> tuple[Path, str]:
-    src = make_benchmark(tmp_path / "src", "pacs", per_class=1, size=4, domains=["photo"])
-    archive = tmp_path / "photo.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for f in sorted((src / "photo").rglob("*.png")):
-            z.write(f, f.relative_to(src))
-    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
-
-
-def test_prepare_downloads_checks_the_checksum_and_unpacks(tmp_path, monkeypatch):
-    archive, digest = _zip_of_domain(tmp_path)
-    info = get_dataset("pacs")
-    good = type(info)(**{**info.__dict__, "archives": (Archive(archive.as_uri(), digest, provides="photo"),)})
-    report = prepare(good, tmp_path / "root", say=lambda _: None)
-    assert (tmp_path / "root/PACS/photo/dog/000.png").exists()
-    assert "missing domain folder(s) ['art_painting', 'cartoon', 'sketch']" in report.problems[0]
-
-    bad = type(info)(**{**info.__dict__, "archives": (Archive(archive.as_uri(), "0" * 64, provides="photo"),)})
-    with pytest.raises(DGHeadsError, match=r"sha256 .* != expected 0000.*nothing was unpacked"):
-        prepare(bad, tmp_path / "other", say=lambda _: None)
-    assert not (tmp_path / "other/PACS/photo").exists()
 
 
 # ------------------------------------------------------------- DomainBed's dataset names
