@@ -8,8 +8,9 @@ Usage: python .ci/floor_constraints.py [EXTRA ...]   (e.g. dev)
 """
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
 requirements = [*project["dependencies"]]

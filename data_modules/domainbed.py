@@ -39,6 +39,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
 
 from data_modules import rotated_digits
+from data_modules.errors import DGHeadsError
 from data_modules.folder import load_folder_table
 from data_modules.hf_source import HFSource, load_hf_table
 from data_modules.own import looks_like_path, resolve_dataset, with_layout
@@ -47,7 +48,6 @@ from data_modules.samplers import DomainStreamSampler, steps_per_epoch
 from data_modules.splits import holdout_split
 from data_modules.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
 from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
-from data_modules.errors import DGHeadsError
 
 DATA_ENV = "DG_HEADS_DATA"
 TestSplit = Literal["all", "in"]
@@ -127,7 +127,8 @@ class DomainBedDataModule(L.LightningDataModule):
         super().__init__()
         self.root = Path(root).expanduser() if root else default_root()
         self.info = resolve_dataset(dataset, self.root, hf is not None)
-        # hparams get the registry's name (DomainBed's `OfficeHome` -> `office_home`), a folder given as a path its full path
+        # hparams get the registry's name (DomainBed's `OfficeHome` -> `office_home`),
+        # a folder given as a path its full path
         dataset = self.info.folder if self.info.own and looks_like_path(str(dataset)) else self.info.name
         if not 0.0 < holdout_fraction < 1.0:
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")

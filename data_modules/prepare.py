@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_modules import rotated_digits
+from data_modules.errors import DGHeadsError
 from data_modules.folder import discover_folder, scan_folder, skip_note
 from data_modules.hf_source import HFSource, discover_hf
 from data_modules.own import Discovered
 from data_modules.registry import Archive, DatasetInfo, manual_steps, prompt_name
-from data_modules.errors import DGHeadsError
 
 CHUNK = 1 << 20
 
@@ -59,7 +59,8 @@ def found_lines(found: Discovered) -> list[str]:
     words = [prompt_name(c) for c in classes]
     total = sum(found.images(d) for d in found.domains)
     lines = [f"  {len(found.domains)} domain(s): {', '.join(found.domains)}",
-             f"  {len(classes)} class(es): " + ", ".join(c if w == c else f"{c} ({w!r})" for c, w in zip(classes, words)),
+             f"  {len(classes)} class(es): "
+             + ", ".join(c if w == c else f"{c} ({w!r})" for c, w in zip(classes, words)),
              f"  images per domain and class ({total} in all):"]
     width = max([len("class"), len("total"), *map(len, classes)])
     cols = [max(len(d), 5) for d in found.domains]
@@ -128,7 +129,8 @@ def _class_count_problems(domain: str, found: dict[str, int], expected: dict[str
     folder is reported as such); the first `shown`, then how many more."""
     wrong = [f"{domain}/{c}: {found[c]} images, expected {n}" for c, n in expected.items()
              if c in found and found[c] and found[c] != n]
-    return wrong[:shown] + ([f"{domain}: {len(wrong) - shown} more class(es) with other counts"] if len(wrong) > shown else [])
+    more = [f"{domain}: {len(wrong) - shown} more class(es) with other counts"] if len(wrong) > shown else []
+    return wrong[:shown] + more
 
 
 def sha256_of(path: Path) -> str:

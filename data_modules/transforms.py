@@ -33,7 +33,9 @@ AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 CLIP_MEAN, CLIP_STD = tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)
 
 
-def normalize_uint8(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+def normalize_uint8(
+    images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> torch.Tensor:
     """uint8 `[..., 3, H, W]` images -> float32 normalised with CLIP's mean/std, where they are.
 
     `mean`, `std` (shape `[3, 1, 1]`, on the images' device) may be passed to save building them."""

@@ -84,7 +84,9 @@ def tag_weights(model_name: str, tag: str) -> Path | None:
 def create_clip(spec: CLIPSpec) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:
     """Build the model (fp32 weights: Lightning's autocast handles mixed precision) and tokenizer."""
     check_spec(spec)
-    pretrained = str(Path(spec.pretrained).expanduser()) if spec.pretrained and _is_path(spec.pretrained) else spec.pretrained
+    pretrained = spec.pretrained
+    if pretrained and _is_path(pretrained):
+        pretrained = str(Path(pretrained).expanduser())
     if pretrained and not _is_path(pretrained):
         pretrained = str(tag_weights(spec.model_name, pretrained) or pretrained)
     try:

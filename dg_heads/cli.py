@@ -23,8 +23,10 @@ LIGHTNING = {
 }
 # subcommand -> ("module:function" that runs it on the remaining arguments, its one line)
 TOOLS = {
-    "sweep": ("dg_heads.sweep:main", "a sweep spec to jobs: print the sbatch line, run them here (--launcher local) or submit"),
-    "collect": ("dg_heads.collect:main", "DomainBed-style result tables of a sweep's runs (.md, .tex, .csv) and a figure (.png)"),
+    "sweep": ("dg_heads.sweep:main",
+              "a sweep spec to jobs: print the sbatch line, run them here (--launcher local) or submit"),
+    "collect": ("dg_heads.collect:main",
+                "DomainBed-style result tables of a sweep's runs (.md, .tex, .csv) and a figure (.png)"),
     "prepare": ("dg_heads.data_cli:prepare_main", "download (where possible) and verify a benchmark's copy"),
     "splits": ("dg_heads.data_cli:splits_main", "print a dataset's DomainBed in/out splits as JSON"),
     "export": ("dg_heads.export_cli:main", "a checkpoint to a plain open_clip weights file"),

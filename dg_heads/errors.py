@@ -86,7 +86,8 @@ def parser_error(stderr: str) -> str:
     tail[0] = tail[0][len("error:"):].strip()
     keys = re.findall(r'Parser key "([^"]+)":', "\n".join(tail))
     said = [line for line in tail if not line.startswith("Parser key") and not _PARSER_NOISE.match(line)]
-    said += [line.split('":', 1)[1].strip() for line in tail if line.startswith("Parser key") and not line.endswith(":")]
+    said += [line.split('":', 1)[1].strip() for line in tail
+             if line.startswith("Parser key") and not line.endswith(":")]
     said = [s.lstrip("- ") for s in said if s.strip("- ")]
     given = [line.split(":", 1)[1].strip() for line in tail if line.startswith("Given value:")]
     if given and len(given[0]) <= 100 and not given[0].startswith(("Namespace(", "NestedArg")):

@@ -41,7 +41,8 @@ def matrix_files(matrix: torch.Tensor, row_name: str = "block") -> dict[str, str
 
 def write_matrix(matrix: torch.Tensor, path_stem: Path, row_name: str = "block") -> list[Path]:
     """`<stem>.json` and `<stem>.csv` (see `matrix_files`), each written atomically."""
-    return [write_atomic(path_stem.with_suffix(suffix), text) for suffix, text in matrix_files(matrix, row_name).items()]
+    files = matrix_files(matrix, row_name)
+    return [write_atomic(path_stem.with_suffix(suffix), text) for suffix, text in files.items()]
 
 
 def write_run_matrix(trainer, stem: str, matrix: torch.Tensor, row_name: str = "block") -> list[Path]:

@@ -149,7 +149,8 @@ def load_spec(path: Path) -> SweepSpec:
         domains = list(info.domains) if domains in ("all", None) else [str(d) for d in domains]
         bad = [d for d in domains if d not in info.domains]
         if bad:
-            raise DGHeadsError(f"sweep spec {path}: {name} has no domain(s) {bad}; its domains are {list(info.domains)}")
+            raise DGHeadsError(
+                f"sweep spec {path}: {name} has no domain(s) {bad}; its domains are {list(info.domains)}")
         datasets[name] = domains
     return SweepSpec(**{**raw, "methods": methods, "datasets": datasets})
 
@@ -166,7 +167,8 @@ def _draw(space: dict, rng: np.random.RandomState) -> dict:
         elif kind == "choice":
             out[key] = arg[rng.randint(len(arg))]
         else:
-            raise DGHeadsError(f"random.space.{key}: unknown distribution {kind!r}; use log10_uniform, uniform or choice")
+            raise DGHeadsError(
+                f"random.space.{key}: unknown distribution {kind!r}; use log10_uniform, uniform or choice")
     return out
 
 
@@ -313,9 +315,8 @@ def write_sweep(spec: SweepSpec, runs_dir: Path, command: str = "lightning",
     for job, line in zip(jobs, lines):
         job.run_dir.mkdir(parents=True, exist_ok=True)
         (job.run_dir / "job.json").write_text(json.dumps({**job.identity(), "key": job.key, "command": line}, indent=1))
-    (runs_dir / "sweep.json").write_text(json.dumps(
-        {"jobs": [{**job.identity(), "key": job.key, "run_dir": str(job.run_dir.relative_to(runs_dir))} for job in jobs]},
-        indent=1))
+    listed = [{**job.identity(), "key": job.key, "run_dir": str(job.run_dir.relative_to(runs_dir))} for job in jobs]
+    (runs_dir / "sweep.json").write_text(json.dumps({"jobs": listed}, indent=1))
     return runs_dir / "jobs.txt", jobs
 
 

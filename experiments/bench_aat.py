@@ -69,11 +69,14 @@ def main() -> None:
 
     heads_total = shape[0] * shape[1]
     rows = [
-        "| search | mask evaluations | cost with caches (full passes) | cost without caches | ratio | wall s (cached) |",
+        "| search | mask evaluations | cost with caches (full passes) | cost without caches | ratio "
+        "| wall s (cached) |",
         "|---|---|---|---|---|---|",
-        f"| scan, every head alone | {scan_evals} | {scan_cost:.1f} | {scan_evals} | {scan_cost / scan_evals:.3f} | {scan_seconds:.1f} |",
+        f"| scan, every head alone | {scan_evals} | {scan_cost:.1f} | {scan_evals} | {scan_cost / scan_evals:.3f} "
+        f"| {scan_seconds:.1f} |",
         f"| GA, population {spec.population} x {spec.generations} generations | {ga.evaluations} "
-        f"({len(ga.scores)} unique) | {ga.cost:.1f} | {ga.evaluations} | {ga.cost / ga.evaluations:.3f} | {ga_seconds:.1f} |",
+        f"({len(ga.scores)} unique) | {ga.cost:.1f} | {ga.evaluations} | {ga.cost / ga.evaluations:.3f} "
+        f"| {ga_seconds:.1f} |",
     ]
     body = section(
         f"AAT search cost ({args.model}, {heads_total} heads, {args.images} scoring images, {args.device})",

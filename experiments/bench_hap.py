@@ -11,8 +11,8 @@ gradients and optimiser state).
 from __future__ import annotations
 
 import argparse
-import json
 import gc
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +40,8 @@ def build(method: str, model: str, device: str):
         module = HeadPurification(spec, optim, LoRASpec(head_aware=False), GatingSpec(enabled=False, mmd_weight=0.0))
     else:
         module = CLIPBaseline(spec, optim, mode="finetune")
-    module.classifier = torch.nn.Parameter(torch.randn(CLASSES, module.clip.text_projection.shape[1]), requires_grad=False)
+    embed_dim = module.clip.text_projection.shape[1]
+    module.classifier = torch.nn.Parameter(torch.randn(CLASSES, embed_dim), requires_grad=False)
     module.configure_trainable()
     return module.to(device).train()
 
@@ -124,7 +125,8 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     for method in METHODS:
         table.append(f"| {method} | {1000 * times[method]:.1f} | {times[method] / times['plain_lora']:.3f} | "
-                     f"{times[method] / times['finetune']:.3f} | {counts[method]:,} | {memory[method]['training_mib']:.0f} |")
+                     f"{times[method] / times['finetune']:.3f} | {counts[method]:,} | "
+                     f"{memory[method]['training_mib']:.0f} |")
     body = section(
         f"HAP training step ({args.model}, {DOMAINS} source domains x {args.per_domain} images, "
         f"{args.device}, {args.precision})",

@@ -105,7 +105,8 @@ def main() -> None:
     rows = [
         ("inference: converted, no control / native", inference["converted"], inference["native"], "<= 1.05"),
         ("training step: converted, no control / native", training["converted"], training["native"], "<= 1.05"),
-        ("inference: exported (HA-LoRA+gates+ablation folded) / native", inference["exported"], inference["native"], "<= 1.02"),
+        ("inference: exported (HA-LoRA+gates+ablation folded) / native",
+         inference["exported"], inference["native"], "<= 1.02"),
         ("inference: per-head path in use (taps on) / native", inference["tapped"], inference["native"], "(reference)"),
         ("training step, backbone frozen: HA-LoRA / plain LoRA", lora["ha_lora"], lora["plain_lora"], "(report)"),
     ]

@@ -43,7 +43,8 @@ def write_fake_pacs(root: Path, per_class: int, seed: int = 0) -> int:
             folder = root / info.folder / domain / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                low = Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).resize((227, 227), Image.BICUBIC)
+                coarse = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+                low = Image.fromarray(coarse).resize((227, 227), Image.BICUBIC)
                 grain = rng.normal(0, 12, (227, 227, 3))
                 pixels = np.clip(np.asarray(low, dtype=np.float64) + grain, 0, 255).astype(np.uint8)
                 path = folder / f"{i:05d}.jpg"

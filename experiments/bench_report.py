@@ -55,7 +55,8 @@ def update_section(path: Path, name: str, body: str) -> None:
     """Replace (or append) the section between `<!-- name -->` markers of a Markdown file."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure comes from the command named beside it.\n"
+    new_file = "# Benchmarks\n\nEvery figure comes from the command named beside it.\n"
+    text = path.read_text() if path.exists() else new_file
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:

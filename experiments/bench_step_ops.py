@@ -86,7 +86,8 @@ def is_sync(func, args, kwargs) -> bool:
         return kwargs.get("output_size") is None
     if packet is aten._to_copy:
         source, target = args[0], kwargs.get("device")
-        return isinstance(source, torch.Tensor) and source.device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
+        return (isinstance(source, torch.Tensor) and source.device.type != "cpu"
+                and target is not None and torch.device(target).type == "cpu")
     if packet is aten.copy_:
         return all(isinstance(t, torch.Tensor) for t in args[:2]) and args[0].device.type == "cpu" \
             and args[1].device.type != "cpu"
@@ -295,7 +296,8 @@ def main() -> None:
     body = section(
         f"Aten ops and host syncs per training step ({args.model} random init, 12 blocks x 12 heads, "
         f"{args.per_domain} images per domain, {args.device}, fp32)",
-        f"python experiments/bench_step_ops.py --model {args.model} --per-domain {args.per_domain} --device {args.device}",
+        f"python experiments/bench_step_ops.py --model {args.model} --per-domain {args.per_domain} "
+        f"--device {args.device}",
         "one step = `training_loss` (forward, CE (+ MMD for HAP)), backward, AdamW step (fused where the device "
         "has the kernel), counted with a TorchDispatchMode after one warm-up step: every aten op but views; host "
         "syncs = `_local_scalar_dense` (`.item()`, `bool()`), `equal`, data-dependent output shapes (`nonzero`, "

@@ -2,7 +2,7 @@
 
     python experiments/gpu_matrix.py --out docs/benchmarks.md      (or `make gpu-check`)
 
-Runs `tests/test_shipped_configs.py` (every shipped composition of configs/: the GPU preset x
+Runs `tests/configs/test_shipped_configs.py` (every shipped composition of configs/: the GPU preset x
 every dataset x every method, the HAP variants, the demos; tiny backbone, fake data, bf16-mixed;
 every method also as 2-process DDP over NCCL when the machine has 2 GPUs) and the setup
 device test with `DG_HEADS_TEST_ACCELERATOR=gpu`, then writes what ran, on which device, and
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from experiments.bench_report import section, update_section  # noqa: E402
 
-TESTS = ["tests/test_shipped_configs.py", "tests/test_setup_device.py"]
+TESTS = ["tests/configs/test_shipped_configs.py", "tests/dg_heads/methods/test_setup_device.py"]
 
 
 def main() -> None:

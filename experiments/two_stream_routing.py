@@ -14,7 +14,7 @@ a batch of two cotangents, so every backward op runs once on a [2, ...] cotangen
 Each parameter then gets stream 0 (CE) plus, if routed, stream 1 (MMD), and the loss returned is
 `value + surrogate - surrogate.detach()` with `surrogate = sum(p * g)`: one cheap backward that
 puts those gradients into `.grad` (where DDP's hooks see them). The gradients equal the shipped
-routing's (tests/test_hap.py); the op counts do not help (docs/benchmarks.md, bench_step_ops):
+routing's (tests/dg_heads/methods/test_hap.py); the op counts do not help (docs/benchmarks.md, bench_step_ops):
 batching rules copy their batched operands to make them contiguous (layer-norm backward clones
 its saved input, mean and rstd per stream; weight-gradient matmuls clone transposed cotangents)
 and ops with no batching rule (the CPU flash-attention backward; under the legacy prototype also
@@ -54,7 +54,9 @@ def two_stream_loss(module, images, labels, domains, engine: Literal["func", "is
 
             grads = torch.func.vmap(backward)(identity)
     surrogate = sum(
-        (p * (g[0] + g[1] if id(p) in routed_ids else g[0]).detach()).sum() for p, g in zip(params, grads) if g is not None
+        (p * (g[0] + g[1] if id(p) in routed_ids else g[0]).detach()).sum()
+        for p, g in zip(params, grads)
+        if g is not None
     )
     value = (ce + weight * mmd).detach()
     return value + surrogate - surrogate.detach(), logs

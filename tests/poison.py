@@ -1,4 +1,5 @@
-"""Test-only callbacks: a weight turned into NaN at a chosen step (a diverging run); slow steps with a progress file (kill and requeue tests)."""
+"""Test-only callbacks: a weight turned into NaN at a chosen step (a diverging run); slow steps with a
+progress file (kill and requeue tests)."""
 
 import torch
 from lightning.pytorch.callbacks import Callback

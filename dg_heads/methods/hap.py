@@ -105,7 +105,8 @@ class HeadPurification(DGModule):
         if self.lora_spec.enabled:
             ranks = self.lora_spec.ranks if self.lora_spec.ranks is not None else hap_ranks(num_blocks)
             with keyed("lora"):
-                heads.add_lora(self.clip, self.lora_spec.targets, ranks, self.lora_spec.head_aware, self.lora_spec.alpha)
+                heads.add_lora(self.clip, self.lora_spec.targets, ranks,
+                               self.lora_spec.head_aware, self.lora_spec.alpha)
         self.gated_blocks: list[int] = []
         if self.gating_spec.enabled:
             with keyed(f"gating.blocks {self.gating_spec.blocks}"):
@@ -122,7 +123,8 @@ class HeadPurification(DGModule):
     def run_name(cls, init_args) -> str:
         """`hap`, or the ablation row: `lora` (plain LoRA), `ha_lora`, `gating`, `lora_gating`."""
         lora, gating = (init_args or {}).get("lora") or LoRASpec(), (init_args or {}).get("gating") or GatingSpec()
-        parts = ([f"{'ha_' if lora.head_aware else ''}lora"] if lora.enabled else []) + (["gating"] if gating.enabled else [])
+        parts = [f"{'ha_' if lora.head_aware else ''}lora"] if lora.enabled else []
+        parts += ["gating"] if gating.enabled else []
         return "hap" if parts == ["ha_lora", "gating"] else "_".join(parts)
 
     @property
@@ -164,7 +166,8 @@ class HeadPurification(DGModule):
             outputs = outputs.detach()
         gates = torch.stack([tap["gate"] for tap in taps]).to(outputs.dtype)  # the values this forward used
         features = (outputs * gates[:, None, :, None]).flatten(2)  # [blocks, n, H * d_h]
-        num_domains = self.num_domains if self.num_domains is not None else int(domains.max()) + 1  # outside fit: a read
+        # outside fit (num_domains unset in setup): read off the batch, a host read
+        num_domains = self.num_domains if self.num_domains is not None else int(domains.max()) + 1
         return batched_mmd(features, domains, num_domains, spec.mmd_kernel, self.mmd_gammas).mean()
 
     def routed_parameters(self) -> list[torch.nn.Parameter] | None:

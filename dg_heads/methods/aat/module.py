@@ -87,7 +87,8 @@ class AttentionAblation(DGModule):
         if self.search_spec.strategy == "ga":
             self.search_spec.ga.check()
         if self.search_spec.max_scoring_batches is not None and self.search_spec.max_scoring_batches < 1:
-            raise DGHeadsError(f"search.max_scoring_batches must be >= 1 or null, got {self.search_spec.max_scoring_batches}")
+            raise DGHeadsError(
+                f"search.max_scoring_batches must be >= 1 or null, got {self.search_spec.max_scoring_batches}")
         heads.convert(self.clip)
         if init_checkpoint:
             self._load_backbone(init_checkpoint)
@@ -142,7 +143,8 @@ class AttentionAblation(DGModule):
         logits = self(images)
         ce = F.cross_entropy(logits, labels)
         sparsity = backprop.strengths(self.ablation_logits).mean()
-        logs = {"train/ce": ce, "train/strength_mean": sparsity, "train/acc": (logits.argmax(-1) == labels).float().mean()}
+        accuracy = (logits.argmax(-1) == labels).float().mean()
+        logs = {"train/ce": ce, "train/strength_mean": sparsity, "train/acc": accuracy}
         return ce + self.search_spec.bp_sparsity * sparsity, logs
 
     def on_validation_epoch_start(self) -> None:

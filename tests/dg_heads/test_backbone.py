@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from dg_heads.backbone import CLIPSpec, wants_quick_gelu, create_clip, image_size_of, resolve_templates
+from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates, wants_quick_gelu
 from dg_heads.errors import DGHeadsError
 
 

@@ -42,8 +42,9 @@ def test_setup_builds_on_the_weights_device_not_on_self_device(method, gpu_like_
     model.setup = setup
     data = DomainBedDataModule("rotated_digits", test_domains=["75"], image_size=32, num_workers=0,
                                eval_batch_size=256)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
-                        enable_progress_bar=False, limit_val_batches=1, enable_model_summary=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, enable_progress_bar=False, limit_val_batches=1,
+                        enable_model_summary=False)
     trainer.validate(model, datamodule=data, verbose=False)
     assert seen["reported"] == FAKE_ROOT_DEVICE
     assert model.classifier.device.type == "cpu" and model.classifier.shape[0] == 10

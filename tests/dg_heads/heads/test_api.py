@@ -199,7 +199,8 @@ def test_ablation_mask_round_trip(tiny):
     (lambda m: heads.ablate(m, {0: [4]}), r"head 4 of block 0 does not exist: heads are 0\.\.3"),
     (lambda m: heads.ablate(m, {0: [0]}, mode="mean"), r"'mean' is not one of \('zero'"),
     (lambda m: heads.add_lora(m, ("q", "x")), r"\['x'\]; expected a subset of \['q', 'k', 'v', 'o'\]"),
-    (lambda m: heads.add_lora(m, ("q",), [8, 8]), r"ranks \[8, 8\] has 2 entries; expected one per block of the image tower \(4 blocks\)"),
+    (lambda m: heads.add_lora(m, ("q",), [8, 8]),
+     r"ranks \[8, 8\] has 2 entries; expected one per block of the image tower \(4 blocks\)"),
     (lambda m: heads.add_gates(m, blocks=[-1]), r"block -1 does not exist"),
 ])
 def test_bad_input_names_value_and_range(tiny, call, message):
@@ -237,7 +238,8 @@ def test_fixed_gates_scale_head_outputs_and_fold(tiny):
     x = torch.randn(2, 3, 32, 32)
     values = torch.rand(4, 4) * 2
     heads.add_gates(tiny, learnable=False, values=values)
-    assert torch.equal(heads.gate_values(tiny), values) and not list(tiny.visual.transformer.resblocks[0].attn.gate.parameters())
+    assert torch.equal(heads.gate_values(tiny), values)
+    assert not list(tiny.visual.transformer.resblocks[0].attn.gate.parameters())
     assert (heads.export(tiny).encode_image(x) - tiny.encode_image(x)).abs().max() <= 1e-5
     with pytest.raises(DGHeadsError, match=r"gate values have shape \(4,\); expected \(4, 4\)"):
         heads.add_gates(tiny, learnable=False, values=torch.ones(4))

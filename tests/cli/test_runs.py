@@ -39,7 +39,8 @@ def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
         result = run_cli(sub, *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
                          "--data.init_args.num_workers", "0", cwd=tmp_path)
         assert result.returncode == 0, f"{sub}: {result.stderr[-2000:]}"
-    assert "test/acc" in json.loads((tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json").read_text())
+    metrics = tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json"
+    assert "test/acc" in json.loads(metrics.read_text())
 
 
 def test_zero_shot_fit_says_nothing_to_train(data_root, tmp_path):
@@ -153,8 +154,10 @@ def _built(args: list[str], tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, folder", [
     (demo_configs("finetune"), "runs/rotated_digits/finetune"),
     (demo_configs("aat_bp"), "runs/rotated_digits/aat_bp"),
-    ([*demo_configs("hap"), "--config", str(CONFIGS / "method/hap_variants/plain_lora.yaml")], "runs/rotated_digits/lora"),
-    ([*demo_configs("hap"), "--data.init_args.dataset", "PACS", "--data.init_args.test_domains", "[photo]"], "runs/pacs/hap"),
+    ([*demo_configs("hap"), "--config", str(CONFIGS / "method/hap_variants/plain_lora.yaml")],
+     "runs/rotated_digits/lora"),
+    ([*demo_configs("hap"), "--data.init_args.dataset", "PACS", "--data.init_args.test_domains", "[photo]"],
+     "runs/pacs/hap"),
     ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "out/{dataset}",
       "--trainer.logger.init_args.name", "mine"], "out/rotated_digits/mine"),
     ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "elsewhere"], "elsewhere/finetune"),

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,8 @@ from dg_heads.sweep import main as sweep_main
 from tests.conftest import QUICK, REPO, demo_configs
 
 # a method's composition: the demo (tiny CLIP on the CPU, the preset last) and a GPU benchmark run
-DEMO_FINETUNE = "[{repo}/configs/data/rotated_digits.yaml, {repo}/configs/method/finetune.yaml, {repo}/configs/trainer/demo.yaml]"
+DEMO_FINETUNE = ("[{repo}/configs/data/rotated_digits.yaml, {repo}/configs/method/finetune.yaml, "
+                 "{repo}/configs/trainer/demo.yaml]")
 DEMO_LORA = DEMO_FINETUNE.replace("finetune", "lora")
 GPU_HAP = "[{repo}/configs/trainer/gpu.yaml, {repo}/configs/data/pacs.yaml, {repo}/configs/method/hap.yaml]"
 SPEC = """
@@ -69,7 +69,8 @@ def test_sweep_is_the_full_product_with_stable_folders(tmp_path):
 
 def test_random_draws_are_domainbed_style_and_reproducible(tmp_path):
     text = SPEC.replace("grid:\n  model.init_args.optim.lr: [1.0e-3, 1.0e-4]",
-                        "random:\n  n: 3\n  seed: 7\n  space:\n    model.init_args.optim.lr: {{log10_uniform: [-5, -3]}}")
+                        "random:\n  n: 3\n  seed: 7\n  space:\n"
+                        "    model.init_args.optim.lr: {{log10_uniform: [-5, -3]}}")
     jobs = jobs_of(_spec(tmp_path, text), tmp_path / "runs")
     lrs = [j.hparams["model.init_args.optim.lr"] for j in jobs if j.method == "finetune" and j.test_domain == "photo"]
     assert len(lrs) == 6 and all(1e-5 <= lr <= 1e-3 for lr in lrs) and len(set(lrs)) == 6
@@ -107,8 +108,10 @@ slurm: {{gpus_per_node: 1}}
 """
     jobs = jobs_of(_spec(tmp_path, text), tmp_path / "runs")
     assert {(j.method, j.dataset, j.test_domain, tuple(j.configs)) for j in jobs} == {
-        ("finetune", "pacs", "photo", ("configs/trainer/gpu.yaml", "configs/data/pacs.yaml", "configs/method/finetune.yaml")),
-        ("finetune", "vlcs", "SUN09", ("configs/trainer/gpu.yaml", "configs/data/vlcs.yaml", "configs/method/finetune.yaml")),
+        ("finetune", "pacs", "photo",
+         ("configs/trainer/gpu.yaml", "configs/data/pacs.yaml", "configs/method/finetune.yaml")),
+        ("finetune", "vlcs", "SUN09",
+         ("configs/trainer/gpu.yaml", "configs/data/vlcs.yaml", "configs/method/finetune.yaml")),
         ("lora", "pacs", "photo", ("configs/trainer/gpu.yaml", "configs/data/pacs.yaml", "configs/method/lora.yaml")),
         ("lora", "vlcs", "SUN09", ("configs/trainer/gpu.yaml", "configs/data/vlcs.yaml", "configs/method/lora.yaml")),
         ("ha_lora_only", "pacs", "photo", ("configs/method/hap.yaml", "configs/method/hap_variants/ha_lora_only.yaml")),
@@ -166,7 +169,8 @@ def test_collect_selects_by_validation_and_lists_incomplete_runs(tmp_path):
     tables, incomplete, partial = collect(tmp_path / "runs")
     (table,) = tables
     mean, se = mean_se([0.5, 0.6])
-    assert table.rows["finetune"]["photo"] == (mean, se, 2) and round(mean, 6) == 55.0 and round(se, 4) == 3.5355  # std(x) / sqrt(n)
+    assert table.rows["finetune"]["photo"] == (mean, se, 2)
+    assert round(mean, 6) == 55.0 and round(se, 4) == 3.5355  # std(x) / sqrt(n)
     assert table.rows["lora"]["sketch"][2] == 1  # one trial seed left: marked, not hidden
     md = (tmp_path / "runs/results/pacs.md").read_text()
     assert "| finetune | 55.0 ± 3.5 | 55.0 ± 3.5 | 55.0 |" in md and "50.0 ± 0.0 (1/2 seeds)" in md
@@ -214,7 +218,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_a_finished_one_is_ski
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not (progress.exists() and progress.read_text() and int(progress.read_text()) >= 6):
+    while time.time() < deadline and not (progress.exists() and progress.read_text()
+                                          and int(progress.read_text()) >= 6):
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)  # no chance to save anything: only epoch 0's last.ckpt (step 4) survives
     first.wait()
@@ -245,7 +250,9 @@ def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
     with pytest.raises(DGHeadsError, match=r"method 'finetune' on pacs runs with trainer.accelerator auto .*"
                                            r"asks for no GPU: set slurm.gpus_per_node"):
         jobs_of(_spec(tmp_path, no_gpu), tmp_path / "runs")
-    no_section = pacs.replace('slurm: {{partition: gpu, gpus_per_node: 4, nodes: 2, time: "12:00:00", parallel: 8}}', "")
+    slurm_section = 'slurm: {{partition: gpu, gpus_per_node: 4, nodes: 2, time: "12:00:00", parallel: 8}}'
+    assert slurm_section in pacs
+    no_section = pacs.replace(slurm_section, "")
     with pytest.raises(DGHeadsError, match="asks for no GPU"):
         jobs_of(_spec(tmp_path, no_section), tmp_path / "runs")
     assert len(jobs_of(_spec(tmp_path, pacs), tmp_path / "runs")) == 16  # gpus_per_node: 4
@@ -254,7 +261,8 @@ def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
     jobs_file, jobs = write_sweep(spec, tmp_path / "runs")
     assert len(jobs) == 16 and "cpu-only" not in sbatch_command(spec, jobs_file, [0])
     # an explicit CPU accelerator in the arguments is CPU on purpose too
-    args_cpu = no_gpu.replace('args: [--trainer.max_epochs, "1"]', 'args: [--trainer.max_epochs, "1", --trainer.accelerator, cpu]')
+    args_cpu = no_gpu.replace('args: [--trainer.max_epochs, "1"]',
+                              'args: [--trainer.max_epochs, "1", --trainer.accelerator, cpu]')
     assert len(jobs_of(_spec(tmp_path, args_cpu), tmp_path / "runs")) == 16
     # the demo configs say `accelerator: cpu`: no GPU needed, unless a grid asks for one
     demo_no_gpu = SPEC.replace("gpus_per_node: 4, nodes: 2, ", "")
@@ -262,8 +270,9 @@ def test_a_spec_whose_jobs_want_a_gpu_must_ask_slurm_for_one(tmp_path):
     with pytest.raises(DGHeadsError, match="trainer.accelerator gpu .* asks for no GPU"):
         jobs_of(_spec(tmp_path, demo_no_gpu.replace("grid:\n", "grid:\n  trainer.accelerator: [cpu, gpu]\n")),
                 tmp_path / "runs")
+    cpu_only = pacs.replace("gpus_per_node: 4, ", "gpus_per_node: 4, cpu_only: true, ")
     with pytest.raises(DGHeadsError, match="cpu_only is true but the slurm section also asks for GPUs"):
-        jobs_of(_spec(tmp_path, pacs.replace("gpus_per_node: 4, ", "gpus_per_node: 4, cpu_only: true, ")), tmp_path / "runs")
+        jobs_of(_spec(tmp_path, cpu_only), tmp_path / "runs")
 
 
 @pytest.mark.parametrize("request_, per_node", [("gres: 'gpu:a100:2'", 2), ("gres: gpu", 1), ("gpus: 4", 2),
@@ -300,7 +309,10 @@ def test_srun_gets_the_tasks_cpus(tmp_path):
 # ------------------------------------------------------------------ launchers
 LAUNCH_SPEC = """
 runs_dir: {runs}
-configs: [{repo}/configs/data/rotated_digits.yaml, "{repo}/configs/method/{{method}}.yaml", {repo}/configs/trainer/demo.yaml]
+configs:
+  - {repo}/configs/data/rotated_digits.yaml
+  - "{repo}/configs/method/{{method}}.yaml"
+  - {repo}/configs/trainer/demo.yaml
 methods:
   finetune:
   lora:
@@ -361,7 +373,8 @@ def test_slurm_launcher_submits_the_array_and_says_when_there_is_no_sbatch(tmp_p
     spec = _launch_spec(tmp_path)
     monkeypatch.setenv("PATH", str(bin_dir))
     result = run_main("sweep", str(spec), "--launcher", "slurm", "--no-check", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().startswith("error: sweep --launcher slurm: `sbatch` is not on PATH")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: sweep --launcher slurm: `sbatch` is not on PATH")
     sbatch = bin_dir / "sbatch"
     sbatch.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/sbatch_args\necho "Submitted batch job 4242"\n')
     sbatch.chmod(0o755)

@@ -44,7 +44,10 @@ def _sweep(tmp_path, env, domains, args, seeds=(0,), slurm="{}", config="finetun
     spec.write_text(f"""
 name: dgtest
 runs_dir: {tmp_path / 'runs'}
-configs: [{REPO}/configs/data/rotated_digits.yaml, "{REPO}/configs/method/{{method}}.yaml", {REPO}/configs/trainer/demo.yaml]
+configs:
+  - {REPO}/configs/data/rotated_digits.yaml
+  - "{REPO}/configs/method/{{method}}.yaml"
+  - {REPO}/configs/trainer/demo.yaml
 methods:
   {config}:
 datasets:
@@ -73,7 +76,8 @@ def test_array_sweep_then_collect_gives_the_table(slurm, data_root, tmp_path):
     spec, stdout = _sweep(tmp_path, slurm, ["60", "75"], FAST + ["--trainer.limit_test_batches", "1"], seeds=(0, 1))
     assert "4 jobs" in stdout and "--array=0-3" in stdout
     result = _sbatch(stdout, slurm, wait=True)
-    assert result.returncode == 0, result.stderr + "".join(p.read_text()[-1500:] for p in (tmp_path / "runs").glob("slurm-*"))
+    logs = "".join(p.read_text()[-1500:] for p in (tmp_path / "runs").glob("slurm-*"))
+    assert result.returncode == 0, result.stderr + logs
     for run in _run_dirs(tmp_path):  # each task wrote only into its own folder
         job = json.loads((run / "job.json").read_text())
         assert sorted(p.name for p in run.iterdir()) == ["done", "job.json", "version_0"]
@@ -116,7 +120,8 @@ def test_requeue_mid_run_resumes_from_the_checkpoint_without_double_logging(slur
     _, stdout = _sweep(tmp_path, slurm, ["75"], args)
     job_id = _sbatch(stdout, slurm, wait=False).stdout.strip().split(";")[0]
     deadline = time.time() + 300
-    while time.time() < deadline and not (progress.exists() and progress.read_text() and int(progress.read_text()) >= 8):
+    while time.time() < deadline and not (progress.exists() and progress.read_text()
+                                          and int(progress.read_text()) >= 8):
         time.sleep(0.2)
     assert progress.exists(), "the job never started training"
     # what SLURM sends 90 s before the time limit (--signal=SIGUSR1@90): Lightning checkpoints and requeues

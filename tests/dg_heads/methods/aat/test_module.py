@@ -1,19 +1,17 @@
-"""Attention Ablation: staged forward, cached scan == independent evaluations, seeded GA,
-BP learning, the test domain never read by the search, and clear errors."""
+"""The Attention Ablation module: BP learning, the test domain never read by the search, a search
+through the CLI and under DDP, the mask a checkpoint stores, and clear errors. The search components
+(scorer, scan, GA) have their own files beside this one."""
 
 import json
 import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dg_heads import heads
-from dg_heads.backbone import CLIPSpec, create_clip
 from dg_heads.errors import DGHeadsError
 from dg_heads.heads import HeadMask
-from dg_heads.methods import AttentionAblation, SearchSpec
-from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan
+from dg_heads.methods import AttentionAblation
 from tests.conftest import demo_configs, run_cli
 
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
@@ -39,74 +37,6 @@ def _said(result) -> tuple[list[str], list[str]]:
     return said, warned
 
 
-@pytest.fixture()
-def scorer():
-    """The tiny CLIP with a nearest-class-mean classifier, so masks change real accuracies."""
-    torch.manual_seed(0)
-    model, _ = create_clip(CLIPSpec())
-    heads.convert(model.eval())
-    images, labels = torch.randn(48, 3, 32, 32), torch.arange(4).repeat(12)
-    images += labels.view(-1, 1, 1, 1) * 0.3
-    with torch.no_grad():
-        features = F.normalize(model.encode_image(images), dim=-1)
-        centres = F.normalize(torch.stack([features[labels == c].mean(0) for c in range(4)]), dim=-1)
-    scorer = MaskScorer(model, lambda f: F.normalize(f, dim=-1) @ centres.T, num_domains=2)
-    for domain in range(2):
-        scorer.add(images[domain * 24:(domain + 1) * 24], labels[domain * 24:(domain + 1) * 24], domain)
-    return scorer, images, labels, centres
-
-
-@torch.no_grad()
-def test_staged_forward_composes_to_open_clip(scorer):
-    model, images = scorer[0].model, scorer[1]
-    tokens = heads.run_blocks(model, heads.embed(model, images))
-    assert torch.allclose(heads.features(model, tokens), model.visual(images), atol=1e-6)
-    halfway = heads.run_blocks(model, heads.embed(model, images), 0, 2)
-    assert torch.allclose(heads.features(model, heads.run_blocks(model, halfway, 2)), model.visual(images), atol=1e-6)
-
-
-@torch.no_grad()
-def test_scan_scores_equal_independent_single_ablation_evaluations(scorer):
-    scorer, images, labels, centres = scorer
-    gains = scan(scorer, progress=False)
-    model = scorer.model
-
-    def accuracy(mask):
-        heads.ablate(model, mask)
-        logits = F.normalize(model.encode_image(images), dim=-1) @ centres.T
-        heads.clear_ablation(model)
-        right = logits.argmax(-1) == labels
-        return (right[:24].float().mean() + right[24:].float().mean()).item() / 2
-
-    base = accuracy({})
-    for block in range(4):
-        for head in range(4):
-            assert gains[block, head] == pytest.approx(accuracy({block: [head]}) - base, abs=1e-6)
-    assert gains.abs().sum() > 0  # the map is not trivially flat
-    # caches: one pass fills them, then head h of block l costs (L - l) / L of a pass: 1 + H (L + 1) / 2
-    assert scorer.cost == pytest.approx(1 + 4 * (4 + 1) / 2)
-
-
-def test_ga_is_reproducible_with_a_seed_and_uses_its_caches(scorer):
-    scorer = scorer[0]
-    spec = GASpec(population=6, generations=4, init_density=0.2, seed=3)
-    first = genetic_search(scorer, spec, progress=False)
-    evaluations = scorer.evaluations
-    second = genetic_search(scorer, spec, progress=False)
-    assert first == second
-    assert len(scorer.scores) < evaluations  # repeated masks came from the fitness cache
-    assert first[1][-1]["best"] >= first[1][0]["best"]  # elitism never loses the best
-
-
-@pytest.mark.parametrize("spec, message", [
-    (GASpec(population=1), "population must be >= 2, got 1"),
-    (GASpec(mutation_rate=1.5), "mutation_rate must be in"),
-])
-def test_bad_ga_settings_fail_at_construction(spec, message):
-    with pytest.raises(DGHeadsError, match=message):
-        AttentionAblation(search=SearchSpec(strategy="ga", ga=spec))
-
-
 def test_mask_naming_a_missing_head_or_block_fails_at_start(tmp_path):
     bad = tmp_path / "ablation.json"
     bad.write_text(json.dumps({"2": [7]}))
@@ -117,14 +47,6 @@ def test_mask_naming_a_missing_head_or_block_fails_at_start(tmp_path):
         AttentionAblation(mask=str(bad))
     with pytest.raises(DGHeadsError, match="does not exist"):
         AttentionAblation(mask=str(tmp_path / "missing.json"))
-
-
-def test_empty_scoring_set_is_refused():
-    empty = MaskScorer(heads.convert(create_clip(CLIPSpec())[0]), lambda f: f)
-    with pytest.raises(DGHeadsError, match="scoring set is empty"):
-        empty.score(HeadMask())
-    with pytest.raises(DGHeadsError, match="max_scoring_batches must be >= 1"):
-        AttentionAblation(search=SearchSpec(max_scoring_batches=0))
 
 
 @pytest.mark.slow
@@ -178,7 +100,8 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
                      "--trainer.limit_val_batches", "1", "--model.init_args.search.bp_binarize", "topk",
                      "--model.init_args.search.bp_top_k", "3", "--model.init_args.optim.lr", "5.0e-2",
-                     "--model.init_args.optim.warmup_steps", "0", cwd=tmp_path)  # the demo preset's 1e-3 is for fine-tuning
+                     "--model.init_args.optim.warmup_steps", "0",
+                     cwd=tmp_path)  # the demo preset's 1e-3 is for fine-tuning
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "runs/rotated_digits/aat_bp/version_0"
     strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))
@@ -208,7 +131,8 @@ def test_a_search_from_a_trained_model_says_what_it_chose(finetuned, tmp_path):
         first, second = said
         assert first == f"dg-heads: AAT ga ablates {len(mask)} head{'s' if len(mask) > 1 else ''}: {mask.describe()}"
         without, with_mask = map(float, re.fullmatch(
-            r"dg-heads: source validation accuracy (0\.\d{4}) without the mask, (0\.\d{4}) with it \(\d+ masks scored\)",
+            r"dg-heads: source validation accuracy (0\.\d{4}) without the mask, (0\.\d{4}) with it "
+            r"\(\d+ masks scored\)",
             second).groups())
         assert with_mask > without and with_mask >= round(best_seen, 4)
     else:
@@ -233,8 +157,8 @@ def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         runs[devices] = sorted((tmp_path / "runs/rotated_digits/aat_scan").iterdir())[-1]
         said[devices] = _said(result)
-    read = {d: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json", "search_cost.json")}
-            for d, run in runs.items()}
+    files = ("head_importance.json", "ablation.json", "search_cost.json")
+    read = {d: {f: json.loads((run / f).read_text()) for f in files} for d, run in runs.items()}
     one, two = read["1"], read["2"]
     assert any(v != 0 for row in one["head_importance.json"].values() for v in row)  # not trivially equal
     assert two["head_importance.json"] == one["head_importance.json"]

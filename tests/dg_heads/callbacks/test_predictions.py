@@ -38,7 +38,7 @@ def test_predict_writes_every_images_prediction_into_the_run_folder(data_root, t
     assert result.returncode == 0, result.stderr[-3000:]
     path = tmp_path / "runs/rotated_digits/zero_shot/version_0/predictions.csv"
     rows = list(csv.DictReader(path.open()))
-    assert len(rows) == 300 and f"written to runs/rotated_digits/zero_shot/version_0/predictions.csv" in result.stdout
+    assert len(rows) == 300 and "written to runs/rotated_digits/zero_shot/version_0/predictions.csv" in result.stdout
     classes = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
     assert len({r["id"] for r in rows}) == 300
     for row in rows:

@@ -2,10 +2,10 @@
 a ViT whose attention it cannot convert."""
 
 import copy
-import tomllib
 from importlib.metadata import version
 
 import pytest
+import tomllib
 import torch
 from packaging.specifiers import SpecifierSet
 from torch import nn

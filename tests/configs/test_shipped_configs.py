@@ -124,7 +124,8 @@ RUN_NAMES = {"hap+ha_lora_gating": "hap", "hap+ha_lora_only": "ha_lora", "hap+ga
 def _check_run(folder: Path, meta: dict) -> None:
     """Per-domain test metrics, in `runs/<dataset>/<method>/` (named from what ran)."""
     _, dataset, method = meta["composition"].split("/")
-    metrics = json.loads(next((folder / "runs" / dataset / RUN_NAMES.get(method, method)).rglob("metrics_test.json")).read_text())
+    run_folder = folder / "runs" / dataset / RUN_NAMES.get(method, method)
+    metrics = json.loads(next(run_folder.rglob("metrics_test.json")).read_text())
     for domain in meta["test_domains"]:
         assert 0.0 <= metrics[f"test/acc/{domain}"] <= 1.0
         assert metrics[f"test/n/{domain}"] > 0

@@ -1,9 +1,8 @@
 """Run files come from callbacks every dg-heads model installs: a plain `Trainer` in Python leaves
-the files the CLI leaves; a user's own callback of a default's type is kept; rank 0 writes."""
+the files the CLI leaves; a user's own callback of a default's type is kept."""
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -104,21 +103,3 @@ def test_a_users_callback_replaces_the_default_and_the_marker_follows_its_stage(
     trainer.test(model, datamodule, ckpt_path=trainer.checkpoint_callback.best_model_path)
     metrics = json.loads((run / "metrics_test.json").read_text())
     assert "test/acc" in metrics and not [k for k in metrics if k.startswith("val/")]
-
-
-def test_only_rank_zero_writes_run_files_and_builds_their_text(tmp_path):
-    from dg_heads.run_files import write_run_file
-
-    built = []
-
-    def text():
-        built.append(1)
-        return "{}"
-
-    other = SimpleNamespace(is_global_zero=False, logger=None, default_root_dir=str(tmp_path))
-    assert write_run_file(other, "metrics_test.json", text) is None and write_run_file(other, tmp_path / "done", text) is None
-    assert not list(tmp_path.iterdir()) and not built
-    zero = SimpleNamespace(is_global_zero=True, logger=None, default_root_dir=str(tmp_path / "run"))
-    assert write_run_file(zero, "metrics_test.json", text) == tmp_path / "run" / "metrics_test.json"
-    assert write_run_file(zero, tmp_path / "done", text) == tmp_path / "done"  # absolute: that file
-    assert built == [1, 1] and sorted(p.name for p in tmp_path.rglob("*")) == ["done", "metrics_test.json", "run"]

@@ -10,7 +10,7 @@ import torch
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.methods import GatingSpec, HeadPurification, LoRASpec
-from tests.conftest import QUICK, demo_configs, gpu_configs, make_benchmark, run_cli, run_main
+from tests.conftest import demo_configs, gpu_configs, make_benchmark, run_cli, run_main
 
 HAP = demo_configs("hap")
 
@@ -65,7 +65,8 @@ def test_mmd_routing_decides_which_parameters_get_its_gradient(routing, expected
 def test_unknown_routing_and_nothing_to_train_are_refused():
     from dg_heads.errors import DGHeadsError
 
-    with pytest.raises(DGHeadsError, match=r"mmd_routing 'heads' is not one of \('gates', 'lora', 'both', 'gates_local'\)"):
+    routings = r"\('gates', 'lora', 'both', 'gates_local'\)"
+    with pytest.raises(DGHeadsError, match=r"mmd_routing 'heads' is not one of " + routings):
         HeadPurification(gating=GatingSpec(mmd_routing="heads"))
     with pytest.raises(DGHeadsError, match="mmd_weight must be a finite number >= 0, got nan"):
         HeadPurification(gating=GatingSpec(mmd_weight=float("nan")))
@@ -121,7 +122,8 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
     assert logs["train/mmd"].item() == pytest.approx(reference.item(), rel=1e-5)
     mmd = torch.autograd.grad(0.7 * reference, params, allow_unused=True)
     zero = torch.zeros(())
-    routed = {"gates": {"gates"}, "lora": {"lora"}, "both": {"gates", "lora"}, "gates_local": {"gates", "lora"}}[routing]
+    routed = {"gates": {"gates"}, "lora": {"lora"}, "both": {"gates", "lora"},
+              "gates_local": {"gates", "lora"}}[routing]
     offset = 0
     for name, group in groups.items():
         for i, p in enumerate(group):
@@ -206,7 +208,7 @@ def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
     from experiments.slurm.local_cluster import why_unavailable
 
     if why_unavailable() is None:  # the same run goes through `srun` there; CI time is spent once
-        pytest.skip("SLURM is here: tests/test_slurm.py::test_two_task_srun_runs_hap_ddp_bf16 runs this under srun")
+        pytest.skip("SLURM is here: tests/cli/test_slurm.py::test_two_task_srun_runs_hap_ddp_bf16 runs this under srun")
     result = run_cli("fit", *HAP, *RUN, "--trainer.max_epochs", "1", "--trainer.devices", "2",
                      "--trainer.strategy", "ddp", "--trainer.precision", "bf16-mixed", "--test_after_fit", "true",
                      cwd=tmp_path)

@@ -6,7 +6,6 @@ import pytest
 
 from tests.conftest import demo_configs, gpu_configs, run_main
 
-
 CASES = {
     "lora_ranks": (["--model.init_args.lora.ranks", "[2,2]"],
                    "error: model.init_args.lora: LoRA ranks [2, 2] has 2 entries; expected one per block"),
@@ -15,7 +14,8 @@ CASES = {
     "model_name": (["--model.init_args.clip.model_name", "ViT-Q-99"],
                    "error: model.init_args.clip: model_name 'ViT-Q-99' is not an open_clip model"),
     "pretrained_file": (["--model.init_args.clip.pretrained", "/nonexistent/weights.pt"],
-                        "error: model.init_args.clip: pretrained weights file '/nonexistent/weights.pt' does not exist"),
+                        "error: model.init_args.clip: pretrained weights file '/nonexistent/weights.pt' "
+                        "does not exist"),
     "dataset": (["--data.init_args.dataset", "pacz"],
                 "error: data (DomainBedDataModule): unknown dataset 'pacz'"),
 }
@@ -58,7 +58,8 @@ def test_help_lists_every_subcommand_with_one_line(flag, tmp_path):
     result = run_main(flag, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    for name in ["fit", "validate", "test", "predict", "sweep", "collect", "prepare", "splits", "export", *LIGHTNING, *TOOLS]:
+    names = ["fit", "validate", "test", "predict", "sweep", "collect", "prepare", "splits", "export"]
+    for name in [*names, *LIGHTNING, *TOOLS]:
         assert len([line for line in lines if line.split()[:1] == [name]]) == 1, (name, result.stdout)
 
 
