@@ -57,7 +57,8 @@ TINY = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers"
 def test_demo_aat_makes_the_fine_tuned_start_then_searches_and_tests_from_it(data_root, tmp_path):
     """No fine-tuning run yet: the script runs the fine-tuning demo, then the scan demo from its
     best checkpoint; the scan says what it chose and the masked model is tested."""
-    result = subprocess.run([sys.executable, str(REPO / "experiments/demo_aat.py"), "--strategies", "scan", "--", *TINY],
+    script = [sys.executable, str(REPO / "experiments/demo_aat.py"), "--strategies", "scan", "--", *TINY]
+    result = subprocess.run(script,
                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -73,7 +74,8 @@ def test_demo_aat_makes_the_fine_tuned_start_then_searches_and_tests_from_it(dat
     search = [line for line in said if line.startswith(("dg-heads: AAT scan", "dg-heads: source validation"))]
     assert search and search[0].startswith("dg-heads: AAT scan"), said  # a trained start: no all-equal warning
     assert not [line for line in result.stderr.splitlines() if line.startswith("warning: AAT")]
-    tables = [i for i, line in enumerate(said) if re.fullmatch(r"75\s+\| held out \(test\)\s+\| \d+\.\d\d\s+\| 64\s*", line)]
+    held_out = r"75\s+\| held out \(test\)\s+\| \d+\.\d\d\s+\| 64\s*"  # 2 test batches of 32
+    tables = [i for i, line in enumerate(said) if re.fullmatch(held_out, line)]
     assert tables and tables[-1] > said.index(search[0]), said  # the masked model's table, after the search
     metrics = (aat / "metrics_test.json").read_text()
     assert '"test/acc/75"' in metrics and '"val/acc"' in metrics
