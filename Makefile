@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-fast test-floor test-slurm bench gpu-check clean
+.PHONY: install demo demo-aat lint test test-fast test-floor test-slurm bench gpu-check clean
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ DEMO_CONFIGS := --config configs/data/rotated_digits.yaml --config configs/metho
 
 demo: install
 	$(VENV)/bin/lightning fit $(DEMO_CONFIGS) --test_after_fit true
+
+# The AAT demos (scan, GA, BP), each from the fine-tuned model above: the checkpoint `make demo`
+# selected by val/acc (best-*.ckpt) in its newest finished run, made first when there is none.
+# Each prints the heads it ablates, the source-validation accuracy without and with them, and
+# the masked model's per-domain table. The logic is experiments/demo_aat.py (tested).
+demo-aat: install
+	$(PY) experiments/demo_aat.py
 
 # Lint ([tool.ruff] in pyproject.toml): seconds; CI runs it before the tests.
 # `$(VENV)/bin/ruff check --fix .` fixes import order and unused imports.
