@@ -21,8 +21,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from dg_heads.methods.aat.module import STRATEGIES  # noqa: E402  (the package, when run as a script from anywhere)
+
 FINETUNE_RUNS = Path("runs/rotated_digits/finetune")  # `make demo`'s run folder, under the current folder
-STRATEGIES = ("scan", "ga", "bp")
 
 
 def demo_configs(method: str) -> list[str]:

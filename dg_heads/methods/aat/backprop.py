@@ -33,7 +33,10 @@ def apply_soft(model: nn.Module, logits: torch.Tensor, mode: str, alpha: float) 
     heads.ablate_soft(model, strengths(logits), mode, alpha)
 
 
-def binarize(strength: torch.Tensor, how: Literal["threshold", "topk"], threshold: float, top_k: int) -> HeadMask:
+Binarize = Literal["threshold", "topk"]  # how learned strengths become a mask (SearchSpec.bp_binarize)
+
+
+def binarize(strength: torch.Tensor, how: Binarize, threshold: float, top_k: int) -> HeadMask:
     """The heads whose strength is above `threshold`, or the `top_k` strongest."""
     s = strength.detach().cpu()
     if how == "threshold":

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +44,13 @@ from dg_heads.methods.aat.scorer import MaskScorer
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
 
+Strategy = Literal["scan", "ga", "bp"]  # how heads are chosen: every head alone, a genetic search, learned strengths
+STRATEGIES = get_args(Strategy)
+
 
 @dataclass
 class SearchSpec:
-    strategy: Literal["scan", "ga", "bp"] = "ga"
+    strategy: Strategy = "ga"
     mode: AblationMode = "zero"
     alpha: float = 0.0  # the factor of `scale`
     max_scoring_batches: int | None = None  # per source domain; null: the whole `out` split
@@ -55,7 +58,7 @@ class SearchSpec:
     ga: GASpec = field(default_factory=GASpec)
     bp_sparsity: float = 0.05
     bp_init_strength: float = 0.05
-    bp_binarize: Literal["threshold", "topk"] = "threshold"
+    bp_binarize: backprop.Binarize = "threshold"
     bp_threshold: float = 0.5
     bp_top_k: int = 5
 
