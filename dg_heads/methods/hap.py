@@ -16,6 +16,8 @@ Gradient routing of the MMD term (`mmd_routing`):
   both         every trainable tensor gets the MMD's gradient;
   gates_local  a cheaper approximation of `gates`: the head outputs enter the MMD detached, so a
                block's MMD reaches only that block's own gate (no extra backward work).
+The non-default routings are overlays in configs/method/hap_variants/ (`mmd_on_lora`,
+`mmd_on_both`, `mmd_gates_local`); their runs land in folders of their own (`run_name`).
 Cross-entropy trains LoRA and gates alike. `gates` and `lora` take the MMD's gradient for their
 parameters with `torch.autograd.grad` and add it to the loss as a surrogate term (value 0,
 gradient exactly that), so a step still has one `backward` as DDP sees it; that extra gradient
@@ -121,11 +123,15 @@ class HeadPurification(DGModule):
 
     @classmethod
     def run_name(cls, init_args) -> str:
-        """`hap`, or the ablation row: `lora` (plain LoRA), `ha_lora`, `gating`, `lora_gating`."""
+        """`hap`, or the ablation row: `lora` (plain LoRA), `ha_lora`, `gating`, `lora_gating`;
+        a routing other than the default `gates` is added (`hap_mmd_lora`, `hap_mmd_gates_local`),
+        so the paper's routing rows land in folders of their own."""
         lora, gating = (init_args or {}).get("lora") or LoRASpec(), (init_args or {}).get("gating") or GatingSpec()
         parts = [f"{'ha_' if lora.head_aware else ''}lora"] if lora.enabled else []
         parts += ["gating"] if gating.enabled else []
-        return "hap" if parts == ["ha_lora", "gating"] else "_".join(parts)
+        name = "hap" if parts == ["ha_lora", "gating"] else "_".join(parts)
+        routed = gating.enabled and gating.mmd_weight > 0 and gating.mmd_routing != "gates"
+        return f"{name}_mmd_{gating.mmd_routing}" if routed else name
 
     @property
     def mmd_on(self) -> bool:

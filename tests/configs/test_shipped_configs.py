@@ -118,7 +118,8 @@ def _trains(model: dict) -> bool:
 
 # The run folder's name (TRAINER_DEFAULTS' `{method}`) where it is not the method file's name.
 RUN_NAMES = {"hap+ha_lora_gating": "hap", "hap+ha_lora_only": "ha_lora", "hap+gating_only": "gating",
-             "hap+plain_lora": "lora", "hap+plain_lora_gating": "lora_gating"}
+             "hap+plain_lora": "lora", "hap+plain_lora_gating": "lora_gating", "hap+mmd_on_lora": "hap_mmd_lora",
+             "hap+mmd_on_both": "hap_mmd_both", "hap+mmd_gates_local": "hap_mmd_gates_local"}
 
 
 def _check_run(folder: Path, meta: dict) -> None:
