@@ -1,6 +1,6 @@
-"""The Attention Ablation module: BP learning and the checkpoint it reports, the test domain never read by the search, a search
-through the CLI and under DDP, the mask a checkpoint stores, and clear errors. The search components
-(scorer, scan, GA) have their own files beside this one."""
+"""The Attention Ablation module: BP learning and the checkpoint it reports, the test domain never
+read by the search, a search through the CLI and under DDP, the mask a checkpoint stores, and clear
+errors. The search components (scorer, scan, GA) have their own files beside this one."""
 
 import json
 import re
