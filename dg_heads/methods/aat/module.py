@@ -12,7 +12,9 @@ Strategies (`search.strategy`), all run by `lightning fit`:
         best mask is kept only if it scores above no ablation;
   bp    learn per-head ablation strengths sigmoid(logit) by back-propagation (CE on the source
         training data + `bp_sparsity` * mean strength), everything else frozen; binarised by
-        threshold or top-k, and the binary mask is what validation and test use.
+        threshold or top-k, and the binary mask is what validation and test use. The result is
+        the state of the checkpoint that val/acc selected (DomainBed's training-domain
+        validation, what `--test_after_fit` tests), not the last step's.
 The search (package `dg_heads.methods.aat`: scorer, scan, genetic, backprop) chooses a
 `HeadMask`; the `SearchReport` callback this module installs says what was chosen (the heads,
 the source-validation accuracy with and without them, or a warning when every mask scored the
@@ -221,16 +223,42 @@ class AttentionAblation(DGModule):
             self.logger.log_metrics({"search/ga_best_fitness": best, "search/ga_mean_fitness": mean}, step=generation)
 
     def on_train_end(self) -> None:
-        """BP: binarise the learned strengths, and score the binary mask against no mask on the
+        """BP: take the strengths of the checkpoint that training-domain validation selected (what
+        `--test_after_fit` tests), binarise them, and score the binary mask against no mask on the
         source `out` splits (what the report says)."""
         if self.ablation_logits is None:
             return
+        selected = self._load_selected_strengths()
         self.mask = self.binarize()
         with torch.no_grad():
-            outcome = SearchOutcome.from_scorer("bp", self.mask, self._scorer())
+            outcome = SearchOutcome.from_scorer("bp", self.mask, self._scorer(), selected=selected)
         outcome.matrices = {"bp_strength": backprop.strengths(self.ablation_logits).detach().cpu()}
         self.search_outcome = outcome
         self.apply_mask()
+
+    def _load_selected_strengths(self) -> str | None:
+        """BP's result is the val/acc-selected state, as for every other method (DomainBed's
+        training-domain validation selects among the validations), not the last step's: copy the
+        ablation logits of `trainer.checkpoint_callback`'s best checkpoint into the module, so the
+        report, `ablation.json`, `bp_strength`, the module in memory and `last.ckpt` all hold the
+        mask that `evaluate_selected_checkpoint` tests. It reads the file with the loader that
+        test uses (`strategy.load_checkpoint`: torch's weights-only loader); every DDP process
+        does the same (Lightning's `ModelCheckpoint` agrees on `best_model_path` over them, and
+        rank 0 wrote the file before a barrier). Returns what the report says it is, or None
+        when no checkpoint was selected (`enable_checkpointing: false`): the final strengths."""
+        callback = self.trainer.checkpoint_callback
+        path = Path(callback.best_model_path) if callback is not None and callback.best_model_path else None
+        if path is None or not path.is_file():
+            return None
+        checkpoint = self.trainer.strategy.load_checkpoint(path)
+        saved = checkpoint["state_dict"].get("ablation_logits")
+        if saved is None:
+            raise DGHeadsError(f"{path} (the val/acc-selected checkpoint) holds no ablation_logits: "
+                               "not a checkpoint of this bp run")
+        with torch.no_grad():
+            self.ablation_logits.copy_(saved)  # in place (the optimiser's parameter), to its device and dtype
+        return (f"the checkpoint selected by {callback.monitor or 'its checkpoint callback'}: "
+                f"epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')}")
 
     # -------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

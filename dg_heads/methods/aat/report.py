@@ -5,7 +5,8 @@
 it into run files once fit ends: `ablation.json` (the mask, `{"block": [heads]}`),
 `search_cost.json`, `ga_history.csv`, the `head_importance` / `bp_strength` matrices, the
 TensorBoard heatmaps, the checkpoint holding the mask, and two lines on stdout saying which
-heads were ablated and the source-validation accuracy with and without them. When every mask
+heads were ablated and the source-validation accuracy with and without them (bp: the mask of
+the checkpoint that val/acc selected, which the first line names). When every mask
 the search scored got the same score (a randomly initialised backbone: every mask scores
 chance) it says so in one `warning:` line on stderr instead.
 """
@@ -40,6 +41,7 @@ class SearchOutcome:
     cost: dict | None = None  # search_cost.json (scan, ga)
     history: list[dict] | None = None  # ga_history.csv
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)  # stem -> [blocks, heads]
+    selected: str | None = None  # bp: whose strengths (the val/acc-selected checkpoint's; None: the final ones)
 
     @classmethod
     def from_scorer(cls, strategy: str, mask: HeadMask, scorer: MaskScorer, **extra) -> SearchOutcome:
@@ -50,7 +52,7 @@ class SearchOutcome:
 
     def lines(self) -> tuple[list[str], str | None]:
         """(what to print on stdout, the `warning:` line for stderr or None)."""
-        name = f"AAT {self.strategy}"
+        name = f"AAT {self.strategy}" + (f" ({self.selected})" if self.selected else "")
         if self.all_equal:
             return [], (f"warning: {name}: all {self.masks_scored} head masks scored give the same source "
                         f"validation accuracy ({self.unmasked:.4f}): this model has nothing to ablate (a randomly "

@@ -1,17 +1,24 @@
-"""The Attention Ablation module: BP learning, the test domain never read by the search, a search
-through the CLI and under DDP, the mask a checkpoint stores, and clear errors. The search components
-(scorer, scan, GA) have their own files beside this one."""
+"""The Attention Ablation module: BP learning and the checkpoint it reports, the test domain never
+read by the search, a search through the CLI and under DDP, the mask a checkpoint stores, and clear
+errors. The search components (scorer, scan, GA) have their own files beside this one."""
 
 import json
 import re
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 
+from data_modules import DomainBedDataModule
 from dg_heads import heads
+from dg_heads.backbone import CLIPSpec
 from dg_heads.errors import DGHeadsError
 from dg_heads.heads import HeadMask
-from dg_heads.methods import AttentionAblation
+from dg_heads.methods import AttentionAblation, SearchSpec
+from dg_heads.optim import OptimSpec
+from dg_heads.selection import evaluate_selected_checkpoint
 from tests.conftest import demo_configs, run_cli
 
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
@@ -112,6 +119,67 @@ def test_bp_coefficients_move_and_the_binarised_mask_is_applied_at_test(data_roo
 
     module = load_module(run / "checkpoints/last.ckpt")  # rebuilds the seeded random-init backbone
     assert heads.ablation_mask(module.clip) == HeadMask.from_dict(mask)
+
+
+class StrengthsMoveOnAfterTheFirstValidation(Callback):
+    """Negates the ablation logits when the second epoch starts: training goes on after the
+    selected checkpoint and ends with other strengths (here: the opposite ranking)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                pl_module.ablation_logits.neg_()
+
+
+def _top_k_mask(logits: torch.Tensor, k: int) -> dict[str, list[int]]:
+    """`{"block": [heads]}` of the k highest sigmoid(logits), as ablation.json writes it."""
+    chosen = torch.topk(torch.sigmoid(logits).flatten(), k).indices.tolist()
+    per_block: dict[str, list[int]] = {}
+    for index in sorted(chosen):
+        block, head = divmod(index, logits.shape[1])
+        per_block.setdefault(str(block), []).append(head)
+    return per_block
+
+
+def test_bp_reports_and_keeps_the_mask_of_the_checkpoint_validation_selected(data_root, tmp_path, capsys):
+    """BP's result is the selected checkpoint's (the first validation's here), not the last
+    step's: the printed mask, ablation.json, bp_strength, last.ckpt and the model that
+    `evaluate_selected_checkpoint` tests all hold that checkpoint's strengths and mask."""
+    L.seed_everything(0, verbose=False)
+    clip = CLIPSpec(model_name="dg-tiny-vit", pretrained=None, templates=["a photo of the digit {}."])
+    model = AttentionAblation(clip=clip, optim=OptimSpec(lr=5e-2, weight_decay=0.0, schedule="constant"),
+                              search=SearchSpec(strategy="bp", bp_binarize="topk", bp_top_k=3, max_scoring_batches=1))
+    data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, batch_size_per_domain=4,
+                               eval_batch_size=16, num_workers=0, train_augment="none")
+    selection = ModelCheckpoint(dirpath=tmp_path / "selected", monitor="step", mode="min")  # the first validation
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
+                        limit_test_batches=1, num_sanity_val_steps=0, enable_progress_bar=False,
+                        enable_model_summary=False, logger=TensorBoardLogger(tmp_path, name="run"),
+                        callbacks=[selection, StrengthsMoveOnAfterTheFirstValidation()])
+    trainer.fit(model, datamodule=data)
+    final_logits = trainer.strategy.load_checkpoint(tmp_path / "run/version_0/checkpoints/last.ckpt")
+    selected = torch.load(selection.best_model_path, map_location="cpu", weights_only=True)
+    assert selected["global_step"] == 2, selection.best_model_path
+    expected = _top_k_mask(selected["state_dict"]["ablation_logits"], 3)
+    assert expected != _top_k_mask(-selected["state_dict"]["ablation_logits"], 3)  # the test can tell them apart
+
+    run = tmp_path / "run/version_0"
+    assert json.loads((run / "ablation.json").read_text()) == expected
+    strengths = torch.tensor(list(json.loads((run / "bp_strength.json").read_text()).values()))
+    torch.testing.assert_close(strengths, torch.sigmoid(selected["state_dict"]["ablation_logits"]))
+    out = capsys.readouterr()  # the random-init backbone: every mask may score the same (a `warning:` line)
+    (line,) = [line for line in (out.out + out.err).splitlines() if "AAT bp" in line]
+    said = re.fullmatch(r"(dg-heads|warning): AAT bp \(the checkpoint selected by step: epoch 0, step 2\)"
+                        r"(?: ablates 3 heads|: .* ablated anyway): (block .*)", line)
+    assert said, line
+    printed = {block: [int(h) for h in heads_.split(", ")]
+               for block, heads_ in re.findall(r"block (\d+): heads? ([\d, ]+)", said.group(2))}
+    assert printed == expected
+    torch.testing.assert_close(final_logits["state_dict"]["ablation_logits"], selected["state_dict"]["ablation_logits"])
+    assert final_logits["dg_heads"]["ablation"] == expected
+
+    evaluate_selected_checkpoint(trainer, model, data)  # --test_after_fit: the same mask is tested
+    assert heads.ablation_mask(model.clip) == HeadMask.from_dict(expected)
 
 
 @pytest.mark.slow
