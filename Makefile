@@ -95,11 +95,13 @@ bench: install
 	$(PY) experiments/bench_step_ops.py --out docs/benchmarks.md
 
 # On a machine with a CUDA GPU (never in CI): the shipped-config matrix on it (bf16-mixed, 1 GPU;
-# 2-process DDP when 2 GPUs are there) and the HAP / plain LoRA / full fine-tune training step on
-# ViT-B/16 at 32 images x 3 domains, both written into docs/benchmarks.md with the device named.
+# 2-process DDP when 2 GPUs are there), the HAP / plain LoRA / full fine-tune training step on
+# ViT-B/16 at 32 images x 3 domains (images/s, memory) and the ops and host syncs per step (on a GPU
+# the counter also sees device-to-host copies), all written into docs/benchmarks.md with the device named.
 gpu-check: install
 	$(PY) experiments/gpu_matrix.py --out docs/benchmarks.md
 	$(PY) experiments/bench_hap.py --model ViT-B-16 --per-domain 32 --device cuda --precision bf16-mixed --out docs/benchmarks.md
+	$(PY) experiments/bench_step_ops.py --model ViT-B-16 --per-domain 4 --device cuda --out docs/benchmarks.md
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

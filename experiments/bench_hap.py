@@ -112,6 +112,19 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def verdict(method: str, times: dict, memory: dict) -> str:
+    """One line: a HAP row against the targets above, and the GPU goal in images/s (HAP >= 0.85x
+    plain LoRA's; on the CPU reported, not judged: a CPU step is compute-bound)."""
+    to_lora, to_finetune = times[method] / times["plain_lora"], times[method] / times["finetune"]
+    held, held_finetune = memory[method]["held_mib"], memory["finetune"]["held_mib"]
+    checks = [(f"step time {to_lora:.2f}x plain LoRA's", to_lora <= 1.2),
+              (f"{to_finetune:.2f}x full fine-tune's", to_finetune <= 0.8),
+              (f"holds {held:.0f} MiB against full fine-tune's {held_finetune:.0f}", held < held_finetune)]
+    speed = 1 / to_lora  # images/s relative to plain LoRA's
+    said = "; ".join(f"{text} ({'met' if ok else 'not met'})" for text, ok in checks)
+    return f"- `{method}`: {said}; images/s {speed:.2f}x plain LoRA's (GPU goal >= 0.85x)."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="ViT-B-16")
@@ -140,12 +153,14 @@ def main() -> None:
         memory[method] = json.loads(out.strip().splitlines()[-1])
 
     kind = "peak allocated" if args.device == "cuda" else "peak RSS over the built model"
-    table = [f"| method | step ms | vs plain LoRA | vs full fine-tune | trainable params | {kind} (MiB) "
-             f"| saved for backward + grads + AdamW state (MiB) |", "|---|---|---|---|---|---|---|"]
+    images = DOMAINS * args.per_domain
+    table = [f"| method | step ms | images/s | vs plain LoRA (time) | vs full fine-tune (time) | trainable params "
+             f"| {kind} (MiB) | saved for backward + grads + AdamW state (MiB) |", "|---|---|---|---|---|---|---|---|"]
     for method in METHODS:
-        table.append(f"| {method} | {1000 * times[method]:.1f} | {times[method] / times['plain_lora']:.3f} | "
-                     f"{times[method] / times['finetune']:.3f} | {counts[method]:,} | "
-                     f"{memory[method]['training_mib']:.0f} | {memory[method]['held_mib']:.1f} |")
+        table.append(f"| {method} | {1000 * times[method]:.1f} | {images / times[method]:.1f} | "
+                     f"{times[method] / times['plain_lora']:.3f} | {times[method] / times['finetune']:.3f} | "
+                     f"{counts[method]:,} | {memory[method]['training_mib']:.0f} | {memory[method]['held_mib']:.1f} |")
+    verdicts = [verdict(method, times, memory) for method in METHODS if method.startswith("hap")]
     body = section(
         f"HAP training step ({args.model}, {DOMAINS} source domains x {args.per_domain} images, "
         f"{args.device}, {args.precision})",
@@ -164,7 +179,7 @@ def main() -> None:
             if args.device == "cuda" else
             "the RSS column is the heap's high-water mark, which also holds the backward's temporaries and "
             "what the allocator keeps: two runs of one method differed by up to ~330 MiB here."),
-         "", *table],
+         "", *table, "", *verdicts],
     )
     print(body)
     if args.out:

@@ -46,7 +46,7 @@ def kernel_matrix(d: torch.Tensor, kernel: Kernel = "domainbed",
         n = d.shape[-1]
         flat = d.detach().flatten(-2)
         # the n diagonal zeros are the n smallest entries: the lower median of the n(n-1)
-        # off-diagonal distances is order statistic n + (n(n-1) - 1) // 2 (1-based), static
+        # off-diagonal distances is order statistic n + (n(n-1) - 1) // 2 + 1 (1-based), static
         k = min(flat.shape[-1], n + (n * (n - 1) - 1) // 2 + 1)
         bandwidth = flat.kthvalue(k, dim=-1).values.clamp_min(1e-12)
         return torch.exp(-d / bandwidth[..., None, None])

@@ -219,6 +219,8 @@ class HeadPurification(DGModule):
             return mmd
         if not params:
             return mmd.detach()
+        if {id(p) for p in params} == {id(p) for p in self.parameters() if p.requires_grad}:
+            return mmd  # the routed tensors are all that train (gating without LoRA): the plain gradient, one pass
         grads = torch.autograd.grad(mmd, params, retain_graph=True, allow_unused=True)
         surrogate = sum((p * g.detach()).sum() for p, g in zip(params, grads) if g is not None)
         if not isinstance(surrogate, torch.Tensor):  # no routed tensor reaches the MMD

@@ -22,6 +22,13 @@ def test_bench_hap_writes_its_section_with_every_method(tmp_path):
             if line.startswith("| ") and not line.startswith("| method")}
     assert set(rows) == {"hap", "hap_gates_local", "plain_lora", "finetune"}
     held = {method: float(cells[-1]) for method, cells in rows.items()}
+    per_second = {method: float(cells[1]) for method, cells in rows.items()}
+    milliseconds = {method: float(cells[0]) for method, cells in rows.items()}
+    for method in rows:  # images/s is the batch (3 domains x 2 images) over the step time
+        assert per_second[method] == pytest.approx(6 / (milliseconds[method] / 1000), rel=0.01)
+    verdicts = [line for line in text.splitlines() if line.startswith("- `hap")]
+    assert [v.split("`")[1] for v in verdicts] == ["hap", "hap_gates_local"]
+    assert all("full fine-tune's" in v and "(GPU goal >= 0.85x)" in v for v in verdicts)
     # full fine-tuning's gradients and AdamW moments: 3 x 4 bytes per backbone weight, which the
     # tiny tower alone makes several MiB; the LoRA methods' trainable tensors are a few KiB
     assert held["finetune"] > held["hap"] > held["plain_lora"] > 0  # HA-LoRA's per-head factors: more than plain

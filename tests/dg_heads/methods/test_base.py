@@ -13,12 +13,14 @@ from dg_heads.optim import OptimSpec, fused_adamw_available
 from experiments.bench_step_ops import lightning_syncs
 
 
-def test_a_lightning_training_step_makes_no_host_sync(data_root):
-    """Guard, logging, progress bar, optimiser step: nothing reads the device between log steps."""
+@pytest.mark.parametrize("method", ["plain_lora", "hap"])
+def test_a_lightning_training_step_makes_no_host_sync(method, data_root):
+    """Guard, logging, progress bar, optimiser step (and HAP's batched MMD and routed gradient):
+    nothing reads the device between log steps."""
     if not fused_adamw_available(torch.device("cpu")):
         pytest.skip("torch < 2.4 has no fused CPU AdamW: its foreach AdamW reads its step counters with .item() "
                     "(CPU tensors, so no device sync on a GPU, but this CPU count cannot tell them apart)")
-    steps = lightning_syncs("plain_lora", data_root, steps=3, log_every=50)
+    steps = lightning_syncs(method, data_root, steps=3, log_every=50)
     assert len(steps) == 3 and all(s["ops"] > 0 for s in steps)
     assert [s["names"] for s in steps] == [{}, {}, {}]
 

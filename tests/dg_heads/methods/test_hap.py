@@ -138,6 +138,32 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
         assert not torch.allclose(local, total[0] - ce[0], rtol=1e-3)
 
 
+def test_gating_without_lora_routes_to_the_gates_in_one_pass(monkeypatch):
+    """With no LoRA the gates are all that train, so `gates` routing is the plain gradient of
+    CE + w * MMD: no second gradient pass (the `gating_only` ablation row costs what `both` costs)."""
+    torch.manual_seed(0)
+    module = HeadPurification(CLIPSpec(), lora=LoRASpec(enabled=False),
+                              gating=GatingSpec(mmd_weight=0.7, mmd_gammas=[0.1, 1.0, 10.0]))
+    module.classifier = torch.nn.Parameter(torch.randn(10, 64), requires_grad=False)
+    module.configure_trainable()
+    module.num_domains = 3
+    for attn in heads.head_attentions(module.clip):
+        torch.nn.init.normal_(attn.gate.theta, std=0.3)
+    torch.manual_seed(1)
+    images, labels = torch.randn(9, 3, 32, 32), torch.randint(0, 10, (9,))
+    domains = torch.arange(3).repeat_interleave(3)
+    images[domains == 1] += 0.5
+    gates = [a.gate.theta for a in heads.head_attentions(module.clip)]
+    grad = torch.autograd.grad
+    calls = []
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or grad(*a, **k))
+    loss, logs = module.training_loss(images, labels, domains)
+    assert calls == []  # no extra pass inside the loss
+    total = grad(loss, gates, retain_graph=True)
+    expected = grad(logs["train/ce"] + 0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0)), gates)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(total, expected))
+
+
 @pytest.mark.parametrize("engine", ["func", "is_grads_batched"])
 @pytest.mark.parametrize("routing", ["gates", "lora"])
 def test_the_measured_two_stream_backward_routes_as_the_shipped_loss(routing, engine):
