@@ -28,15 +28,20 @@ from experiments.bench_report import interleaved, section, update_section  # noq
 
 DOMAINS, CLASSES = 3, 7
 METHODS = ("hap", "hap_gates_local", "plain_lora", "finetune")
+# HAP as shipped and its other routings / the gating-only row (LoRASpec, GatingSpec arguments)
+HAP_ROWS = {"hap": ({}, {}),
+            "hap_gates_local": ({}, {"mmd_routing": "gates_local"}),  # a block's MMD reaches only its own gate
+            "hap_mmd_lora": ({}, {"mmd_routing": "lora"}),
+            "hap_mmd_both": ({}, {"mmd_routing": "both"}),
+            "hap_gating_only": ({"enabled": False}, {})}
 
 
 def build(method: str, model: str, device: str):
     spec, optim = CLIPSpec(model_name=model), OptimSpec(lr=1e-5)
     torch.manual_seed(0)
-    if method == "hap":
-        module = HeadPurification(spec, optim, LoRASpec(), GatingSpec())
-    elif method == "hap_gates_local":  # the cheaper routing: a block's MMD reaches only its own gate
-        module = HeadPurification(spec, optim, LoRASpec(), GatingSpec(mmd_routing="gates_local"))
+    if method in HAP_ROWS:
+        lora, gating = HAP_ROWS[method]
+        module = HeadPurification(spec, optim, LoRASpec(**lora), GatingSpec(**gating))
     elif method == "plain_lora":
         module = HeadPurification(spec, optim, LoRASpec(head_aware=False), GatingSpec(enabled=False, mmd_weight=0.0))
     else:

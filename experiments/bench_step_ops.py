@@ -65,7 +65,7 @@ SYNC_OPS = {aten._local_scalar_dense, aten.equal, aten.nonzero, aten.masked_sele
             aten.unique_dim, aten.unique_consecutive, aten.unique_dim_consecutive, aten.bincount}
 MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 CASES = (("hap", 3), ("hap", 5), ("hap_two_streams", 5), ("hap_is_grads_batched", 5), ("hap_gates_local", 5),
-         ("plain_lora", 5), ("finetune", 5))
+         ("hap_mmd_lora", 5), ("hap_mmd_both", 5), ("hap_gating_only", 5), ("plain_lora", 5), ("finetune", 5))
 # the routing alternatives measured beside HAP's shipped loss (experiments/two_stream_routing.py)
 TWO_STREAM_ENGINES = {"hap_two_streams": "func", "hap_is_grads_batched": "is_grads_batched"}
 BY_NAME = ("hap@5", "hap_two_streams@5", "hap_gates_local@5", "plain_lora@5")  # the per-op-name table's columns
@@ -292,7 +292,11 @@ def main() -> None:
         f"saved input, mean and rstd per call, weight-gradient matmuls clone transposed cotangents) and ops without "
         f"a batching rule (the CPU flash-attention backward; under the legacy vmap of `is_grads_batched` also "
         f"layer-norm, GELU and softmax backward) run once per stream plus a `stack`. HAP ships the two-pass form; "
-        f"`gates_local` is the routing within 1.5x ops and ~1x FLOPs.")
+        f"`gates_local` is the routing within 1.5x ops and ~1x FLOPs. The other rows (`configs/method/hap_variants/`): "
+        f"`lora` routing {c['hap_mmd_lora@5']:,} ops (a second stream as for `gates`, which also computes the LoRA "
+        f"factors' MMD gradients), `both` {c['hap_mmd_both@5']:,} (one stream), the gating-only row "
+        f"{c['hap_gating_only@5']:,} (no LoRA: the gates are all that train, so `gates` is the plain gradient, "
+        f"one pass).")
     body = section(
         f"Aten ops and host syncs per training step ({args.model} random init, 12 blocks x 12 heads, "
         f"{args.per_domain} images per domain, {args.device}, fp32)",
