@@ -158,7 +158,8 @@ def test_bp_reports_and_keeps_the_mask_of_the_checkpoint_validation_selected(dat
                         callbacks=[selection, StrengthsMoveOnAfterTheFirstValidation()])
     trainer.fit(model, datamodule=data)
     final_logits = trainer.strategy.load_checkpoint(tmp_path / "run/version_0/checkpoints/last.ckpt")
-    selected = torch.load(selection.best_model_path, map_location="cpu", weights_only=True)
+    # our own file; weights_only=False: torch < 2.4 (the floor) cannot allow the spec classes
+    selected = torch.load(selection.best_model_path, map_location="cpu", weights_only=False)
     assert selected["global_step"] == 2, selection.best_model_path
     expected = _top_k_mask(selected["state_dict"]["ablation_logits"], 3)
     assert expected != _top_k_mask(-selected["state_dict"]["ablation_logits"], 3)  # the test can tell them apart
