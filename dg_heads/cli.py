@@ -51,10 +51,13 @@ def run_lightning(args: list[str] | None) -> None:
     """A LightningCLI run; a SLURM requeue or kill (SIGTERM) ends with exit code 143."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from dg_heads.callbacks.requeue import Requeued
     from dg_heads.lightning_cli import DGHeadsCLI
 
     try:
         DGHeadsCLI(args=args)
+    except Requeued:  # checkpointed on SLURM's signal and requeued (RequeueOnSignal said where)
+        sys.exit(143)
     except SIGTERMException:  # killed or requeued (SLURM): the checkpoints on disk are the state to resume
         print("dg-heads: stopped by SIGTERM; run the same command again to resume (--ckpt_path last)",
               file=sys.stderr)

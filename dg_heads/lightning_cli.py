@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI, instantiate_class
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
 from data_modules.registry import dataset_name
@@ -166,8 +167,12 @@ class DGHeadsCLI(LightningCLI):
         selected checkpoint under `--test_after_fit`, else after the subcommand's own stage.
         Under `--test_after_fit` one table is printed, the selected checkpoint's (its `val` and
         `test` rows); the files of every stage are written as always."""
-        trainer = super().instantiate_trainer(**kwargs)
         config = self._subcommand_config()
+        if SLURMEnvironment.detect() and not config.get("trainer", {}).get("plugins"):
+            # SLURM's requeue signal is handled at a step every process agrees on (RequeueOnSignal),
+            # not by Lightning's handler, which checkpoints inside the signal handler
+            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+        trainer = super().instantiate_trainer(**kwargs)
         set_ddp_timeout(trainer.strategy, config.get("ddp_timeout"))
         if self.subcommand == "fit" and config.get("test_after_fit"):
             trainer.callbacks.append(DomainReport(print_stages=("test",)))

@@ -52,3 +52,17 @@ class RankZeroCollective(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_rank == 0 and trainer.global_step == 1:
             torch.distributed.all_reduce(torch.zeros(1))
+
+
+class SignalSelf(Callback):
+    """Sends `signum` (SLURM's requeue signal by default) to this process on rank `rank` alone,
+    after training step `step`: as when the signal reaches the processes at different moments."""
+
+    def __init__(self, rank: int = 0, step: int = 1, signum: int = 10) -> None:
+        self.rank, self.step, self.signum = rank, step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import os
+
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

@@ -42,7 +42,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
-from dg_heads.callbacks import DomainReport, PredictionsWriter, SplitsManifest
+from dg_heads.callbacks import DomainReport, PredictionsWriter, RequeueOnSignal, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.resume import latest_checkpoint_file
@@ -352,7 +352,7 @@ class DGModule(L.LightningModule):
     def default_callbacks(self) -> list[Callback]:
         """The callbacks that write this method's run files (`dg_heads.callbacks`); a method with
         files of its own returns them beside `super().default_callbacks()`."""
-        return [SplitsManifest(), DomainReport(), PredictionsWriter()]
+        return [SplitsManifest(), DomainReport(), PredictionsWriter(), RequeueOnSignal()]
 
     def configure_callbacks(self) -> list[Callback]:
         """Lightning's hook: `default_callbacks` join whatever Trainer runs the model (the CLI's

@@ -122,6 +122,12 @@ def _trains(model: dict) -> bool:
     return model.get("init_args", {}).get("mode") != "zero_shot"
 
 
+def _takes_steps(model: dict) -> bool:
+    """Trains by optimiser steps (AAT's scan and GA search, then stop: no step)."""
+    strategy = (model.get("init_args", {}).get("search") or {}).get("strategy")
+    return _trains(model) and strategy in (None, "bp")
+
+
 # The run folder's name (TRAINER_DEFAULTS' `{method}`) where it is not the method file's name.
 RUN_NAMES = {"hap+ha_lora_gating": "hap", "hap+ha_lora_only": "ha_lora", "hap+gating_only": "gating",
              "hap+plain_lora": "lora", "hap+plain_lora_gating": "lora_gating", "hap+mmd_on_lora": "hap_mmd_lora",
@@ -185,6 +191,6 @@ def test_method_runs_as_two_process_ddp(composition, fake_root, tmp_path):
         result = run_cli("test", *args, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_run(tmp_path, meta)
-    if _trains(meta["model"]):  # it ran what it was asked to: 4 steps, validated at steps 2 and 4
+    if _takes_steps(meta["model"]):  # it ran what it was asked to: 4 steps, validated at steps 2 and 4
         events = _scalar_steps(tmp_path, meta, "val/acc")
         assert events[:2] == [1, 3], events  # steps 2 and 4 (TensorBoard: the global step - 1); then --test_after_fit
