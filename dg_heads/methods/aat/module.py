@@ -334,7 +334,7 @@ class AttentionAblation(DGModule):
         own (its hparams say `init_checkpoint: null`, so loading it never reads that file again)."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["dg_heads"]["ablation"] = self.mask.to_json_dict()
-        if self.init_checkpoint:
+        if self.init_keys:
             state = self.clip.state_dict()
             checkpoint["dg_heads"]["init_checkpoint"] = self.init_checkpoint  # where they came from (a record)
             checkpoint["dg_heads"]["init_weights"] = {k: state[k].detach().cpu() for k in self.init_keys}
@@ -347,6 +347,9 @@ class AttentionAblation(DGModule):
             unexpected = self.clip.load_state_dict(weights, strict=False).unexpected_keys
             if unexpected:
                 raise DGHeadsError(f"the checkpoint's init_weights name tensors this backbone lacks: {unexpected[:3]}")
+            # kept in this module's own checkpoints too (a resumed bp run's, built with init_checkpoint: null)
+            self.init_keys = sorted(set(self.init_keys) | set(weights))
+            self.init_checkpoint = self.init_checkpoint or checkpoint["dg_heads"].get("init_checkpoint")
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("dg_heads", {}).get("ablation")
         if saved is not None:  # `{"block": [heads]}`, as every version wrote it

@@ -344,3 +344,25 @@ def test_a_checkpoint_from_a_relative_init_checkpoint_exports_from_another_folde
     assert len(untouched) > 10 and all(torch.equal(ours[k], theirs[k]) for k in untouched)
     tested = run_cli("test", *demo_configs("aat_scan"), *RUN, "--ckpt_path", str(ckpt), cwd=elsewhere)
     assert tested.returncode == 0, tested.stderr[-2000:]  # `lightning test` of it from there too
+
+
+def test_the_init_weights_a_checkpoint_holds_survive_a_reload_and_a_second_save():
+    """A module rebuilt from the checkpoint (hparams `init_checkpoint: null`, as a resumed bp run or
+    `lightning test` build it) gets the backbone tensors back and stores them in its own checkpoints."""
+    torch.manual_seed(0)
+    first = AttentionAblation()
+    with torch.no_grad():
+        first.clip.visual.conv1.weight.add_(1.0)  # what folding an init_checkpoint changed
+    first.init_keys, first.init_checkpoint = ["visual.conv1.weight"], "/somewhere/start.ckpt"
+    saved = {"state_dict": {}, "hyper_parameters": {"init_checkpoint": "start.ckpt", "mask": None}}
+    first.on_save_checkpoint(saved)
+    assert saved["hyper_parameters"] == {"init_checkpoint": None, "mask": None}
+    assert saved["dg_heads"]["init_checkpoint"] == "/somewhere/start.ckpt"
+    torch.manual_seed(0)
+    second = AttentionAblation()
+    assert not torch.equal(second.clip.visual.conv1.weight, first.clip.visual.conv1.weight)
+    second.on_load_checkpoint(saved)  # the frozen-backbone fingerprint agrees only with the tensor restored
+    assert torch.equal(second.clip.visual.conv1.weight, first.clip.visual.conv1.weight)
+    again = {"state_dict": {}}
+    second.on_save_checkpoint(again)
+    assert torch.equal(again["dg_heads"]["init_weights"]["visual.conv1.weight"], first.clip.visual.conv1.weight)
