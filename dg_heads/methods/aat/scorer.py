@@ -67,7 +67,7 @@ def cache_bytes(model_cfg: Mapping | str, images: int, dtype: torch.dtype | str 
     (default: every block's, and the last block's output: layers + 1) of `tokens x width`
     elements of `dtype` each (a torch dtype or its name: `"bfloat16"`; `cache_dtype(precision)`
     for a trainer's). E.g. `cache_bytes("ViT-B-16", 2560)`: 4 batches of 128 images of 5 source
-    domains, bf16: 10.08e9."""
+    domains, bf16: 10.07e9 bytes."""
     tokens, width, blocks = vision_dims(model_cfg)
     kept = blocks + 1 if levels is None else levels
     return int(images) * kept * tokens * width * _itemsize(dtype)
