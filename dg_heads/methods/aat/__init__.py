@@ -1,6 +1,7 @@
 """Attention Ablation (AAT): the LightningModule (`module`) and its search components.
 
-    scorer.py    MaskScorer: source accuracy under a head mask, with block-input caches
+    scorer.py    MaskScorer: source accuracy under a head mask, with block-input caches sized
+                 before the search (`cache_bytes`, `plan_cache`) and held within a budget
     scan.py      every head ablated alone (the importance map) and the top-k that help
     genetic.py   a seeded GA over binary head masks
     backprop.py  learned per-head ablation strengths, binarised
@@ -13,7 +14,8 @@ from dg_heads.methods.aat.genetic import GASpec, genetic_search
 from dg_heads.methods.aat.module import AttentionAblation, SearchSpec, leave_out_ddp_wrapper
 from dg_heads.methods.aat.report import SearchOutcome, SearchReport
 from dg_heads.methods.aat.scan import scan, top_heads
-from dg_heads.methods.aat.scorer import MaskScorer
+from dg_heads.methods.aat.scorer import CachePlan, MaskScorer, cache_bytes, cache_dtype, plan_cache, vision_dims
 
-__all__ = ["AttentionAblation", "GASpec", "MaskScorer", "SearchOutcome", "SearchReport", "SearchSpec", "genetic_search",
-           "leave_out_ddp_wrapper", "scan", "top_heads"]
+__all__ = ["AttentionAblation", "CachePlan", "GASpec", "MaskScorer", "SearchOutcome", "SearchReport", "SearchSpec",
+           "cache_bytes", "cache_dtype", "genetic_search", "leave_out_ddp_wrapper", "plan_cache", "scan", "top_heads",
+           "vision_dims"]

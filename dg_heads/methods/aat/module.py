@@ -19,11 +19,20 @@ The search (package `dg_heads.methods.aat`: scorer, scan, genetic, backprop) cho
 `HeadMask`; the `SearchReport` callback this module installs says what was chosen (the heads,
 the source-validation accuracy with and without them, or a warning when every mask scored the
 same) and writes it to `ablation.json` ({"block": [heads]}) in the run folder; the checkpoint
-stores it too. `mask: path/to/ablation.json` applies a saved one without searching.
+stores it too. `mask: path/to/ablation.json` applies a saved one without searching (with any
+strategy, bp included: nothing is trained then, and fit ends at once).
+
+Memory: the scorer's cache of block inputs is sized before any scoring image is read and held
+within `search.cache_budget_gb` per process (`scorer.plan_cache`; beyond it some blocks are
+recomputed, with the same scores); when not even block 0's inputs fit, one `error:` line names
+the sizes and the keys to change before any work. A checkpoint stands on its own: the backbone
+tensors that `init_checkpoint` changed are stored in it, so loading or exporting it never reads
+that file again.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,15 +43,15 @@ import torch
 import torch.nn.functional as F
 
 from dg_heads import heads
-from dg_heads.backbone import CLIPSpec
-from dg_heads.errors import DGHeadsError
+from dg_heads.backbone import CLIPSpec, image_size_of
+from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.heads import HeadMask
 from dg_heads.heads.attention import AblationMode
 from dg_heads.methods.aat import backprop
 from dg_heads.methods.aat.genetic import GASpec, genetic_search
 from dg_heads.methods.aat.report import SearchOutcome, SearchReport
 from dg_heads.methods.aat.scan import scan, top_heads
-from dg_heads.methods.aat.scorer import MaskScorer
+from dg_heads.methods.aat.scorer import GB, CachePlan, MaskScorer, plan_cache
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
 
@@ -55,7 +64,8 @@ class SearchSpec:
     strategy: Strategy = "ga"
     mode: AblationMode = "zero"
     alpha: float = 0.0  # the factor of `scale`
-    max_scoring_batches: int | None = None  # per source domain; null: the whole `out` split
+    max_scoring_batches: int | None = 4  # per source domain; null: the whole `out` split
+    cache_budget_gb: float = 4.0  # the scorer's block-input cache, per process (scorer.plan_cache)
     scan_top_k: int = 5
     ga: GASpec = field(default_factory=GASpec)
     bp_sparsity: float = 0.05
@@ -94,15 +104,22 @@ class AttentionAblation(DGModule):
         if self.search_spec.max_scoring_batches is not None and self.search_spec.max_scoring_batches < 1:
             raise DGHeadsError(
                 f"search.max_scoring_batches must be >= 1 or null, got {self.search_spec.max_scoring_batches}")
+        if not self.search_spec.cache_budget_gb > 0:
+            raise DGHeadsError(f"search.cache_budget_gb must be > 0, got {self.search_spec.cache_budget_gb}")
         heads.convert(self.clip)
+        self.init_checkpoint = str(Path(init_checkpoint).resolve()) if init_checkpoint else None
+        self.init_keys: list[str] = []  # the backbone tensors `init_checkpoint` changed (stored in checkpoints)
         if init_checkpoint:
-            self._load_backbone(init_checkpoint)
+            with keyed("init_checkpoint"):
+                self.init_keys = self._load_backbone(init_checkpoint)
         self.grid = heads.head_grid(self.clip)
         self.mask = HeadMask()
         if mask:
             given = HeadMask.of(mask) if isinstance(mask, Mapping) else HeadMask.read(mask)
             self.mask = heads.validate_mask(self.clip, given)
+        self.mask_given = bool(mask)  # applied as is: nothing to search or train
         self.search_outcome: SearchOutcome | None = None  # set by the search, reported by SearchReport
+        self.cache_plan: CachePlan | None = None  # the scorer's cache, planned when fit starts
         self.ablation_logits = None
         if self.search_spec.strategy == "bp" and not mask:
             self.ablation_logits = backprop.initial_logits(self.grid, self.search_spec.bp_init_strength)
@@ -112,12 +129,15 @@ class AttentionAblation(DGModule):
     def run_name(cls, init_args) -> str:
         return f"aat_{((init_args or {}).get('search') or SearchSpec()).strategy}"  # aat_scan, aat_ga, aat_bp
 
-    def _load_backbone(self, path: str) -> None:
-        """Fold an earlier run's trained tensors (fine-tune, HAP) into this frozen backbone."""
+    def _load_backbone(self, path: str) -> list[str]:
+        """Fold an earlier run's trained tensors (fine-tune, HAP) into this frozen backbone; returns
+        the names of the tensors that changed (what a checkpoint of this run must hold itself)."""
         from dg_heads.export_cli import load_module
 
         source = load_module(Path(path))
+        before = {k: v.clone() for k, v in self.clip.state_dict().items()}
         self.clip.load_state_dict(heads.export(heads.convert(source.clip)).state_dict())
+        return [k for k, v in self.clip.state_dict().items() if k not in before or not torch.equal(before[k], v)]
 
     def default_callbacks(self):
         """The search's own files and its summary (`report.SearchReport`) beside the common ones."""
@@ -169,11 +189,12 @@ class AttentionAblation(DGModule):
 
     # ------------------------------------------------------------- search
     def on_fit_start(self) -> None:
-        if self.ablation_logits is not None or self.search_spec.strategy == "bp":
+        if self.mask_given:
+            self.trainer.should_stop = True  # a given mask (any strategy, bp too): nothing to search or train
             return
-        if self.mask:
-            self.trainer.should_stop = True  # a given mask: nothing to search
-            return
+        self.cache_plan = self._plan_cache()  # before any work: an impossible cache is an error now
+        if self.ablation_logits is not None:
+            return  # bp: trains; its mask is scored when training ends
         started = time.perf_counter()
         scorer = self._scorer()
         progress = self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
@@ -190,6 +211,8 @@ class AttentionAblation(DGModule):
         outcome = SearchOutcome.from_scorer(self.search_spec.strategy, chosen, scorer, **extra)
         outcome.cost = {"cost_full_passes": scorer.cost, "mask_evaluations": scorer.evaluations,
                         "unique_masks": len(scorer.scores), "scoring_images": scorer.total_images,
+                        "cache_bytes_per_process": self.cache_plan.bytes,
+                        "cache_blocks_kept": list(self.cache_plan.levels),
                         "processes": self.trainer.world_size, "seconds": round(time.perf_counter() - started, 3)}
         self.mask, self.search_outcome = chosen, outcome
         self.apply_mask()
@@ -202,14 +225,15 @@ class AttentionAblation(DGModule):
         are summed over all processes, so all of them score the same masks the same way (and
         pick the same heads) as one process would, each doing a share of the work. Caching and
         scoring both run in the trainer's precision context (bf16 autocast under bf16-mixed)."""
-        datamodule, trainer = self.trainer.datamodule, self.trainer
-        limit = self.search_spec.max_scoring_batches
-        loaders = datamodule.source_val_dataloaders(None if limit is None else limit * datamodule.eval_batch_size)
+        trainer = self.trainer
+        loaders = self._scoring_loaders()
+        plan = self.cache_plan or self._plan_cache(loaders)
         strategy = trainer.strategy
         scorer = MaskScorer(
             self.clip, lambda f: self.logits(F.normalize(f, dim=-1)), self.search_spec.mode, self.search_spec.alpha,
             num_domains=len(loaders), autocast=trainer.precision_plugin.forward_context,
             reduce=(lambda t: strategy.reduce(t, reduce_op="sum")) if trainer.world_size > 1 else (lambda t: t),
+            levels=plan.levels,
         )
         device = self.classifier.device  # the weights' device (on_fit_start: after the strategy moved them)
         for domain_index, loader in enumerate(loaders):
@@ -217,6 +241,50 @@ class AttentionAblation(DGModule):
                 # uint8 from the loaders: normalised here (the scorer runs the blocks, not `image_features`)
                 scorer.add(self.prepare_images(images.to(device)), labels.to(device), domain_index)
         return scorer
+
+    def _scoring_loaders(self) -> list:
+        datamodule, limit = self.trainer.datamodule, self.search_spec.max_scoring_batches
+        return datamodule.source_val_dataloaders(None if limit is None else limit * datamodule.eval_batch_size)
+
+    def _plan_cache(self, loaders: list | None = None) -> CachePlan:
+        """The scorer's cache, sized before any scoring image is read: this process's scoring images
+        x (tokens x width of the dtype the blocks run in) per kept block, within
+        `search.cache_budget_gb` and 80% of the memory free on the device (the host: shared by this
+        node's processes). Every process takes the same plan (the largest share of images, the
+        smallest limit). When not even block 0's inputs fit: one `error:` line on rank 0 (the other
+        processes end quietly with the same exit code), before any work."""
+        trainer, spec = self.trainer, self.search_spec
+        loaders = self._scoring_loaders() if loaders is None else loaders
+        images = sum(len(loader.sampler) if loader.sampler is not None else len(loader.dataset) for loader in loaders)
+        device = self.classifier.device
+        size = image_size_of(self.clip)
+        with torch.no_grad(), trainer.precision_plugin.forward_context():  # one blank image: shape and dtype
+            probe = heads.run_blocks(self.clip, heads.embed(self.clip, torch.zeros(1, 3, size, size, device=device)),
+                                     0, 1)
+        per_image = probe[0].numel() * probe.element_size()
+        budget = spec.cache_budget_gb * GB
+        free = _free_bytes(device, trainer.num_devices)
+        limit = budget if free is None else min(budget, 0.8 * free)
+        wanted = torch.tensor([images * per_image, -limit, images], dtype=torch.float64, device=device)
+        if trainer.world_size > 1:  # the same decision on every process
+            wanted = trainer.strategy.reduce(wanted, reduce_op="max")
+        level_bytes, limit, images = int(wanted[0]), -float(wanted[1]), int(wanted[2])
+        blocks = self.grid[0]
+        plan = plan_cache(blocks, level_bytes, limit)
+        if plan is not None:
+            return plan
+        capped = "" if free is None or limit >= budget else \
+            f", capped at 80% of the {free / GB:.3g} GB free on {device}"
+        message = (
+            f"the AAT search's cache needs at least {level_bytes / GB:.3g} GB a process (block 0's input for "
+            f"{images} scoring images of {probe.shape[1]} tokens x {probe.shape[2]} {str(probe.dtype)[6:]}; every "
+            f"block's: {(blocks + 1) * level_bytes / GB:.3g} GB) but may use {limit / GB:.3g} GB "
+            f"(cache_budget_gb: {spec.cache_budget_gb}{capped}): raise model.init_args.search.cache_budget_gb, "
+            f"or lower model.init_args.search.max_scoring_batches ({spec.max_scoring_batches}) or "
+            f"data.init_args.eval_batch_size ({trainer.datamodule.eval_batch_size}), or use more processes")
+        if trainer.global_rank > 0:
+            sys.exit(2)  # rank 0 says why, once
+        raise DGHeadsError(message, "model.init_args.search.cache_budget_gb")
 
     def _log_generation(self, generation: int, best: float, mean: float) -> None:
         if self.logger is not None:
@@ -262,12 +330,45 @@ class AttentionAblation(DGModule):
 
     # -------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The mask, and the backbone tensors `init_checkpoint` changed: the checkpoint stands on its
+        own (its hparams say `init_checkpoint: null`, so loading it never reads that file again)."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["dg_heads"]["ablation"] = self.mask.to_json_dict()
+        if self.init_keys:
+            state = self.clip.state_dict()
+            checkpoint["dg_heads"]["init_checkpoint"] = self.init_checkpoint  # where they came from (a record)
+            checkpoint["dg_heads"]["init_weights"] = {k: state[k].detach().cpu() for k in self.init_keys}
+            if "init_checkpoint" in checkpoint.get("hyper_parameters", {}):
+                checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "init_checkpoint": None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        weights = checkpoint.get("dg_heads", {}).get("init_weights")
+        if weights:  # before the frozen-backbone check: these are part of it
+            unexpected = self.clip.load_state_dict(weights, strict=False).unexpected_keys
+            if unexpected:
+                raise DGHeadsError(f"the checkpoint's init_weights name tensors this backbone lacks: {unexpected[:3]}")
+            # kept in this module's own checkpoints too (a resumed bp run's, built with init_checkpoint: null)
+            self.init_keys = sorted(set(self.init_keys) | set(weights))
+            self.init_checkpoint = self.init_checkpoint or checkpoint["dg_heads"].get("init_checkpoint")
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("dg_heads", {}).get("ablation")
         if saved is not None:  # `{"block": [heads]}`, as every version wrote it
             self.mask = heads.validate_mask(self.clip, HeadMask.from_dict(saved, source="the checkpoint's ablation"))
             self.apply_mask()
+
+
+def _free_bytes(device: torch.device, processes: int) -> float | None:
+    """Memory free for this process's cache on `device`: CUDA's free memory (and what torch holds
+    unused), or the host's available memory shared by this node's `processes`; None: unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024 / max(1, processes)
+        except OSError:
+            return None
+    return None

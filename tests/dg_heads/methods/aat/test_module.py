@@ -19,7 +19,7 @@ from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec
 from dg_heads.optim import OptimSpec
 from dg_heads.selection import evaluate_selected_checkpoint
-from tests.conftest import demo_configs, run_cli
+from tests.conftest import demo_configs, run_cli, run_main
 
 RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
        "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
@@ -215,13 +215,16 @@ def test_a_search_from_a_trained_model_says_what_it_chose(finetuned, tmp_path):
 def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
     """Each process caches its share of the scoring images and every mask's counts are summed
     over the processes: 2-process DDP finds the same head importance and mask as 1 process,
-    and says what it chose once (rank 0)."""
+    and says what it chose once (rank 0); here with a cache budget that keeps block 0's inputs
+    only, while the one process caches every block's. A budget too small for block 0 is one
+    `error:` line (rank 0's; the other process ends quietly), exit 2."""
     start = finetuned  # a model with heads worth ablating
     said = {}
     runs = {}
-    for devices, strategy in (("1", "auto"), ("2", "ddp")):
+    for devices, strategy, budget in (("1", "auto", "4"), ("2", "ddp", "0.005")):  # 0.005: block 0's only (4 MB)
         result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint",
                          str(start), "--model.init_args.search.max_scoring_batches", "3",
+                         "--model.init_args.search.cache_budget_gb", budget,
                          "--trainer.devices", devices, "--trainer.strategy", strategy, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[devices] = sorted((tmp_path / "runs/rotated_digits/aat_scan").iterdir())[-1]
@@ -234,7 +237,16 @@ def test_scan_under_two_process_ddp_equals_one_process(finetuned, tmp_path):
     assert two["ablation.json"] == one["ablation.json"]
     assert one["search_cost.json"]["scoring_images"] == two["search_cost.json"]["scoring_images"] == 5 * 3 * 32
     assert (one["search_cost.json"]["processes"], two["search_cost.json"]["processes"]) == (1, 2)
+    assert (one["search_cost.json"]["cache_blocks_kept"], two["search_cost.json"]["cache_blocks_kept"]) == \
+        ([0, 1, 2, 3, 4], [0])  # each process: 240 images x 65 x 64 x 4 bytes = 4 MB a block
     assert said["2"] == said["1"] and said["1"][0] and len(said["1"][0]) <= 2  # the same lines, printed once
+    refused = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint", str(start),
+                      "--model.init_args.search.max_scoring_batches", "3",
+                      "--model.init_args.search.cache_budget_gb", "1e-6", "--trainer.devices", "2",
+                      "--trainer.strategy", "ddp", cwd=tmp_path)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1, refused.stderr[-3000:]
+    assert "block 0's input for 240 scoring images" in errors[0]  # the larger process share (both: 240)
 
 
 def test_a_checkpoint_stores_the_mask_as_every_version_wrote_it():
@@ -247,3 +259,110 @@ def test_a_checkpoint_stores_the_mask_as_every_version_wrote_it():
     assert saved["dg_heads"]["ablation"] == {"2": [1, 3]}
     with pytest.raises(DGHeadsError, match=r"head 9 of block 0 does not exist"):
         module.on_load_checkpoint({"state_dict": {}, "dg_heads": {"ablation": {"0": [9]}}})
+
+
+def test_a_cache_budget_too_small_for_block_0_is_one_error_line_before_any_work(data_root, tmp_path):
+    """5 source domains x 1 batch of 32 images x 65 tokens x 64 float32 = 2.66 MB for block 0's
+    inputs alone (13.3 MB for every block's) against a 1 kB budget: one line naming the sizes and
+    the keys, exit 2, before a scoring image is cached (no run file of a search)."""
+    result = run_main("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.search.max_scoring_batches", "1",
+                      "--model.init_args.search.cache_budget_gb", "1e-6", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]] and len(errors) == 1, result.stderr[-2000:]
+    assert errors[0] == (
+        "error: model.init_args.search.cache_budget_gb: the AAT search's cache needs at least 0.00266 GB a "
+        "process (block 0's input for 160 scoring images of 65 tokens x 64 float32; every block's: 0.0133 GB) "
+        "but may use 1e-06 GB (cache_budget_gb: 1e-06): raise model.init_args.search.cache_budget_gb, or lower "
+        "model.init_args.search.max_scoring_batches (1) or data.init_args.eval_batch_size (32), or use more "
+        "processes")
+    assert not list(tmp_path.rglob("ablation.json")) and not list(tmp_path.rglob("search_cost.json"))
+
+
+@pytest.mark.slow
+def test_bp_with_a_given_mask_trains_nothing_and_tests_that_mask_as_scan_does(data_root, tmp_path):
+    """`search.strategy: bp` with `mask:` crashed at the first training step (no strengths to
+    train). A given mask means no search: bp ends fit at once, as scan does, and `--test_after_fit`
+    tests the model with that mask: the same test accuracies as scan with the same mask."""
+    given = tmp_path / "given.json"
+    given.write_text(json.dumps({"0": [1, 2], "2": [0, 1, 2, 3], "3": [3]}))
+    tested = {}
+    for strategy in ("bp", "scan"):
+        result = run_cli("fit", *demo_configs(f"aat_{strategy}"), *RUN, "--test_after_fit", "true",
+                         "--model.init_args.mask", str(given), "--trainer.limit_test_batches", "2", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        run = tmp_path / f"runs/rotated_digits/aat_{strategy}/version_0"
+        tested[strategy] = json.loads((run / "metrics_test.json").read_text())
+    assert tested["bp"] == tested["scan"] and "test/acc/75" in tested["bp"]
+
+
+@pytest.mark.slow
+def test_scan_with_a_tiny_cache_budget_equals_the_unbounded_one(finetuned, tmp_path):
+    """From the fine-tuned model (masks change scores): a budget that keeps block 0's input only
+    (every mask recomputes the blocks before its first ablated one) gives the same head-importance
+    map, mask and lines as a budget that caches every block."""
+    runs, said = {}, {}
+    for budget in ("1000", "0.003"):  # 160 images x 65 x 64 x 4 bytes = 2.66 MB a block
+        result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint", str(finetuned),
+                         "--model.init_args.search.max_scoring_batches", "1",
+                         "--model.init_args.search.cache_budget_gb", budget, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[budget] = sorted((tmp_path / "runs/rotated_digits/aat_scan").iterdir())[-1]
+        said[budget] = _said(result)
+    read = {b: {f: json.loads((run / f).read_text()) for f in ("head_importance.json", "ablation.json",
+                                                                 "search_cost.json")} for b, run in runs.items()}
+    full, small = read["1000"], read["0.003"]
+    assert full["search_cost.json"]["cache_blocks_kept"] == [0, 1, 2, 3, 4]
+    assert small["search_cost.json"]["cache_blocks_kept"] == [0]
+    assert small["search_cost.json"]["cache_bytes_per_process"] == 160 * 65 * 64 * 4
+    assert any(v != 0 for row in full["head_importance.json"].values() for v in row)  # not trivially equal
+    assert small["head_importance.json"] == full["head_importance.json"]
+    assert small["ablation.json"] == full["ablation.json"] and said["0.003"] == said["1000"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_a_relative_init_checkpoint_exports_from_another_folder(finetuned, tmp_path):
+    """`init_checkpoint` given relative to the run's folder, then moved away: `dg-heads export` of
+    the AAT checkpoint from another folder works, and its weights are the fine-tuned model's (the
+    backbone tensors that init_checkpoint changed are in the AAT checkpoint itself)."""
+    import shutil
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.copy(finetuned, work / "start.ckpt")
+    result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint", "start.ckpt",
+                     "--model.init_args.search.max_scoring_batches", "1", cwd=work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (work / "start.ckpt").rename(tmp_path / "moved.ckpt")
+    ckpt = work / "runs/rotated_digits/aat_scan/version_0/checkpoints/last.ckpt"
+    exported = run_cli("export", str(ckpt), "--out", "aat.pt", cwd=elsewhere)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    reference = run_cli("export", str(tmp_path / "moved.ckpt"), "--out", "finetuned.pt", cwd=elsewhere)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    ours, theirs = (torch.load(elsewhere / name, weights_only=True) for name in ("aat.pt", "finetuned.pt"))
+    untouched = [k for k in theirs if k.startswith("visual.") and ".attn." not in k]  # ablation folds into attn only
+    assert len(untouched) > 10 and all(torch.equal(ours[k], theirs[k]) for k in untouched)
+    tested = run_cli("test", *demo_configs("aat_scan"), *RUN, "--ckpt_path", str(ckpt), cwd=elsewhere)
+    assert tested.returncode == 0, tested.stderr[-2000:]  # `lightning test` of it from there too
+
+
+def test_the_init_weights_a_checkpoint_holds_survive_a_reload_and_a_second_save():
+    """A module rebuilt from the checkpoint (hparams `init_checkpoint: null`, as a resumed bp run or
+    `lightning test` build it) gets the backbone tensors back and stores them in its own checkpoints."""
+    torch.manual_seed(0)
+    first = AttentionAblation()
+    with torch.no_grad():
+        first.clip.visual.conv1.weight.add_(1.0)  # what folding an init_checkpoint changed
+    first.init_keys, first.init_checkpoint = ["visual.conv1.weight"], "/somewhere/start.ckpt"
+    saved = {"state_dict": {}, "hyper_parameters": {"init_checkpoint": "start.ckpt", "mask": None}}
+    first.on_save_checkpoint(saved)
+    assert saved["hyper_parameters"] == {"init_checkpoint": None, "mask": None}
+    assert saved["dg_heads"]["init_checkpoint"] == "/somewhere/start.ckpt"
+    torch.manual_seed(0)
+    second = AttentionAblation()
+    assert not torch.equal(second.clip.visual.conv1.weight, first.clip.visual.conv1.weight)
+    second.on_load_checkpoint(saved)  # the frozen-backbone fingerprint agrees only with the tensor restored
+    assert torch.equal(second.clip.visual.conv1.weight, first.clip.visual.conv1.weight)
+    again = {"state_dict": {}}
+    second.on_save_checkpoint(again)
+    assert torch.equal(again["dg_heads"]["init_weights"]["visual.conv1.weight"], first.clip.visual.conv1.weight)
