@@ -36,7 +36,6 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import open_clip
 import torch
 import yaml
 
@@ -247,12 +246,22 @@ def text_head_rows(model: str, classes: int | None, device: str) -> list[str]:
 
 # ------------------------------------------------------------------ 3. the AAT scorer's cache
 def aat_cache_bytes(model: str, images: int, precision: str) -> int:
-    """Bytes the scorer caches: the input of every block and the last block's output, per image.
-    TODO(lead): use the aat branch's function (dg_heads/methods/aat/) once merged."""
-    vision = open_clip.get_model_config(model)["vision_cfg"]
-    tokens = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
-    dtype_bytes = 2 if precision in ("bf16-mixed", "16-mixed", "bf16-true", "16-true") else 4
-    return (vision["layers"] + 1) * tokens * vision["width"] * dtype_bytes * images
+    """Bytes the scorer would cache with no budget: the input of every block and the last block's output."""
+    from dg_heads.methods.aat import cache_bytes, cache_dtype
+
+    return cache_bytes(model, images, dtype=cache_dtype(precision))
+
+
+def aat_kept(model: str, images: int, precision: str, budget_gb: float) -> str:
+    """What the scorer keeps within `search.cache_budget_gb` (the rest is recomputed): GiB and blocks."""
+    from dg_heads.methods.aat import cache_bytes, cache_dtype, plan_cache, vision_dims
+
+    layers = vision_dims(model)[2]
+    level = cache_bytes(model, images, dtype=cache_dtype(precision), levels=1)
+    plan = plan_cache(layers, level, budget_gb * 2**30)
+    if plan is None:
+        return "does not fit (error before work)"
+    return f"{plan.bytes / 2**30:.1f} GiB ({len(plan.levels)}/{layers + 1} levels)"
 
 
 def scoring_images(config: Path, scale: float) -> tuple[int | None, bool, int, int]:
@@ -279,15 +288,19 @@ def aat_rows(models: list[str], scale: float, precision: str) -> list[str]:
     per_image = ", ".join(f"{n} {aat_cache_bytes(m, 1, precision) / 1e6:.2f} MB" for n, m in zip(names, models))
     rows = [f"Per image ({precision}): {per_image}.", "",
             "| config | strategy | max_scoring_batches x eval batch | scoring images (5 sources) | "
-            + " | ".join(f"cache at {n}" for n in names) + " |",
-            "|---|---|---|---|" + "---|" * len(models)]
+            + " | ".join(f"full cache at {n} | kept within the budget at {n}" for n in names) + " |",
+            "|---|---|---|---|" + "---|---|" * len(models)]
+    from dg_heads.methods.aat.module import SearchSpec
+
     for config in AAT_CONFIGS:
-        strategy = yaml.safe_load(config.read_text())["model"]["init_args"]["search"]["strategy"]
+        search = yaml.safe_load(config.read_text())["model"]["init_args"]["search"]
+        budget = search.get("cache_budget_gb", SearchSpec.cache_budget_gb)
         batches, default, batch, images = scoring_images(config, scale)
         limit = "null (whole `out` splits)" if batches is None else f"{batches} x {batch}"
         limit += " (key absent: the default)" if default else ""
-        sizes = " | ".join(f"{aat_cache_bytes(m, images, precision) / 2**30:.1f} GiB" for m in models)
-        rows.append(f"| `{config.relative_to(ROOT)}` | {strategy} | {limit} | {images:,} | {sizes} |")
+        sizes = " | ".join(f"{aat_cache_bytes(m, images, precision) / 2**30:.1f} GiB | "
+                           f"{aat_kept(m, images, precision, budget)} of {budget:g} GiB" for m in models)
+        rows.append(f"| `{config.relative_to(ROOT)}` | {search['strategy']} | {limit} | {images:,} | {sizes} |")
     return rows
 
 

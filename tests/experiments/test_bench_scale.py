@@ -58,7 +58,7 @@ def test_bench_scale_quick_writes_every_row(tmp_path):
 
 
 def test_aat_cache_bytes_is_what_the_scorer_caches():
-    """The local formula (until the aat branch's function) against a real `MaskScorer`'s cache,
+    """`aat_cache_bytes` (the scorer's `cache_bytes`, with no model built) against a real `MaskScorer`'s cache,
     fp32 and under bf16 autocast, on the tiny CLIP."""
     sys.path.insert(0, str(ROOT))
     import dg_heads.backbone  # noqa: F401  (registers dg-tiny-vit)
@@ -72,5 +72,5 @@ def test_aat_cache_bytes_is_what_the_scorer_caches():
         scorer = MaskScorer(model, lambda f: f, num_domains=1,
                             autocast=lambda dtype=autocast: torch.autocast("cpu", dtype, enabled=dtype is not None))
         scorer.add(images, torch.zeros(3, dtype=torch.long), 0)
-        cached = sum(t.untyped_storage().nbytes() for b in scorer.batches for t in b.block_inputs)
+        cached = sum(t.untyped_storage().nbytes() for b in scorer.batches for t in b.block_inputs.values())
         assert aat_cache_bytes("dg-tiny-vit", 3, precision) == cached
