@@ -343,3 +343,46 @@ def test_vit_b16_checkpoint_holds_only_trained_tensors_under_10_mb(tmp_path):
     assert size_mb <= 10, size_mb
     checkpoint = torch.load(ckpt, weights_only=False)
     assert checkpoint["optimizer_states"] and len(checkpoint["state_dict"]) == 12 * 4 + 12 + 1
+
+
+@pytest.mark.slow
+def test_fp16_mixed_with_a_two_pass_routing_is_refused_at_start(data_root, tmp_path):
+    """fp16 mixed precision (a GradScaler: V100 clusters) with `gates` routing: the MMD's own
+    gradient pass is not loss-scaled, so it is refused in one line before training. (On a CPU
+    Lightning turns `--trainer.precision 16-mixed` into bf16-mixed; the plugin itself, with its
+    GradScaler, is what a GPU run gets.)"""
+    result = run_main("fit", *HAP, *RUN, "--trainer.max_steps", "1",
+                      "--trainer.plugins+=lightning.pytorch.plugins.MixedPrecision",
+                      "--trainer.plugins.precision=16-mixed", "--trainer.plugins.device=cpu", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: gating.mmd_routing 'gates' takes the MMD's gradient in a backward pass of its own" in result.stderr
+    assert "trainer.precision '16-mixed'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs/rotated_digits/hap/version_0/checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_gates_files_hold_the_gates_of_the_checkpoint_that_test_after_fit_tests(data_root, tmp_path):
+    """Validations at steps 3 and 6; the first is selected (val/acc no higher at step 6: a tie
+    keeps the first), `last.ckpt` holds step 6's: `gates.json` / `gates.csv` hold the selected
+    checkpoint's gates (H * softmax(theta) of its saved theta), not the final ones."""
+    result = run_cli("fit", *HAP, *RUN[2:], "--trainer.limit_train_batches", "6", "--trainer.val_check_interval", "3",
+                     "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1", "--test_after_fit", "true",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs/rotated_digits/hap/version_0"
+    [best] = (run / "checkpoints").glob("best-*.ckpt")
+    assert best.name == "best-step=3.ckpt"
+
+    def gates_of(ckpt: Path) -> list[list[float]]:
+        state = _state(ckpt)
+        return [(4 * torch.softmax(state[f"clip.visual.transformer.resblocks.{b}.attn.gate.theta"], 0)).tolist()
+                for b in range(4)]
+
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+    selected, final = gates_of(best), gates_of(run / "checkpoints/last.ckpt")
+    assert max(abs(a - b) for s, f in zip(selected, final) for a, b in zip(s, f)) > 1e-5  # training moved them
+    flat = [v for row in selected for v in row]
+    written = json.loads((run / "gates.json").read_text())
+    assert [v for b in range(4) for v in written[str(b)]] == pytest.approx(flat, abs=1e-6)
+    rows = (run / "gates.csv").read_text().splitlines()[1:]
+    assert [float(v) for row in rows for v in row.split(",")[1:]] == pytest.approx(flat, abs=1e-6)
