@@ -139,22 +139,29 @@ PROMPTS_PER_BATCH = 1024  # prompts through the text tower at once when the zero
 @contextmanager
 def text_tower_on(model: torch.nn.Module, device: torch.device | str) -> Iterator[None]:
     """Every parameter and buffer of `model` outside its image tower (`model.visual`: the text
-    tower, projections, logit scale) on `device` inside the block; after it, the very tensors
-    they were (same storage, bit for bit, no copy back). Parameter objects are kept (`.data`)."""
+    tower, projections, logit scale) on `device` inside the block: copies stand in for them in
+    their modules, and after the block the very tensors that were there are back (same objects,
+    same storage, bit for bit; nothing is copied back)."""
     device = torch.device(device)
     image = {id(t) for t in [*model.visual.parameters(), *model.visual.buffers()]}
-    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    moved: dict[int, torch.Tensor] = {}  # a tensor shared by two modules gets one copy
+    kept: list[tuple[dict, str, torch.Tensor]] = []
     for module in model.modules():
-        for tensor in [*module._parameters.values(), *module._buffers.values()]:
-            if tensor is not None and id(tensor) not in image and tensor.device != device:
-                image.add(id(tensor))  # a tensor shared by two modules moves once
-                kept.append((tensor, tensor.data))
-                tensor.data = tensor.data.to(device)
+        for table in (module._parameters, module._buffers):
+            for name, tensor in table.items():
+                if tensor is None or id(tensor) in image or tensor.device == device:
+                    continue
+                if id(tensor) not in moved:
+                    copy = tensor.detach().to(device)
+                    moved[id(tensor)] = (torch.nn.Parameter(copy, tensor.requires_grad)
+                                         if isinstance(tensor, torch.nn.Parameter) else copy)
+                kept.append((table, name, tensor))
+                table[name] = moved[id(tensor)]
     try:
         yield
     finally:
-        for tensor, data in kept:
-            tensor.data = data
+        for table, name, tensor in kept:
+            table[name] = tensor
 
 
 @torch.no_grad()
