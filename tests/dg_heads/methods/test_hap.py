@@ -264,6 +264,20 @@ def test_hap_fit_logs_gates_and_saves_small_checkpoints(data_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_grad_checkpointing_through_the_cli_trains_the_same_weights(data_root, tmp_path):
+    """`--model.init_args.clip.grad_checkpointing true`: the same run, the same trained tensors."""
+    common = ["fit", *HAP, *RUN, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"]
+    plain = run_cli(*common, "--trainer.logger.init_args.version", "plain", cwd=tmp_path)
+    checkpointed = run_cli(*common, "--trainer.logger.init_args.version", "ckpt",
+                           "--model.init_args.clip.grad_checkpointing", "true", cwd=tmp_path)
+    assert plain.returncode == 0 and checkpointed.returncode == 0, (plain.stderr + checkpointed.stderr)[-3000:]
+    runs = tmp_path / "runs/rotated_digits/hap"
+    a, b = _state(runs / "plain/checkpoints/last.ckpt"), _state(runs / "ckpt/checkpoints/last.ckpt")
+    assert a.keys() == b.keys() and any(".gate." in k for k in a)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+
+@pytest.mark.slow
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(data_root, tmp_path):
     common = ["fit", *HAP, *RUN]
     full = run_cli(*common, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "full", cwd=tmp_path)
