@@ -163,8 +163,8 @@ class HeadPurification(DGModule):
                 raise DGHeadsError(
                     f"gating.mmd_routing {self.gating_spec.mmd_routing!r} takes the MMD's gradient in a "
                     f"backward pass of its own, which the loss scaling of trainer.precision "
-                    f"{self.trainer.precision!r} does not reach (fp16 would flush the early gates' "
-                    f"gradients to zero): use trainer.precision bf16-mixed or 32-true, or "
+                    f"{self.trainer.precision!r} does not reach (in fp16 the early gates' small "
+                    f"gradients can underflow to zero): use trainer.precision bf16-mixed or 32-true, or "
                     f"model.init_args.gating.mmd_routing gates_local or both (one backward, loss-scaled)"
                 )
 
