@@ -7,11 +7,14 @@ caught up front, and the tiny configs shipped with dg-heads are registered for d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip import build_zero_shot_classifier
 
 from dg_heads.errors import DGHeadsError
 
@@ -25,12 +28,16 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 @dataclass
 class CLIPSpec:
     """Which CLIP to build: `pretrained` is a tag (`openai`, `laion2b_s34b_b88k`, ...), a local
-    weights file, or null for random init. `quick_gelu` null means: on for OpenAI weights."""
+    weights file, or null for random init. `quick_gelu` null means: on for OpenAI weights.
+    `grad_checkpointing`: open_clip's activation checkpointing (`set_grad_checkpointing`): a
+    training step keeps each block's input instead of its activations and recomputes them in
+    the backward (~1/3 more compute; the same gradients)."""
 
     model_name: str = TINY_MODEL
     pretrained: str | None = None
     quick_gelu: bool | None = None
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         # `--...pretrained null` on the command line can arrive as the string 'None' (omegaconf mode)
@@ -101,6 +108,8 @@ def create_clip(spec: CLIPSpec) -> tuple[open_clip.CLIP, open_clip.tokenizer.Sim
                 f"weights file as `pretrained`"
             ) from error
         raise DGHeadsError(f"could not load weights {spec.pretrained!r}: {error}") from error
+    if spec.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     return model, open_clip.get_tokenizer(spec.model_name)
 
 
@@ -122,3 +131,49 @@ def resolve_templates(templates: list[str]) -> list[str]:
         if "{}" not in template:
             raise DGHeadsError(f"prompt template {template!r} has no '{{}}' for the class name")
     return list(templates)
+
+
+PROMPTS_PER_BATCH = 1024  # prompts through the text tower at once when the zero-shot head is built
+
+
+@contextmanager
+def text_tower_on(model: torch.nn.Module, device: torch.device | str) -> Iterator[None]:
+    """Every parameter and buffer of `model` outside its image tower (`model.visual`: the text
+    tower, projections, logit scale) on `device` inside the block: copies stand in for them in
+    their modules, and after the block the very tensors that were there are back (same objects,
+    same storage, bit for bit; nothing is copied back)."""
+    device = torch.device(device)
+    image = {id(t) for t in [*model.visual.parameters(), *model.visual.buffers()]}
+    moved: dict[int, torch.Tensor] = {}  # a tensor shared by two modules gets one copy
+    kept: list[tuple[dict, str, torch.Tensor]] = []
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for name, tensor in table.items():
+                if tensor is None or id(tensor) in image or tensor.device == device:
+                    continue
+                if id(tensor) not in moved:
+                    copy = tensor.detach().to(device)
+                    moved[id(tensor)] = (torch.nn.Parameter(copy, tensor.requires_grad)
+                                         if isinstance(tensor, torch.nn.Parameter) else copy)
+                kept.append((table, name, tensor))
+                table[name] = moved[id(tensor)]
+    try:
+        yield
+    finally:
+        for table, name, tensor in kept:
+            table[name] = tensor
+
+
+@torch.no_grad()
+def build_text_classifier(model: torch.nn.Module, tokenizer, class_names: list[str], templates: list[str],
+                          device: torch.device | str | None = None) -> torch.Tensor:
+    """The zero-shot head: each class's normalised mean text embedding over the prompt templates,
+    `[classes, embed_dim]` fp32 on the CPU, computed by open_clip's `build_zero_shot_classifier`
+    with the text tower on `device` (default: where its weights are; see `text_tower_on`), in
+    batches of about `PROMPTS_PER_BATCH` prompts (DomainNet's 345 classes x 80 templates are
+    27,600 prompts: on a GPU seconds, on a CPU core tens of minutes)."""
+    device = torch.device(device) if device is not None else model.logit_scale.device
+    with text_tower_on(model, device):
+        weights = build_zero_shot_classifier(model, tokenizer, class_names, templates, device=device,
+                                             num_classes_per_batch=max(1, PROMPTS_PER_BATCH // len(templates)))
+        return weights.T.float().cpu().contiguous()

@@ -1,6 +1,8 @@
 """Benchmark a HAP training step against plain LoRA and full fine-tuning, side by side.
 
     python experiments/bench_hap.py --model ViT-B-16 --per-domain 8 --out docs/benchmarks.md
+    python experiments/bench_hap.py --hook checkpointing --model ViT-L-14   # saved bytes without/with
+    python experiments/bench_hap.py --hook text_head --model ViT-B-16        # 345 x 80 zero-shot head
 
 One batch of 3 source domains x `per-domain` images. Step times are medians of interleaved
 repeats in one process; peak memory is measured per method in a fresh subprocess (CUDA: peak
@@ -16,6 +18,7 @@ import gc
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -36,8 +39,8 @@ HAP_ROWS = {"hap": ({}, {}),
             "hap_gating_only": ({"enabled": False}, {})}
 
 
-def build(method: str, model: str, device: str):
-    spec, optim = CLIPSpec(model_name=model), OptimSpec(lr=1e-5)
+def build(method: str, model: str, device: str, grad_checkpointing: bool = False):
+    spec, optim = CLIPSpec(model_name=model, grad_checkpointing=grad_checkpointing), OptimSpec(lr=1e-5)
     torch.manual_seed(0)
     if method in HAP_ROWS:
         lora, gating = HAP_ROWS[method]
@@ -71,22 +74,77 @@ def stepper(module, per_domain: int, device: str, precision: str):
 
     def held_by_training() -> int:
         """Bytes a step holds beyond the model, counted exactly (no allocator in the figure): the
-        tensors autograd saves for the backward (distinct storages) + the trainable tensors'
+        tensors autograd saves for the backward (`saved_for_backward`) + the trainable tensors'
         gradients and AdamW's two moments."""
-        storages: dict[int, int] = {}
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            storage = tensor.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
-                module.training_loss(images, labels, domains)
-        return sum(storages.values()) + 3 * sum(p.numel() * p.element_size() for p in params)
+        saved = saved_for_backward(module, images, labels, domains, device, dtype)
+        return saved + 3 * sum(p.numel() * p.element_size() for p in params)
 
     step.held_by_training = held_by_training
     return step, sum(p.numel() for p in params)
+
+
+def saved_for_backward(module, images, labels, domains, device: str, dtype: torch.dtype | None) -> int:
+    """Bytes of the tensors autograd saves for the backward of one `training_loss` (distinct
+    storages, counted with `saved_tensors_hooks`). Under activation checkpointing the blocks'
+    inner activations are not saved (checkpoint's own hooks take them; they are recomputed in
+    the backward), while each checkpointed block's input is (checkpoint saves it through these
+    hooks): what the step then holds."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            module.training_loss(images, labels, domains)
+    return sum(storages.values())
+
+
+def checkpointing_memory(model: str = "ViT-B-16", per_domain: int = 8, device: str = "cpu",
+                         precision: str = "32-true", method: str = "hap") -> dict[str, float]:
+    """Bench hook (experiments/bench_scale.py): the saved-for-backward bytes of one HAP training
+    step (`method`: a row of HAP_ROWS; `DOMAINS` domains x `per_domain` images) without and with
+    `clip.grad_checkpointing`, counted as `held_by_training` counts them (`saved_for_backward`).
+    Returns `{"without_bytes", "with_bytes", "saved_fraction"}`. ViT-L/14 on a CPU: a forward of
+    ~2 TFLOP per 24 images, twice."""
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    counted = {}
+    for checkpointing in (False, True):
+        module = build(method, model, device, grad_checkpointing=checkpointing)
+        module.num_domains = DOMAINS
+        size = image_size_of(module.clip)
+        torch.manual_seed(1)
+        images = torch.randn(DOMAINS * per_domain, 3, size, size, device=device)
+        labels = torch.randint(0, CLASSES, (DOMAINS * per_domain,), device=device)
+        domains = torch.arange(DOMAINS, device=device).repeat_interleave(per_domain)
+        counted[checkpointing] = saved_for_backward(module, images, labels, domains, device, dtype)
+        del module
+        gc.collect()
+    return {"without_bytes": counted[False], "with_bytes": counted[True],
+            "saved_fraction": 1 - counted[True] / counted[False]}
+
+
+def text_head_build(model: str = "ViT-B-16", num_classes: int = 345, templates: str = "openai_imagenet",
+                    device: str | None = None) -> dict[str, float]:
+    """Bench hook (experiments/bench_scale.py): seconds to build the zero-shot head as `setup`
+    builds it (`backbone.build_text_classifier`: the text tower on `device`, default CUDA when
+    there is one, in batches) for `num_classes` classes x the named template set (DomainNet:
+    345 x 80 = 27,600 prompts). Random-init weights: the time does not depend on them."""
+    from dg_heads.backbone import build_text_classifier, create_clip, resolve_templates
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clip, tokenizer = create_clip(CLIPSpec(model_name=model))
+    prompts = resolve_templates([templates])
+    names = [f"class {i}" for i in range(num_classes)]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    head = build_text_classifier(clip, tokenizer, names, prompts, device=device)  # ends with a copy to the CPU
+    seconds = time.perf_counter() - started
+    assert head.shape[0] == num_classes
+    return {"seconds": seconds, "prompts": num_classes * len(prompts), "device": device}
 
 
 def peak_memory(method: str, args) -> dict[str, float]:
@@ -139,8 +197,17 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: bf16-mixed on CUDA)")
     parser.add_argument("--memory-of", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--hook", choices=("checkpointing", "text_head"),
+                        help="print one bench hook's JSON (checkpointing_memory or text_head_build) and stop")
+    parser.add_argument("--classes", type=int, default=345, help="--hook text_head: classes (x 80 templates)")
     args = parser.parse_args()
     args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    if args.hook == "checkpointing":
+        print(json.dumps(checkpointing_memory(args.model, args.per_domain, args.device, args.precision)))
+        return
+    if args.hook == "text_head":
+        print(json.dumps(text_head_build(args.model, args.classes, device=args.device)))
+        return
     if args.memory_of:
         print(json.dumps(peak_memory(args.memory_of, args)))
         return

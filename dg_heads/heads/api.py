@@ -169,6 +169,14 @@ def taps(model: nn.Module, kind: str = "cls") -> dict[int, torch.Tensor]:
     return {b: a.tap[kind] for b, a in enumerate(head_attentions(model)) if a.tap_enabled and a.tap}
 
 
+def clear_taps(model: nn.Module) -> None:
+    """Drop what the last forward's taps hold (a loss calls this once it has read them): the
+    head outputs they point to are then freed with the step's graph, and nothing of the graph
+    stays on the module (which `copy.deepcopy` and `export` could not copy)."""
+    for attn in head_attentions(model):
+        attn.tap = {}
+
+
 def merge_lora(model: nn.Module) -> None:
     for attn in head_attentions(model):
         attn.merge_lora()

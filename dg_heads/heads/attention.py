@@ -40,11 +40,22 @@ FOLDABLE_ABLATIONS = ("zero", "scale")
 class HeadTap(dict):
     """What a tapped forward leaves for a loss: `tap["cls"]` and `tap["mean"]` ([B, H, d_h], each
     computed when first read, so an unused one costs nothing) and `tap["gate"]` ([H], the gate
-    values that forward used, or None)."""
+    values that forward used, or None).
+
+    A tap is a by-product of one forward, inside its autograd graph: a copy or a pickle of the
+    module holds none (`copy.deepcopy` cannot copy non-leaf tensors; `heads.export` copies), and
+    a loss that has read its taps clears them (`heads.clear_taps`), so they hold no activations
+    past the step."""
 
     def __init__(self, heads_out: torch.Tensor, gate: torch.Tensor | None) -> None:
         super().__init__(gate=gate)
         self._heads_out = heads_out  # [B, H, tokens, d_h]
+
+    def __deepcopy__(self, memo) -> dict:
+        return {}
+
+    def __reduce__(self):
+        return dict, ()
 
     def __missing__(self, key: str) -> torch.Tensor:
         if key == "cls":
@@ -55,6 +66,14 @@ class HeadTap(dict):
             raise KeyError(key)
         self[key] = value
         return value
+
+
+def _in_backward() -> bool:
+    """True while autograd's engine runs a backward in this thread: a forward run then is the
+    recomputation of activation checkpointing (`clip.grad_checkpointing`), whose taps nobody reads.
+    (torch's own checkpoint code asks the same private function.)"""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current is not None and current() != -1
 
 
 class HeadAttention(nn.MultiheadAttention):
@@ -133,17 +152,21 @@ class HeadAttention(nn.MultiheadAttention):
         if self.ablation_strength is not None:
             y = self._ablate(y, v, attn_mask)
         gate = self.gate.values() if self.gate is not None else None
-        if self.tap_enabled:  # per head [B, H, d_h]: CLS token and token mean (computed when read), and the gate values
+        if self.tap_enabled and not _in_backward():  # not when activation checkpointing recomputes the block
+            # per head [B, H, d_h]: CLS token and token mean (computed when read), and the gate values
             self.tap = HeadTap(y, gate)
         y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
         lora_o = lora is not None and "o" in lora.targets
+        # The gates multiply in fp32 (the weights' dtype), never cast to the activations' dtype
+        # first: under bf16 autocast a gate within 0.004 of 1 would act as exactly 1, and training
+        # would differ from the fp32 export (`folded_weights`).
         if gate is None:
             out = self.out_proj(y)
         elif lora_o:  # the output LoRA reads the gated heads
-            y = y * gate.to(y.dtype).repeat_interleave(head_dim)
+            y = (y.float() * gate.float().repeat_interleave(head_dim)).to(y.dtype)
             out = self.out_proj(y)
-        else:  # gate the projection's columns ([d, d]), not the activations ([batch, tokens, d])
-            columns = gate.to(y.dtype).repeat_interleave(head_dim)
+        else:  # gate the projection's columns ([d, d], fp32; autocast casts the product), not the activations
+            columns = gate.to(self.out_proj.weight.dtype).repeat_interleave(head_dim)
             out = F.linear(y, self.out_proj.weight * columns, self.out_proj.bias)
         if lora_o:
             out = out + lora.delta("o", y)

@@ -25,9 +25,11 @@ class HeadGate(nn.Module):
                 raise ValueError(f"gate values need shape ({num_heads},), got {tuple(fixed.shape)}")
             self.register_buffer("fixed", fixed.clone())
 
-    def values(self) -> torch.Tensor:
+    def values(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """The gates; `theta`: other logits than the module's own (a checkpoint's), learnable gates only."""
         if self.learnable:
-            return self.num_heads * torch.softmax(self.theta, dim=0)
+            theta = self.theta if theta is None else theta
+            return self.num_heads * torch.softmax(theta.float(), dim=0)
         return self.fixed
 
     def extra_repr(self) -> str:

@@ -35,13 +35,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from open_clip import build_zero_shot_classifier
 from torch import nn
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
-from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
+from dg_heads.backbone import CLIPSpec, build_text_classifier, create_clip, image_size_of, resolve_templates
 from dg_heads.callbacks import DomainReport, PredictionsWriter, RequeueOnSignal, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
@@ -106,15 +105,17 @@ class DGModule(L.LightningModule):
 
     @torch.no_grad()
     def text_classifier(self, class_names: list[str]) -> torch.Tensor:
-        """Normalised mean text embedding of each class over the prompt templates.
+        """Normalised mean text embedding of each class over the prompt templates ([classes,
+        embed_dim] fp32, on the CPU with the rest of the model in `setup`).
 
-        Built where the text tower's weights are, never on `self.device`: in `setup` Lightning
-        already reports the strategy's device (`cuda:N`) while the weights are still on the CPU."""
-        weights = build_zero_shot_classifier(
-            self.clip, self.tokenizer, class_names, self.templates,
-            num_classes_per_batch=10, device=self.clip.token_embedding.weight.device,
-        )
-        return weights.T.contiguous().float()
+        Computed where the weights will run, in batches (`backbone.build_text_classifier`): under
+        a trainer on the strategy's root device (`cuda:N` on a GPU node: DomainNet's 27,600
+        prompts take seconds there, tens of minutes on a CPU core), the text tower put there for
+        the build and its CPU tensors restored after; without one where the weights are. Never on
+        `self.device` as such: in `setup` Lightning reports the strategy's device while the
+        weights are still on the CPU."""
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        return build_text_classifier(self.clip, self.tokenizer, class_names, self.templates, device=device)
 
     def configure_trainable(self) -> None:
         """Set `requires_grad` on what the method trains; the base trains nothing."""

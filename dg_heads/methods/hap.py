@@ -159,6 +159,14 @@ class HeadPurification(DGModule):
                     f"data.batch_size_per_domain is {datamodule.batch_size_per_domain}; the MMD needs "
                     f"at least 2 images per domain in every step"
                 )
+            if self.separate_mmd_pass() and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+                raise DGHeadsError(
+                    f"gating.mmd_routing {self.gating_spec.mmd_routing!r} takes the MMD's gradient in a "
+                    f"backward pass of its own, which the loss scaling of trainer.precision "
+                    f"{self.trainer.precision!r} does not reach (in fp16 the early gates' small "
+                    f"gradients can underflow to zero): use trainer.precision bf16-mixed or 32-true, or "
+                    f"model.init_args.gating.mmd_routing gates_local or both (one backward, loss-scaled)"
+                )
 
     # -------------------------------------------------------------- loss
     def mmd_loss(self, domains: torch.Tensor) -> torch.Tensor:
@@ -168,10 +176,12 @@ class HeadPurification(DGModule):
         spec, attns = self.gating_spec, heads.head_attentions(self.clip)
         taps = [attns[block].tap for block in self.gated_blocks]
         outputs = torch.stack([tap[spec.mmd_feature] for tap in taps])  # [blocks, n, H, d_h]
+        gates = torch.stack([tap["gate"] for tap in taps])  # the values this forward used
+        heads.clear_taps(self.clip)  # read: they hold no head outputs (and no graph) past this step
         if spec.mmd_routing == "gates_local":
             outputs = outputs.detach()
-        gates = torch.stack([tap["gate"] for tap in taps]).to(outputs.dtype)  # the values this forward used
-        features = (outputs * gates[:, None, :, None]).flatten(2)  # [blocks, n, H * d_h]
+        # in fp32, as the MMD: a bf16 gate near 1 would round to 1 (see HeadAttention's fold)
+        features = (outputs.float() * gates.float()[:, None, :, None]).flatten(2)  # [blocks, n, H * d_h]
         # outside fit (num_domains unset in setup): read off the batch, a host read
         num_domains = self.num_domains if self.num_domains is not None else int(domains.max()) + 1
         return batched_mmd(features, domains, num_domains, spec.mmd_kernel, self.mmd_gammas).mean()
@@ -184,6 +194,21 @@ class HeadPurification(DGModule):
         if routing == "lora":
             return [p for a in attns if a.lora is not None for p in a.lora.parameters() if p.requires_grad]
         return None
+
+    def separate_mmd_pass(self) -> bool:
+        """True when `mmd_term` takes the MMD's gradient in a backward pass of its own
+        (`torch.autograd.grad`): `gates` or `lora` routing with other tensors training too.
+
+        That pass is not loss-scaled, so HAP refuses fp16 mixed precision (a GradScaler) with it
+        in `setup`, rather than scale it: the scale tensor is private GradScaler state that exists
+        only after the first `scaler.scale` (which Lightning calls after the training step), and
+        an overflowing scaled pass, routine under dynamic scaling, would make the loss value
+        non-finite and stop the run. bf16 needs no scaling (its exponent is fp32's), and the
+        one-backward routings are scaled with the rest of the loss."""
+        params = self.routed_parameters()
+        if not self.mmd_on or not params:
+            return False
+        return {id(p) for p in params} != {id(p) for p in self.parameters() if p.requires_grad}
 
     def mmd_term(self, mmd: torch.Tensor) -> torch.Tensor:
         """What the loss adds for the MMD: its value, and its gradient for the routed tensors only.
@@ -219,7 +244,7 @@ class HeadPurification(DGModule):
             return mmd
         if not params:
             return mmd.detach()
-        if {id(p) for p in params} == {id(p) for p in self.parameters() if p.requires_grad}:
+        if not self.separate_mmd_pass():
             return mmd  # the routed tensors are all that train (gating without LoRA): the plain gradient, one pass
         grads = torch.autograd.grad(mmd, params, retain_graph=True, allow_unused=True)
         surrogate = sum((p * g.detach()).sum() for p, g in zip(params, grads) if g is not None)

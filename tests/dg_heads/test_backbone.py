@@ -4,7 +4,14 @@ import open_clip
 import pytest
 import torch
 
-from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates, wants_quick_gelu
+from dg_heads.backbone import (
+    CLIPSpec,
+    build_text_classifier,
+    create_clip,
+    image_size_of,
+    resolve_templates,
+    wants_quick_gelu,
+)
 from dg_heads.errors import DGHeadsError
 
 
@@ -54,3 +61,17 @@ def test_templates_named_sets_and_validation():
 @pytest.mark.parametrize("value", ["None", "null", ""])
 def test_null_pretrained_from_the_command_line_means_random_init(value):
     assert CLIPSpec(pretrained=value).pretrained is None
+
+
+def test_the_zero_shot_head_is_open_clips_in_batches_of_prompts():
+    """`build_text_classifier` (what `setup` builds, on the strategy's device) is the classifier of
+    open_clip's `build_zero_shot_classifier` called directly as before (10 classes a batch): 30
+    classes x 80 templates, 2,400 prompts in three batches of 12 classes."""
+    torch.manual_seed(0)
+    model, tokenizer = create_clip(CLIPSpec())
+    names, templates = [f"class {i}" for i in range(30)], resolve_templates(["openai_imagenet"])
+    reference = open_clip.build_zero_shot_classifier(model, tokenizer, names, templates, num_classes_per_batch=10,
+                                                     device="cpu").T
+    built = build_text_classifier(model, tokenizer, names, templates, device="cpu")
+    assert built.shape == (30, 64) and built.dtype == torch.float32 and built.is_contiguous()
+    assert torch.allclose(built, reference, atol=1e-6)

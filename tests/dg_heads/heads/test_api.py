@@ -243,3 +243,23 @@ def test_fixed_gates_scale_head_outputs_and_fold(tiny):
     assert (heads.export(tiny).encode_image(x) - tiny.encode_image(x)).abs().max() <= 1e-5
     with pytest.raises(DGHeadsError, match=r"gate values have shape \(4,\); expected \(4, 4\)"):
         heads.add_gates(tiny, learnable=False, values=torch.ones(4))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("targets", [None, ("q", "v", "o")], ids=["gated_projection", "output_lora"])
+def test_a_gate_near_one_acts_under_bf16_autocast(tiny, targets):
+    """The gates are folded in fp32: a gate of 1.003 (closer to 1 than bf16's spacing there,
+    0.0078) changes the output under bf16 autocast, as it does in the fp32 export; cast to
+    bf16 first it acted as exactly 1. Both gating paths: the gated output projection, and the
+    gated activations that an output LoRA reads."""
+    if targets:
+        heads.add_lora(tiny, targets, 2)
+        for attn in heads.head_attentions(tiny):
+            attn.lora.factors["o_B"].normal_(std=0.05)
+    x = torch.randn(2, 3, 32, 32)
+    outputs = []
+    for gate in (1.0, 1.003):
+        heads.add_gates(tiny, learnable=False, values=torch.full((4, 4), gate))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs.append(tiny.encode_image(x).float())
+    assert not torch.equal(outputs[0], outputs[1])

@@ -15,9 +15,9 @@ from tests.conftest import demo_configs, gpu_configs, make_benchmark, run_cli, r
 HAP = demo_configs("hap")
 
 
-def _hap(**gating) -> HeadPurification:
+def _hap(clip: CLIPSpec | None = None, **gating) -> HeadPurification:
     torch.manual_seed(0)
-    module = HeadPurification(CLIPSpec(), lora=LoRASpec(), gating=GatingSpec(**gating))
+    module = HeadPurification(clip or CLIPSpec(), lora=LoRASpec(), gating=GatingSpec(**gating))
     module.classifier = torch.nn.Parameter(torch.randn(10, 64), requires_grad=False)
     module.configure_trainable()
     return module
@@ -74,16 +74,28 @@ def test_unknown_routing_and_nothing_to_train_are_refused():
         HeadPurification(lora=LoRASpec(enabled=False), gating=GatingSpec(enabled=False))
 
 
-def _reference_mmd(module, domains, gammas, detach_outputs=False):
+def _keep_taps(module) -> dict[int, torch.Tensor]:
+    """The CLS taps each `mmd_loss` call reads (it clears them once read), kept for `_reference_mmd`."""
+    kept, real = {}, module.mmd_loss
+
+    def mmd_loss(domains):
+        kept.update({b: a.tap["cls"] for b, a in enumerate(heads.head_attentions(module.clip))})
+        return real(domains)
+
+    module.mmd_loss = mmd_loss
+    return kept
+
+
+def _reference_mmd(module, domains, gammas, taps, detach_outputs=False):
     """The HAP loss's MMD written out: per gated block, DomainBed's pairwise MMD of the gated CLS
-    head features (from the taps of the last forward), averaged over pairs, then over blocks."""
+    head features (`taps`: the last forward's, from `_keep_taps`), averaged over pairs, then over blocks."""
     def kernel(a, b):
         d = ((a[:, None] - b[None]) ** 2).sum(-1).clamp_min(1e-30)
         return sum(torch.exp(-g * d) for g in gammas)
 
     values = []
-    for attn in heads.head_attentions(module.clip):
-        outputs = attn.tap["cls"].detach() if detach_outputs else attn.tap["cls"]
+    for block, attn in enumerate(heads.head_attentions(module.clip)):
+        outputs = taps[block].detach() if detach_outputs else taps[block]
         features = (outputs * attn.gate.values().view(1, -1, 1)).flatten(1)
         groups = [features[domains == d] for d in range(int(domains.max()) + 1)]
         pairs = [kernel(a, a).mean() + kernel(b, b).mean() - 2 * kernel(a, b).mean()
@@ -92,9 +104,9 @@ def _reference_mmd(module, domains, gammas, detach_outputs=False):
     return torch.stack(values).mean()
 
 
-def _routing_case(routing: str):
+def _routing_case(routing: str, clip: CLIPSpec | None = None):
     """A HAP module with non-trivial LoRA B and gates, and a 3-domain batch with a domain shift."""
-    module = _hap(mmd_routing=routing, mmd_weight=0.7, mmd_gammas=[0.1, 1.0, 10.0])
+    module = _hap(clip, mmd_routing=routing, mmd_weight=0.7, mmd_gammas=[0.1, 1.0, 10.0])
     module.num_domains = 3
     for attn in heads.head_attentions(module.clip):
         torch.nn.init.normal_(attn.lora.factors["v_B"], std=0.1)  # B != 0: LoRA's A gets gradients too
@@ -112,13 +124,14 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
     """grad(loss) - grad(CE) equals w * grad(MMD) (torch.autograd.grad of an independent
     implementation) for the routed parameter group and is zero for the other group."""
     module, images, labels, domains = _routing_case(routing)
+    taps = _keep_taps(module)
     loss, logs = module.training_loss(images, labels, domains)
     attns = heads.head_attentions(module.clip)
     groups = {"gates": [a.gate.theta for a in attns], "lora": [p for a in attns for p in a.lora.parameters()]}
     params = groups["gates"] + groups["lora"]
     total = torch.autograd.grad(loss, params, retain_graph=True)
     ce = torch.autograd.grad(logs["train/ce"], params, retain_graph=True, allow_unused=True)
-    reference = _reference_mmd(module, domains, (0.1, 1.0, 10.0), detach_outputs=routing == "gates_local")
+    reference = _reference_mmd(module, domains, (0.1, 1.0, 10.0), taps, detach_outputs=routing == "gates_local")
     assert logs["train/mmd"].item() == pytest.approx(reference.item(), rel=1e-5)
     mmd = torch.autograd.grad(0.7 * reference, params, allow_unused=True)
     zero = torch.zeros(())
@@ -133,7 +146,7 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
             assert torch.allclose(extra, expected, rtol=1e-4, atol=1e-7), (routing, name, i)
         offset += len(group)
     if routing in ("gates", "both"):  # the full path: block 0's gate feels the later blocks' MMDs
-        local = torch.autograd.grad(0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0), detach_outputs=True),
+        local = torch.autograd.grad(0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0), taps, detach_outputs=True),
                                     groups["gates"][0])[0]
         assert not torch.allclose(local, total[0] - ce[0], rtol=1e-3)
 
@@ -157,10 +170,11 @@ def test_gating_without_lora_routes_to_the_gates_in_one_pass(monkeypatch):
     grad = torch.autograd.grad
     calls = []
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or grad(*a, **k))
+    taps = _keep_taps(module)
     loss, logs = module.training_loss(images, labels, domains)
     assert calls == []  # no extra pass inside the loss
     total = grad(loss, gates, retain_graph=True)
-    expected = grad(logs["train/ce"] + 0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0)), gates)
+    expected = grad(logs["train/ce"] + 0.7 * _reference_mmd(module, domains, (0.1, 1.0, 10.0), taps), gates)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(total, expected))
 
 
@@ -179,6 +193,44 @@ def test_the_measured_two_stream_backward_routes_as_the_shipped_loss(routing, en
     assert loss2.item() == pytest.approx(loss.item(), rel=1e-6)
     batched = torch.autograd.grad(loss2, params)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(shipped, batched))
+
+
+def _routing_grads(routing: str, **clip) -> tuple[list[torch.Tensor], HeadPurification]:
+    module, images, labels, domains = _routing_case(routing, CLIPSpec(**clip))
+    loss, _ = module.training_loss(images, labels, domains)
+    loss.backward()
+    return [p.grad for p in module.parameters() if p.requires_grad], module
+
+
+@pytest.mark.parametrize("routing", ["gates", "lora", "both", "gates_local"])
+def test_grad_checkpointing_gives_the_same_gradients_with_taps_gates_and_lora(routing):
+    """`clip.grad_checkpointing: true` (open_clip's activation checkpointing): the recomputed
+    blocks give every LoRA factor and gate the gradient of an ordinary step, for every MMD
+    routing; the recomputation in the backward leaves no taps behind."""
+    plain, _ = _routing_grads(routing)
+    checkpointed, module = _routing_grads(routing, grad_checkpointing=True)
+    assert module.clip.visual.transformer.grad_checkpointing
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(plain, checkpointed))
+    assert not any(attn.tap for attn in heads.head_attentions(module.clip))  # nothing of the graph kept
+
+
+def test_a_copy_and_an_export_work_after_a_grad_forward():
+    """Taps sit in the autograd graph (non-leaf tensors, which `copy.deepcopy` refuses); a copy
+    of the module holds none, so `copy.deepcopy` and `heads.export` work after any forward."""
+    import copy
+
+    module, images, labels, domains = _routing_case("gates")
+    module.image_features(images)  # a grad-enabled forward whose taps no loss read
+    assert heads.head_attentions(module.clip)[0].tap  # what a loss would read
+    copied = copy.deepcopy(module)
+    assert not any(attn.tap for attn in heads.head_attentions(copied.clip))
+    exported = heads.export(module.clip)
+    with torch.no_grad():
+        assert torch.allclose(exported.encode_image(images), module.clip.encode_image(images), atol=1e-5)
+    loss, _ = module.training_loss(images, labels, domains)  # a training step: its loss reads, then drops, the taps
+    loss.backward()
+    copy.deepcopy(module)
+    heads.export(module.clip)
 
 
 # ---------------------------------------------------------------- through the CLI
@@ -209,6 +261,20 @@ def test_hap_fit_logs_gates_and_saves_small_checkpoints(data_root, tmp_path):
     assert export.returncode == 0, export.stderr[-2000:]
     plain = open_clip.create_model("dg-tiny-vit", pretrained=str(tmp_path / "hap.pt"))
     assert all(type(b.attn) is torch.nn.MultiheadAttention for b in plain.visual.transformer.resblocks)
+
+
+@pytest.mark.slow
+def test_grad_checkpointing_through_the_cli_trains_the_same_weights(data_root, tmp_path):
+    """`--model.init_args.clip.grad_checkpointing true`: the same run, the same trained tensors."""
+    common = ["fit", *HAP, *RUN, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"]
+    plain = run_cli(*common, "--trainer.logger.init_args.version", "plain", cwd=tmp_path)
+    checkpointed = run_cli(*common, "--trainer.logger.init_args.version", "ckpt",
+                           "--model.init_args.clip.grad_checkpointing", "true", cwd=tmp_path)
+    assert plain.returncode == 0 and checkpointed.returncode == 0, (plain.stderr + checkpointed.stderr)[-3000:]
+    runs = tmp_path / "runs/rotated_digits/hap"
+    a, b = _state(runs / "plain/checkpoints/last.ckpt"), _state(runs / "ckpt/checkpoints/last.ckpt")
+    assert a.keys() == b.keys() and any(".gate." in k for k in a)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
 
 
 @pytest.mark.slow
@@ -291,3 +357,46 @@ def test_vit_b16_checkpoint_holds_only_trained_tensors_under_10_mb(tmp_path):
     assert size_mb <= 10, size_mb
     checkpoint = torch.load(ckpt, weights_only=False)
     assert checkpoint["optimizer_states"] and len(checkpoint["state_dict"]) == 12 * 4 + 12 + 1
+
+
+@pytest.mark.slow
+def test_fp16_mixed_with_a_two_pass_routing_is_refused_at_start(data_root, tmp_path):
+    """fp16 mixed precision (a GradScaler: V100 clusters) with `gates` routing: the MMD's own
+    gradient pass is not loss-scaled, so it is refused in one line before training. (On a CPU
+    Lightning turns `--trainer.precision 16-mixed` into bf16-mixed; the plugin itself, with its
+    GradScaler, is what a GPU run gets.)"""
+    result = run_main("fit", *HAP, *RUN, "--trainer.max_steps", "1",
+                      "--trainer.plugins+=lightning.pytorch.plugins.MixedPrecision",
+                      "--trainer.plugins.precision=16-mixed", "--trainer.plugins.device=cpu", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: gating.mmd_routing 'gates' takes the MMD's gradient in a backward pass of its own" in result.stderr
+    assert "trainer.precision '16-mixed'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs/rotated_digits/hap/version_0/checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_gates_files_hold_the_gates_of_the_checkpoint_that_test_after_fit_tests(data_root, tmp_path):
+    """Validations at steps 3 and 6; the first is selected (val/acc no higher at step 6: a tie
+    keeps the first), `last.ckpt` holds step 6's: `gates.json` / `gates.csv` hold the selected
+    checkpoint's gates (H * softmax(theta) of its saved theta), not the final ones."""
+    result = run_cli("fit", *HAP, *RUN[2:], "--trainer.limit_train_batches", "6", "--trainer.val_check_interval", "3",
+                     "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1", "--test_after_fit", "true",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs/rotated_digits/hap/version_0"
+    [best] = (run / "checkpoints").glob("best-*.ckpt")
+    assert best.name == "best-step=3.ckpt"
+
+    def gates_of(ckpt: Path) -> list[list[float]]:
+        state = _state(ckpt)
+        return [(4 * torch.softmax(state[f"clip.visual.transformer.resblocks.{b}.attn.gate.theta"], 0)).tolist()
+                for b in range(4)]
+
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+    selected, final = gates_of(best), gates_of(run / "checkpoints/last.ckpt")
+    assert max(abs(a - b) for s, f in zip(selected, final) for a, b in zip(s, f)) > 1e-5  # training moved them
+    flat = [v for row in selected for v in row]
+    written = json.loads((run / "gates.json").read_text())
+    assert [v for b in range(4) for v in written[str(b)]] == pytest.approx(flat, abs=1e-6)
+    rows = (run / "gates.csv").read_text().splitlines()[1:]
+    assert [float(v) for row in rows for v in row.split(",")[1:]] == pytest.approx(flat, abs=1e-6)

@@ -30,25 +30,40 @@ def gpu_like_setup(monkeypatch):
 
 @pytest.mark.parametrize("method", [lambda: CLIPBaseline(mode="zero_shot"), lambda: HeadPurification(),
                                     lambda: AttentionAblation()], ids=["baseline", "hap", "aat"])
-def test_setup_builds_on_the_weights_device_not_on_self_device(method, gpu_like_setup, data_root, tmp_path):
+def test_setup_builds_the_text_head_on_the_strategy_root_device(method, gpu_like_setup, data_root, tmp_path,
+                                                                monkeypatch):
+    """The zero-shot head is built where the weights will run: the strategy's root device (`cuda:N`
+    on a GPU node; DomainNet's 27,600 prompts would take tens of minutes on each rank's CPU), with
+    the text tower put there for the build, never the image tower; after `setup` every weight is
+    the CPU tensor it was, and the classifier is on the CPU with them (the strategy moves all)."""
+    import dg_heads.backbone
+
     model = method()
+    text, image = model.clip.token_embedding.weight, model.clip.visual.conv1.weight
+    before = {"text": (text.data_ptr(), text.detach().clone()), "image": (image.data_ptr(), image.detach().clone())}
     seen = {}
-    real_setup = model.setup
 
-    def setup(stage):
-        seen["reported"] = model.device  # Lightning's fake: the emulation is in place
-        real_setup(stage)
+    def build(clip, tokenizer, class_names, templates, num_classes_per_batch, device):
+        seen.update(device=torch.device(device), text=clip.token_embedding.weight.device,
+                    projection=clip.text_projection.device, image=clip.visual.conv1.weight.device,
+                    per_batch=num_classes_per_batch, reported=model.device)
+        return torch.ones(clip.text_projection.shape[1], len(class_names))  # what `.cpu()` of the device's result gives
 
-    model.setup = setup
+    monkeypatch.setattr(dg_heads.backbone, "build_zero_shot_classifier", build)
     data = DomainBedDataModule("rotated_digits", test_domains=["75"], image_size=32, num_workers=0,
                                eval_batch_size=256)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         default_root_dir=tmp_path, enable_progress_bar=False, limit_val_batches=1,
                         enable_model_summary=False)
     trainer.validate(model, datamodule=data, verbose=False)
-    assert seen["reported"] == FAKE_ROOT_DEVICE
+    assert seen["reported"] == FAKE_ROOT_DEVICE  # Lightning's fake: the emulation is in place
+    assert seen["device"] == seen["text"] == seen["projection"] == FAKE_ROOT_DEVICE
+    assert seen["image"].type == "cpu" and seen["per_batch"] == 1024  # one template: 1,024 prompts a batch
+    for name, tensor in (("text", text), ("image", image)):
+        assert tensor.device.type == "cpu" and tensor.data_ptr() == before[name][0]
+        assert torch.equal(tensor.detach(), before[name][1])
     assert model.classifier.device.type == "cpu" and model.classifier.shape[0] == 10
-    assert torch.isfinite(model.classifier).all()
+    assert torch.equal(model.classifier, torch.ones(10, model.clip.text_projection.shape[1]))
 
 
 def test_a_training_free_search_is_left_unwrapped_by_ddp_on_cuda_too(monkeypatch):
