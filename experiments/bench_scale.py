@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from data_modules.registry import get_dataset  # noqa: E402
 from data_modules.splits import holdout_split  # noqa: E402
-from experiments.bench_hap import DOMAINS, build, stepper  # noqa: E402
+from experiments.bench_hap import DOMAINS  # noqa: E402
 from experiments.bench_report import section, update_section  # noqa: E402
 
 DATA_CONFIG = ROOT / "configs/data/domain_net.yaml"
@@ -305,24 +305,18 @@ def aat_rows(models: list[str], scale: float, precision: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ 4. HAP with activation checkpointing
-def enable_checkpointing(module) -> None:
-    """Activation checkpointing on the image tower's blocks.
-    TODO(lead): `clip.grad_checkpointing: true` (CLIPSpec) once branch hap is merged."""
-    module.clip.set_grad_checkpointing(True)
-
-
 def hap_rows(models: list[str], per_domain: list[int], device: str) -> list[str]:
-    rows = ["| model | batch | without checkpointing (MiB) | with `set_grad_checkpointing(True)` (MiB) | saved |",
+    """Saved-for-backward bytes of one HAP step without and with `clip.grad_checkpointing: true`
+    (`bench_hap.checkpointing_memory`: torch saves a checkpointed block's input as a saved tensor,
+    so it is counted too)."""
+    from experiments.bench_hap import checkpointing_memory
+
+    rows = ["| model | batch | without checkpointing (MiB) | with `clip.grad_checkpointing: true` (MiB) | saved |",
             "|---|---|---|---|---|"]
     for model, images in zip(models, per_domain):
-        module = build("hap", model, device)
-        step, _ = stepper(module, images, device, "bf16-mixed" if device == "cuda" else "32-true")
-        without = step.held_by_training()
-        enable_checkpointing(module)
-        with_ = step.held_by_training()  # torch saves a checkpointed block's inputs as saved tensors: counted too
-        rows.append(f"| {model} | {DOMAINS} domains x {images} images | {without / MIB:.1f} | {with_ / MIB:.1f} "
-                    f"| {1 - with_ / without:.0%} |")
-        del module, step
+        memory = checkpointing_memory(model, images, device, "bf16-mixed" if device == "cuda" else "32-true")
+        rows.append(f"| {model} | {DOMAINS} domains x {images} images | {memory['without_bytes'] / MIB:.1f} | "
+                    f"{memory['with_bytes'] / MIB:.1f} | {memory['saved_fraction']:.0%} |")
     return rows
 
 
