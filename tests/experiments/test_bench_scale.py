@@ -48,7 +48,11 @@ def test_bench_scale_quick_writes_every_row(tmp_path):
     for cells in aat.values():
         images = int(cells[2].strip().replace(",", ""))
         assert float(cells[3].split()[0]) == pytest.approx(images * 3_933_696 / 2**30, abs=0.051)
-        assert float(cells[4].split()[0]) == pytest.approx(images * 13_158_400 / 2**30, abs=0.051)
+        assert float(cells[5].split()[0]) == pytest.approx(images * 13_158_400 / 2**30, abs=0.051)
+        # within the config's 4 GiB budget: as many block inputs (one: images x tokens x width x 2) as fit
+        for kept, (blocks, tokens, width) in ((cells[4], (12, 197, 768)), (cells[6], (24, 257, 1024))):
+            levels = min(blocks + 1, int(4 * 2**30 // (images * tokens * width * 2)))
+            assert f"({levels}/{blocks + 1} levels) of 4 GiB" in kept, kept
 
     hap = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| dg-tiny-vit | 3 domains")]
     assert len(hap) == 1
