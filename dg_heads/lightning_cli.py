@@ -13,9 +13,11 @@ after fit) and `--done_marker` (a `callbacks.DoneMarker`, and a run that has one
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Optional, Union
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.cli import LightningCLI, instantiate_class
 
 from data_modules.registry import dataset_name
@@ -89,6 +91,22 @@ def int_before_float(parser) -> None:
             action._typehint = Union[int, float, None]
 
 
+def check_slurm_layout(config) -> None:
+    """Under `srun` every SLURM task is one DDP process: `--ntasks-per-node` must equal
+    `trainer.devices` and `--nodes` must equal `trainer.num_nodes`, else the ranks wait for
+    processes that never come (Lightning checks this only when it starts the processes itself)."""
+    if not SLURMEnvironment.detect():
+        return
+    for env, flag, key in (("SLURM_NTASKS_PER_NODE", "--ntasks-per-node", "devices"),
+                           ("SLURM_NNODES", "--nodes", "num_nodes")):
+        given, wanted = config.get(f"trainer.{key}"), os.environ.get(env, "")
+        count = len(given) if isinstance(given, (list, tuple)) else given
+        if wanted.isdigit() and str(count).isdigit() and int(count) != int(wanted):
+            raise DGHeadsError(f"SLURM started this job with {flag}={wanted} ({env}) but trainer.{key} is {given}: "
+                               f"they must match (one process per device); set --trainer.{key} {wanted} "
+                               f"or submit with {flag}={count}")
+
+
 class DGHeadsCLI(LightningCLI):
     """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
@@ -132,6 +150,7 @@ class DGHeadsCLI(LightningCLI):
         return self.config.get(self.subcommand, {}) if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        check_slurm_layout(self._subcommand_config())
         name_run_folder(self._subcommand_config())
         marker = self._subcommand_config().get("done_marker")
         if marker and Path(marker).exists():

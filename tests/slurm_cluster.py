@@ -1,7 +1,7 @@
 """A real single-node SLURM cluster in a folder, for tests and for trying sweeps on one machine.
 
-    python experiments/slurm/local_cluster.py start DIR   # prints `export SLURM_CONF=DIR/slurm.conf`
-    python experiments/slurm/local_cluster.py stop DIR
+    python tests/slurm_cluster.py start DIR   # prints `export SLURM_CONF=DIR/slurm.conf`
+    python tests/slurm_cluster.py stop DIR
 
 Needs Debian's slurmctld, slurmd, slurm-client and munge packages, and root (slurmd runs jobs
 as their users). No systemd: munged, slurmctld and slurmd are started here with their pid files
