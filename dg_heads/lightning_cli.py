@@ -42,6 +42,8 @@ TRAINER_DEFAULTS = {
          "init_args": {"filename": "last", "enable_version_counter": False}},
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
     ],
+    # checkpoints written whole or not at all (a run killed while saving keeps its previous one)
+    "plugins": [{"class_path": "dg_heads.resume.AtomicCheckpointIO"}],
 }
 
 
@@ -49,7 +51,8 @@ TRAINER_DEFAULTS = {
 def trainer_defaults() -> dict:
     """TRAINER_DEFAULTS with its callbacks built, fresh for every CLI: a checkpoint callback keeps
     its run's best score, so two runs in one process (tests, notebooks) must not share one."""
-    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]]}
+    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]],
+            "plugins": [instantiate_class((), c) for c in TRAINER_DEFAULTS["plugins"]]}
 
 
 def name_run_folder(config) -> None:
