@@ -183,8 +183,8 @@ def test_ddp_sbatch_runs_one_run_over_two_nodes(two_node_run, cluster, tmp_path)
 
 def _check_resumed_exactly(run: Path, reference: Path, log: str) -> None:
     resumed = [line for line in log.splitlines() if line.startswith("dg-heads: resuming from")]
-    assert len(resumed) == 1 and "last.ckpt" in resumed[0], log[-4000:]
-    assert int(resumed[0].rsplit(" ", 1)[1]) in (2, 4)  # an epoch end's checkpoint
+    assert resumed and all("last.ckpt" in line for line in resumed), log[-4000:]
+    assert {int(line.rsplit(" ", 1)[1]) for line in resumed} <= {2, 4}  # an epoch end's checkpoint
     assert _metrics(run) == _metrics(reference)  # the global step continued; the same evaluation
     assert _same_weights(_weights(run), _weights(reference))  # the same weights as the uninterrupted run
     steps = _logged_steps(run)
@@ -212,7 +212,8 @@ def test_requeue_of_a_two_node_job_resumes_to_the_same_weights(two_node_run, clu
 def test_a_node_lost_mid_run_is_resumed_by_the_rerun(two_node_run, cluster, tmp_path):
     """Every process of the second node is killed (slurmd, step, rank 1) in the second epoch; SLURM
     ends or requeues the job as it decides; with the node back the rerun (the requeue, or the same
-    sweep submitted again) resumes from the last whole checkpoint, to the same weights."""
+    sweep submitted again where SLURM ended a run) resumes from the last whole checkpoint, to the
+    same weights, every step logged once."""
     reference, _, _ = two_node_run
     env, progress = cluster["env"], tmp_path / "step.txt"
     args = ARGS + SLOW + [f"--trainer.callbacks.progress_file={progress}"]
@@ -225,11 +226,17 @@ def test_a_node_lost_mid_run_is_resumed_by_the_rerun(two_node_run, cluster, tmp_
         time.sleep(0.5)
     decided = _state(job, env)
     slurm_cluster.start_node(cluster["folder"], "dgn2")
-    if decided in ENDED:  # SLURM ended it: the user submits the same sweep again
-        stdout, _ = _sweep(tmp_path, env, args, "--no-check")
-        assert "1 to run" in stdout
-        job = _job_id(stdout)
-    _wait_gone(job, env)
+    for _ in range(3):
+        if decided in ENDED:  # SLURM ended it: the user submits the same sweep again
+            stdout, _ = _sweep(tmp_path, env, args, "--no-check")
+            assert "1 to run" in stdout
+            job = _job_id(stdout)
+        _wait_gone(job, env)
+        if (run / "done").exists():
+            break
+        # seen with SLURM 22.05: the requeued rerun is ended ~1 min after the node came back (as if
+        # the lost run's stop request for the same step id were delivered late): submit again
+        decided = _state(job, env)
     slurm_cluster.wait_idle(env, 2)
     log = _logs(tmp_path)
     assert (run / "done").exists(), f"SLURM: {decided}, states {SEEN}\n" + log[-4000:]
