@@ -224,6 +224,8 @@ def _network_down() -> None:
             kill_node(node)
             _run("ip", "netns", "del", ns, check=False)  # takes its end of the veth pair, so both
         shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+    if Path("/etc/netns").is_dir() and not any(Path("/etc/netns").iterdir()):
+        Path("/etc/netns").rmdir()
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         _run("ip", "link", "del", BRIDGE, check=False)
 
