@@ -81,8 +81,9 @@ test-floor: $(FLOOR_VENV)/.installed
 	    --trainer.logger.init_args.save_dir runs/floor --trainer.enable_progress_bar false --test_after_fit true
 	test -s runs/floor/finetune/version_0/metrics_test.json  # the demo ran (not another `lightning`)
 
-# The SLURM part alone: a real single-node cluster (needs root and Debian's slurmctld, slurmd,
-# slurm-client, munge; skipped with the reason otherwise, failed with DG_HEADS_REQUIRE_SLURM=1).
+# The SLURM part alone: a real single-node cluster and a two-node one (network namespaces on a bridge;
+# needs root, iproute2 and Debian's slurmctld, slurmd, slurm-client, munge; skipped with the reason
+# otherwise, failed with DG_HEADS_REQUIRE_SLURM=1).
 test-slurm: install
 	$(PY) -m pytest -q -ra -m slurm
 

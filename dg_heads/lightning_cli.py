@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI, instantiate_class
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
 from data_modules.registry import dataset_name
@@ -45,6 +46,8 @@ TRAINER_DEFAULTS = {
          "init_args": {"filename": "last", "enable_version_counter": False}},
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
     ],
+    # checkpoints written whole or not at all (a run killed while saving keeps its previous one)
+    "plugins": [{"class_path": "dg_heads.resume.AtomicCheckpointIO"}],
 }
 
 
@@ -52,7 +55,8 @@ TRAINER_DEFAULTS = {
 def trainer_defaults() -> dict:
     """TRAINER_DEFAULTS with its callbacks built, fresh for every CLI: a checkpoint callback keeps
     its run's best score, so two runs in one process (tests, notebooks) must not share one."""
-    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]]}
+    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]],
+            "plugins": [instantiate_class((), c) for c in TRAINER_DEFAULTS["plugins"]]}
 
 
 def name_run_folder(config) -> None:
@@ -106,6 +110,22 @@ def set_ddp_timeout(strategy, timeout: timedelta | None) -> None:
         strategy._timeout = timeout
 
 
+def check_slurm_layout(config) -> None:
+    """Under `srun` every SLURM task is one DDP process: `--ntasks-per-node` must equal
+    `trainer.devices` and `--nodes` must equal `trainer.num_nodes`, else the ranks wait for
+    processes that never come (Lightning checks this only when it starts the processes itself)."""
+    if not SLURMEnvironment.detect():
+        return
+    for env, flag, key in (("SLURM_NTASKS_PER_NODE", "--ntasks-per-node", "devices"),
+                           ("SLURM_NNODES", "--nodes", "num_nodes")):
+        given, wanted = config.get(f"trainer.{key}"), os.environ.get(env, "")
+        count = len(given) if isinstance(given, (list, tuple)) else given
+        if wanted.isdigit() and str(count).isdigit() and int(count) != int(wanted):
+            raise DGHeadsError(f"SLURM started this job with {flag}={wanted} ({env}) but trainer.{key} is {given}: "
+                               f"they must match (one process per device); set --trainer.{key} {wanted} "
+                               f"or submit with {flag}={count}")
+
+
 class DGHeadsCLI(LightningCLI):
     """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
@@ -156,6 +176,7 @@ class DGHeadsCLI(LightningCLI):
         return self.config.get(self.subcommand, {}) if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        check_slurm_layout(self._subcommand_config())
         name_run_folder(self._subcommand_config())
         marker = self._subcommand_config().get("done_marker")
         if marker and Path(marker).exists():
@@ -168,10 +189,13 @@ class DGHeadsCLI(LightningCLI):
         Under `--test_after_fit` one table is printed, the selected checkpoint's (its `val` and
         `test` rows); the files of every stage are written as always."""
         config = self._subcommand_config()
-        if SLURMEnvironment.detect() and not config.get("trainer", {}).get("plugins"):
+        plugins = (self.config_init.get(self.subcommand, self.config_init) if self.subcommand
+                   else self.config_init).get("trainer", {}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
             # SLURM's requeue signal is handled at a step every process agrees on (RequeueOnSignal),
             # not by Lightning's handler, which checkpoints inside the signal handler
-            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+            kwargs.setdefault("plugins", [*plugins, SLURMEnvironment(auto_requeue=False)])
         trainer = super().instantiate_trainer(**kwargs)
         set_ddp_timeout(trainer.strategy, config.get("ddp_timeout"))
         if self.subcommand == "fit" and config.get("test_after_fit"):

@@ -6,15 +6,42 @@ checkpoint callbacks (a SIGKILL loses only the steps since the last one) and the
 (`callbacks.RequeueOnSignal`; Lightning itself only looks at those when no `ckpt_path` is given). TensorBoard
 is told to purge events at or after the resumed step, so steps logged by the killed process
 after its checkpoint are not shown twice.
+
+Checkpoints are written whole or not at all (`AtomicCheckpointIO`, the CLI's default plugin):
+a run killed while saving (a lost node, SIGKILL) leaves the previous checkpoint, never half of one.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Saves into a temporary file beside the checkpoint, flushed to disk, then renamed over it
+    (one `os.replace`: atomic on one file system). Lightning's own save writes a temporary file in
+    `$TMPDIR` and moves it; where that is another file system than the run folder (a node's /tmp,
+    a shared run folder) the move is a copy, and a kill during it leaves half a checkpoint."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if "://" in str(path):  # a remote file system: Lightning's (fsspec's) own transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 def resume_candidates(trainer) -> list[Path]:

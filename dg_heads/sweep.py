@@ -56,7 +56,7 @@ from data_modules.registry import get_dataset
 from data_modules.splits import seed_hash
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 
-SBATCH = Path(__file__).resolve().parents[1] / "experiments" / "slurm" / "array.sbatch"
+SBATCH = Path(__file__).resolve().parent / "slurm" / "array.sbatch"  # package data (pip install . ships it)
 DONE = "done"
 
 

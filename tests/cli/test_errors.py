@@ -79,3 +79,24 @@ def test_a_config_that_does_not_parse_is_one_error_line(case, tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(start) and named in lines[0], result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("slurm, trainer, expected", [
+    ({"SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1"}, [],
+     "error: SLURM started this job with --ntasks-per-node=2 (SLURM_NTASKS_PER_NODE) but trainer.devices is 1"),
+    ({"SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2"}, ["--trainer.devices", "1"],
+     "error: SLURM started this job with --nodes=2 (SLURM_NNODES) but trainer.num_nodes is 1"),
+])
+def test_a_slurm_allocation_unlike_the_trainer_is_one_error_line_before_any_work(slurm, trainer, expected,
+                                                                                tmp_path, monkeypatch):
+    """Under `srun` each task is one DDP process: a layout that disagrees with trainer.devices /
+    trainer.num_nodes would leave the ranks waiting for each other; it stops at start instead."""
+    monkeypatch.setenv("SLURM_NTASKS", str(int(slurm["SLURM_NTASKS_PER_NODE"]) * int(slurm["SLURM_NNODES"])))
+    monkeypatch.setenv("SLURM_JOB_NAME", "dgtest")
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    result = run_main("fit", *demo_configs("finetune"), *trainer, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()  # nothing built, nothing written

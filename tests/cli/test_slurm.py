@@ -1,4 +1,4 @@
-"""Through a real single-node SLURM cluster (started by experiments/slurm/local_cluster.py):
+"""Through a real single-node SLURM cluster (started by tests/slurm_cluster.py):
 an array sweep then `dg-heads collect`, a 2-task `srun` DDP run, and a requeue mid-run.
 
 Skipped with the reason where SLURM cannot be started, unless DG_HEADS_REQUIRE_SLURM=1 (CI).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.slurm import local_cluster
+from tests import slurm_cluster as local_cluster
 from tests.conftest import REPO, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one cluster, one worker

@@ -60,7 +60,7 @@ def test_sweep_is_the_full_product_with_stable_folders(tmp_path):
     assert json.loads((run / "job.json").read_text())["method"] == "lora"
     command = sbatch_command(spec, jobs_file, [0, 1, 2, 5, 7, 8])
     assert "--array=0-2,5,7-8%8" in command and "--ntasks-per-node=4" in command and "--gpus-per-node=4" in command
-    assert "--nodes=2" in command and command.endswith(f"experiments/slurm/array.sbatch {jobs_file}")
+    assert "--nodes=2" in command and command.endswith(f"dg_heads/slurm/array.sbatch {jobs_file}")
     # DDP spans what srun starts: 2 nodes x 4 processes
     assert argv[argv.index("--trainer.num_nodes") + 1] == "2" and argv[argv.index("--trainer.devices") + 1] == "4"
     with pytest.raises(DGHeadsError, match=r"method 'lora' sets --trainer.devices 2, but the slurm section starts 4"):
@@ -300,7 +300,7 @@ def test_srun_gets_the_tasks_cpus(tmp_path):
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
            "SLURM_CPUS_PER_TASK": "8", "SRUN_LOG": str(tmp_path / "srun.log")}
     env.pop("SRUN_CPUS_PER_TASK", None)
-    result = subprocess.run(["bash", str(REPO / "experiments/slurm/array.sbatch"), str(jobs)], env=env,
+    result = subprocess.run(["bash", str(REPO / "dg_heads/slurm/array.sbatch"), str(jobs)], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "srun.log").read_text().startswith("SRUN_CPUS_PER_TASK=8 ")

@@ -297,7 +297,7 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(data_root, tmp_path)
 
 @pytest.mark.slow
 def test_two_process_ddp_with_bf16_mixed_trains(data_root, tmp_path):
-    from experiments.slurm.local_cluster import why_unavailable
+    from tests.slurm_cluster import why_unavailable
 
     if why_unavailable() is None:  # the same run goes through `srun` there; CI time is spent once
         pytest.skip("SLURM is here: tests/cli/test_slurm.py::test_two_task_srun_runs_hap_ddp_bf16 runs this under srun")
