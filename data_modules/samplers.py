@@ -169,7 +169,7 @@ class SourceDomains(Dataset):
         domain, index, key = item
         state = random.getstate()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key)
+            torch.default_generator.manual_seed(key)  # not `torch.manual_seed`: it would reseed CUDA's too
             random.seed(key)
             sample = self.datasets[domain][index]
         random.setstate(state)
