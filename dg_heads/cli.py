@@ -12,7 +12,8 @@ import importlib
 import sys
 
 from dg_heads import environment
-from dg_heads.errors import user_message
+from dg_heads.collective_failure import collective_failure_message, is_collective_failure
+from dg_heads.errors import DGHeadsError, user_message
 
 # Lightning's subcommands, with their one line for `--help`
 LIGHTNING = {
@@ -50,14 +51,21 @@ def run_lightning(args: list[str] | None) -> None:
     """A LightningCLI run; a SLURM requeue or kill (SIGTERM) ends with exit code 143."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from dg_heads.callbacks.requeue import Requeued
     from dg_heads.lightning_cli import DGHeadsCLI
 
     try:
         DGHeadsCLI(args=args)
+    except Requeued:  # checkpointed on SLURM's signal and requeued (RequeueOnSignal said where)
+        sys.exit(143)
     except SIGTERMException:  # killed or requeued (SLURM): the checkpoints on disk are the state to resume
         print("dg-heads: stopped by SIGTERM; run the same command again to resume (--ckpt_path last)",
               file=sys.stderr)
         sys.exit(143)
+    except Exception as error:
+        if is_collective_failure(error):  # a hang that the process group's timeout ended
+            raise DGHeadsError(collective_failure_message(error)) from error
+        raise
 
 
 def main(args: list[str] | None = None) -> None:

@@ -6,17 +6,22 @@ overwriting on a requeued job. Entry point and error handling: `dg_heads.cli.mai
 
 The run's files (tables, `metrics_*.json`, `splits.json`, HParams, method files) come from the
 callbacks every dg-heads model installs (`dg_heads.callbacks`), as with a plain `Trainer`; the
-CLI only adds its two arguments: `--test_after_fit` (`selection.evaluate_selected_checkpoint`
-after fit) and `--done_marker` (a `callbacks.DoneMarker`, and a run that has one is skipped).
+CLI only adds its arguments: `--test_after_fit` (`selection.evaluate_selected_checkpoint`
+after fit), `--done_marker` (a `callbacks.DoneMarker`, and a run that has one is skipped) and
+`--ddp_timeout` (how long a DDP collective may wait before the run ends with an error).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI, instantiate_class
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import DDPStrategy
 
 from data_modules.registry import dataset_name
 from dg_heads.callbacks import DomainReport, DoneMarker
@@ -89,6 +94,18 @@ def int_before_float(parser) -> None:
             action._typehint = Union[int, float, None]
 
 
+def set_ddp_timeout(strategy, timeout: timedelta | None) -> None:
+    """Give a DDP strategy the run's `--ddp_timeout` unless its own config set one. Set before
+    `fit` starts the process group (`DDPStrategy.setup_distributed` reads it); Lightning offers
+    the timeout only as a constructor argument, and a strategy named by string (`ddp`) or chosen
+    by `auto` is built inside the Trainer, hence the private attribute (present in 2.4-2.6)."""
+    if timeout is None or not isinstance(strategy, DDPStrategy):
+        return
+    default = inspect.signature(DDPStrategy).parameters["timeout"].default
+    if getattr(strategy, "_timeout", default) == default:
+        strategy._timeout = timeout
+
+
 class DGHeadsCLI(LightningCLI):
     """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
@@ -124,6 +141,13 @@ class DGHeadsCLI(LightningCLI):
             help="After `fit`, test the checkpoint selected by val/acc (training-domain validation).",
         )
         parser.add_argument(
+            "--ddp_timeout", type=Optional[timedelta], default=None,
+            help="DDP only: how long ('h:m:s') a collective may wait for the other processes before the run "
+                 "stops with an error (a hang, e.g. a process that took another path, ends the job instead of "
+                 "sitting until the time limit). Default: the strategy's own (Lightning: 0:30:00). A timeout "
+                 "set in `trainer.strategy.init_args.timeout` wins.",
+        )
+        parser.add_argument(
             "--done_marker", type=Optional[str], default=None,
             help="A file written when the run finished; if it exists, the run is skipped (sweeps relaunch safely).",
         )
@@ -143,8 +167,13 @@ class DGHeadsCLI(LightningCLI):
         selected checkpoint under `--test_after_fit`, else after the subcommand's own stage.
         Under `--test_after_fit` one table is printed, the selected checkpoint's (its `val` and
         `test` rows); the files of every stage are written as always."""
-        trainer = super().instantiate_trainer(**kwargs)
         config = self._subcommand_config()
+        if SLURMEnvironment.detect() and not config.get("trainer", {}).get("plugins"):
+            # SLURM's requeue signal is handled at a step every process agrees on (RequeueOnSignal),
+            # not by Lightning's handler, which checkpoints inside the signal handler
+            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+        trainer = super().instantiate_trainer(**kwargs)
+        set_ddp_timeout(trainer.strategy, config.get("ddp_timeout"))
         if self.subcommand == "fit" and config.get("test_after_fit"):
             trainer.callbacks.append(DomainReport(print_stages=("test",)))
         if config.get("done_marker"):

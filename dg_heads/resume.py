@@ -2,8 +2,8 @@
 
 `--ckpt_path last` resumes from the newest of: the `last*.ckpt` files of the run's
 checkpoint callbacks (a SIGKILL loses only the steps since the last one) and the
-`hpc_ckpt_N.ckpt` that Lightning's SLURM requeue handler writes into `default_root_dir` on
-SIGUSR1 (Lightning itself only looks at the latter when no `ckpt_path` is given). TensorBoard
+`hpc_ckpt_N.ckpt` that SLURM's requeue signal has written into `default_root_dir`
+(`callbacks.RequeueOnSignal`; Lightning itself only looks at those when no `ckpt_path` is given). TensorBoard
 is told to purge events at or after the resumed step, so steps logged by the killed process
 after its checkpoint are not shown twice.
 """

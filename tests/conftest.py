@@ -109,8 +109,7 @@ def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 # Overrides that make a demo config a seconds-long smoke run.
 QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-         "--data.init_args.num_workers", "0"]
+         "--trainer.limit_val_batches", "1", "--data.init_args.num_workers", "0"]
 
 
 CONFIGS = REPO / "configs"

@@ -8,6 +8,8 @@ CLI and a plain `Trainer.fit(model, datamodule)` in a notebook leave the same fi
                                      HParams tab, after fit, validate and test
     predictions.PredictionsWriter    predictions.csv (predict)
     gate_file.GateFile               HAP: the gates as a TensorBoard heatmap and gates.json/.csv
+    requeue.RequeueOnSignal          SLURM's requeue signal: every process checkpoints at one agreed
+                                     step (hpc_ckpt_N.ckpt), rank 0 requeues, exit code 143
     done_marker.DoneMarker           not a default: a file written when a chosen stage finished
                                      (the CLI's `--done_marker`; sweeps skip runs that have it)
 
@@ -26,6 +28,7 @@ from dg_heads.callbacks.domain_report import DomainReport
 from dg_heads.callbacks.done_marker import DoneMarker
 from dg_heads.callbacks.gate_file import GateFile
 from dg_heads.callbacks.predictions import PredictionsWriter
+from dg_heads.callbacks.requeue import RequeueOnSignal
 from dg_heads.callbacks.splits_manifest import SplitsManifest
 
-__all__ = ["DomainReport", "DoneMarker", "GateFile", "PredictionsWriter", "SplitsManifest"]
+__all__ = ["DomainReport", "DoneMarker", "GateFile", "PredictionsWriter", "RequeueOnSignal", "SplitsManifest"]

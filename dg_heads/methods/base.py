@@ -17,9 +17,10 @@ keeps an on-device record of the first non-finite loss, skips that step's update
 (AdamW runs fused and gets the step's flag as its `found_inf`: parameters, moments and step
 count stay exactly as they were), and reads the record (all-gathered under DDP) every
 `trainer.log_every_n_steps` training steps, before every checkpoint is written, at each epoch's
-end and at the end of training. The run then stops with `error: the training loss is not finite
-(...) at global step N ...` naming the last good checkpoint: within `log_every_n_steps` steps
-of the bad one, and with no update computed from a non-finite loss in the weights.
+start (the previous epoch's end: see `on_train_epoch_start`) and at the end of training. The run
+then stops with `error: the training loss is not finite (...) at global step N ...` naming the
+last good checkpoint: within `log_every_n_steps` steps of the bad one, and with no update
+computed from a non-finite loss in the weights.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
-from dg_heads.callbacks import DomainReport, PredictionsWriter, SplitsManifest
+from dg_heads.callbacks import DomainReport, PredictionsWriter, RequeueOnSignal, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.resume import latest_checkpoint_file
@@ -253,8 +254,15 @@ class DGModule(L.LightningModule):
         if self._guarded_steps and self._guarded_steps % max(1, self.trainer.log_every_n_steps) == 0:
             self._check_finite()
 
-    def on_train_epoch_end(self) -> None:
-        self._check_finite()
+    def on_train_epoch_start(self) -> None:
+        """The previous epoch's end check, made here: no collective may run in the epoch-end hooks.
+        There Lightning reduces the `sync_dist` epoch metrics lazily, at their first read: on rank 0
+        the progress bar (off on the other ranks) reads them first, in its `on_train_epoch_end`,
+        before this module's hook, the other ranks only later (ModelCheckpoint, the logger). A
+        collective between the two (this check's all-gather) met a different collective on each
+        rank: every DDP run with the default progress bar hung at its first epoch end."""
+        if self.current_epoch > 0:
+            self._check_finite()
 
     def on_fit_end(self) -> None:  # (on_fit_end: methods override on_train_end)
         self._check_finite()
@@ -344,7 +352,7 @@ class DGModule(L.LightningModule):
     def default_callbacks(self) -> list[Callback]:
         """The callbacks that write this method's run files (`dg_heads.callbacks`); a method with
         files of its own returns them beside `super().default_callbacks()`."""
-        return [SplitsManifest(), DomainReport(), PredictionsWriter()]
+        return [SplitsManifest(), DomainReport(), PredictionsWriter(), RequeueOnSignal()]
 
     def configure_callbacks(self) -> list[Callback]:
         """Lightning's hook: `default_callbacks` join whatever Trainer runs the model (the CLI's

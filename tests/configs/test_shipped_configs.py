@@ -91,7 +91,14 @@ def fake_root(tmp_path_factory, data_root) -> Path:
     return root
 
 
-def _arguments(composition: str, root: Path) -> tuple[list[str], dict]:
+# The run length of a case: 2 steps in one epoch (validation at its end). The DDP cases run as a
+# user's job does: 4 steps over epochs of 3 (validation at step 2, mid-epoch; an epoch end with no
+# validation at step 3; validation at step 4, where training ends mid-epoch), then the test.
+STEPS = ["--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--trainer.val_check_interval", "2"]
+DDP_STEPS = ["--trainer.max_steps", "4", "--trainer.limit_train_batches", "3", "--trainer.val_check_interval", "2"]
+
+
+def _arguments(composition: str, root: Path, steps: list[str] = STEPS) -> tuple[list[str], dict]:
     files = _files(composition)
     composed = _composed(files)
     model, data = composed["model"], composed["data"]["init_args"]
@@ -102,10 +109,9 @@ def _arguments(composition: str, root: Path) -> tuple[list[str], dict]:
              "--data.init_args.root", str(root), "--data.init_args.test_domains", json.dumps(test_domains),
              "--data.init_args.image_size", "32", "--data.init_args.num_workers", "0",
              "--data.init_args.batch_size_per_domain", "4", "--data.init_args.eval_batch_size", "16",
-             "--trainer.accelerator", ACCELERATOR, "--trainer.precision", "bf16-mixed",
-             "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--trainer.val_check_interval", "2",
+             "--trainer.accelerator", ACCELERATOR, "--trainer.precision", "bf16-mixed", *steps,
              "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
-             "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"]
+             "--trainer.log_every_n_steps", "1"]  # Lightning's defaults otherwise: progress bar on
     if model["class_path"].endswith("AttentionAblation"):
         args += ["--model.init_args.search.max_scoring_batches", "1",
                  "--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "2"]
@@ -114,6 +120,12 @@ def _arguments(composition: str, root: Path) -> tuple[list[str], dict]:
 
 def _trains(model: dict) -> bool:
     return model.get("init_args", {}).get("mode") != "zero_shot"
+
+
+def _takes_steps(model: dict) -> bool:
+    """Trains by optimiser steps (AAT's scan and GA search, then stop: no step)."""
+    strategy = (model.get("init_args", {}).get("search") or {}).get("strategy")
+    return _trains(model) and strategy in (None, "bp")
 
 
 # The run folder's name (TRAINER_DEFAULTS' `{method}`) where it is not the method file's name.
@@ -132,6 +144,20 @@ def _check_run(folder: Path, meta: dict) -> None:
         assert metrics[f"test/n/{domain}"] > 0
 
 
+def _scalar_steps(folder: Path, meta: dict, tag: str) -> list[int]:
+    """The steps at which the run's TensorBoard events hold `tag` (the fit's event files)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, dataset, method = meta["composition"].split("/")
+    steps = []
+    for events in sorted((folder / "runs" / dataset / RUN_NAMES.get(method, method)).rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            steps += [event.step for event in accumulator.Scalars(tag)]
+    return sorted(steps)
+
+
 @pytest.mark.parametrize("composition", COMPOSITIONS)
 def test_config_runs_under_bf16_mixed(composition, fake_root, tmp_path):
     args, meta = _arguments(composition, fake_root)
@@ -147,13 +173,24 @@ def test_config_runs_under_bf16_mixed(composition, fake_root, tmp_path):
 
 @pytest.mark.parametrize("composition", DDP_COMPOSITIONS)
 def test_method_runs_as_two_process_ddp(composition, fake_root, tmp_path):
+    """As a user's multi-GPU job: Lightning's defaults (progress bar on, on rank 0 only; the
+    default callbacks), validation mid-epoch and at the end, `--test_after_fit`, and a callback
+    that reads every metric on rank 0 alone at every hook (as rank-0-only callbacks do). A
+    collective that runs on some ranks only hangs here; `--ddp_timeout` turns the hang into a
+    failure within a minute instead of the process group's 30."""
     if ACCELERATOR != "cpu" and torch.cuda.device_count() < 2:
         pytest.skip("2-process DDP on the GPU needs 2 GPUs")
-    args, meta = _arguments(composition, fake_root)
-    args += ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    args, meta = _arguments(composition, fake_root, steps=DDP_STEPS)
+    args += ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--ddp_timeout", "0:01:00",
+             "--trainer.callbacks+=tests.ddp_probes.RankZeroMetricsReader"]
     if _trains(meta["model"]):
-        result = run_cli("fit", *args, "--test_after_fit", "true", cwd=tmp_path)
-    else:  # zero-shot trains nothing (and DDP wraps nothing): its 2-process run is `test`
-        result = run_cli("test", *args, cwd=tmp_path)
+        result = run_cli("fit", *args, "--test_after_fit", "true", cwd=tmp_path, timeout=300)
+    else:  # zero-shot trains nothing (and DDP wraps nothing): its 2-process runs are `validate` and `test`
+        result = run_cli("validate", *args, cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        result = run_cli("test", *args, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_run(tmp_path, meta)
+    if _takes_steps(meta["model"]):  # it ran what it was asked to: 4 steps, validated at steps 2 and 4
+        events = _scalar_steps(tmp_path, meta, "val/acc")
+        assert events[:2] == [1, 3], events  # steps 2 and 4 (TensorBoard: the global step - 1); then --test_after_fit

@@ -48,7 +48,7 @@ def test_the_newest_finished_fine_tune_run_gives_its_selected_checkpoint(tmp_pat
 # For every run of the script: the fine-tune as in the `finetuned` fixture of test_aat.py (30
 # batches: heads worth ablating), evaluation batches of 32 (the scan scores 4 of them per source
 # domain), 2 test batches.
-TINY = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+TINY = ["--data.init_args.num_workers", "0",
         "--data.init_args.eval_batch_size", "32", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "30",
         "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "2"]
 

@@ -42,7 +42,7 @@ def test_a_plain_trainer_leaves_the_files_the_cli_leaves(data_root, tmp_path):
     from dg_heads.selection import evaluate_selected_checkpoint
 
     cli = run_main("fit", *demo_configs("hap"), *[f"--trainer.{k}={v}" for k, v in LIMITS.items()],
-                   "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+                   "--data.init_args.num_workers", "0",
                    "--data.init_args.batch_size_per_domain", "8", "--test_after_fit", "true", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
     cli_run = tmp_path / "runs/rotated_digits/hap/version_0"

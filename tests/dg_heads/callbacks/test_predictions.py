@@ -33,7 +33,7 @@ def test_shares_of_several_processes_become_one_file_in_table_order(tmp_path):
 @pytest.mark.slow
 def test_predict_writes_every_images_prediction_into_the_run_folder(data_root, tmp_path):
     result = run_main("predict", *demo_configs("zero_shot"),
-                      "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+                      "--data.init_args.num_workers", "0",
                       "--data.init_args.eval_batch_size", "100", "--trainer.limit_predict_batches", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     path = tmp_path / "runs/rotated_digits/zero_shot/version_0/predictions.csv"

@@ -1,0 +1,48 @@
+"""SLURM's requeue signal under DDP: every process checkpoints at the same step, the run stops with
+exit code 143, and the resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import demo_configs, run_cli
+
+pytestmark = pytest.mark.slow
+
+# 8 steps in epochs of 4; the signal reaches rank 1 alone after step 3; flags are read every 2 steps
+RUN = ["--data.init_args.num_workers", "0", "--trainer.max_steps", "8", "--trainer.max_epochs", "-1",
+       "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2",
+       "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ddp_timeout", "0:01:00"]
+
+
+def _trained(folder: Path) -> dict[str, torch.Tensor]:
+    (last,) = folder.rglob("last.ckpt")
+    return torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_the_requeue_signal_on_one_rank_checkpoints_all_at_one_step(data_root, tmp_path):
+    args = [*demo_configs("finetune"), "--data.init_args.root", str(data_root), *RUN]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    stopped = run_cli("fit", *args, "--trainer.callbacks+=tests.ddp_probes.SignalSelf",
+                      "--trainer.callbacks.rank=1", "--trainer.callbacks.step=3", cwd=tmp_path / "a", timeout=300)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    said = [line for line in stopped.stdout.splitlines() if "dg-heads: signal SIGUSR1" in line]
+    assert len(said) == 1 and "at global step 4" in said[0], stopped.stdout[-2000:]
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    (hpc,) = (tmp_path / "a").glob("hpc_ckpt_*.ckpt")
+    assert torch.load(hpc, map_location="cpu", weights_only=False)["global_step"] == 4
+
+    resumed = run_cli("fit", *args, "--ckpt_path", "last", cwd=tmp_path / "a", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {hpc}" in resumed.stdout or hpc.name in resumed.stdout, resumed.stdout[-2000:]
+    never_stopped = run_cli("fit", *args, cwd=tmp_path / "b", timeout=300)
+    assert never_stopped.returncode == 0, never_stopped.stderr[-3000:]
+    ours, reference = _trained(tmp_path / "a" / "runs" / "rotated_digits" / "finetune" / "version_1"), \
+        _trained(tmp_path / "b")
+    assert ours.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(ours[name], reference[name]), name
