@@ -114,7 +114,5 @@ def test_a_run_killed_mid_epoch_resumes_exactly(data_root, tmp_path):
 def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(data_root, tmp_path):
     # 2 steps an epoch on 2 processes: the checkpoint at step 3 is in the middle of epoch 1
     _assert_resumed_exactly(tmp_path, ["--trainer.devices", "2", "--trainer.strategy", "ddp",
-                                       "--data.init_args.num_workers", "0",
-                                       # TODO(lead): progress bar on once main's DDP fix is merged
-                                       "--trainer.enable_progress_bar", "false"],
+                                       "--data.init_args.num_workers", "0"],
                             ranks=2, kill_at=5, checkpoint_step=3)

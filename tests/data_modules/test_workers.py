@@ -39,7 +39,7 @@ def test_a_rank_runs_num_workers_for_training_and_as_many_for_the_loader_it_eval
     result = run_cli("fit", *demo_configs("finetune"), "--trainer.max_steps", "6", "--trainer.max_epochs", "-1",
                      "--trainer.val_check_interval", "3", "--trainer.check_val_every_n_epoch", "null",
                      "--trainer.limit_test_batches", "2", "--data.init_args.num_workers", "2",
-                     "--data.init_args.batch_size_per_domain", "8", "--trainer.enable_progress_bar", "false",
+                     "--data.init_args.batch_size_per_domain", "8",
                      "--test_after_fit", "true",
                      f"--trainer.callbacks+={__name__}.CountWorkers", f"--trainer.callbacks.path={counts}",
                      cwd=tmp_path)
