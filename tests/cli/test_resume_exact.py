@@ -67,29 +67,38 @@ def _steps(path: Path) -> list[tuple[int, str]]:
     return [(int(step), digest) for step, digest in (line.split() for line in path.read_text().splitlines())]
 
 
-def _assert_resumed_exactly(tmp_path, extra: list[str], ranks: int, kill_at: int, checkpoint_step: int):
+def _assert_resumed_exactly(tmp_path, extra: list[str], ranks: int, kill_at: int, checkpoint_step: int,
+                            requeue: bool = False):
+    """`kill_at`: SIGKILL at the start of that step; with `requeue`, SLURM's requeue signal reaches
+    rank 1 alone after step `kill_at` and every rank checkpoints at the next step every
+    `log_every_n_steps` (`dg_heads.callbacks.RequeueOnSignal`), then stops."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     done = _run(whole, *extra, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    killed = _run(stopped, *extra, f"--trainer.callbacks+={__name__}.KillAt", f"--trainer.callbacks.step={kill_at}",
-                  cwd=tmp_path)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    last = stopped / "version_0/checkpoints/last.ckpt"
+    if requeue:
+        stop = ["--trainer.callbacks+=tests.ddp_probes.SignalSelf", "--trainer.callbacks.rank=1",
+                f"--trainer.callbacks.step={kill_at}"]
+    else:
+        stop = [f"--trainer.callbacks+={__name__}.KillAt", f"--trainer.callbacks.step={kill_at}"]
+    killed = _run(stopped, *extra, *stop, cwd=tmp_path)
+    assert killed.returncode == (143 if requeue else -signal.SIGKILL), killed.stderr[-3000:]
+    last = next(stopped.glob("hpc_ckpt_*.ckpt")) if requeue else stopped / "version_0/checkpoints/last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == checkpoint_step
-    for rank in range(ranks):  # the killed run trained past its checkpoint: those steps are lost
-        assert [s for s, _ in _steps(stopped / f"batches.{rank}")] == list(range(kill_at + 1))
+    trained = checkpoint_step if requeue else kill_at + 1
+    for rank in range(ranks):  # a killed run trained past its checkpoint: those steps are lost
+        assert [s for s, _ in _steps(stopped / f"batches.{rank}")] == list(range(trained))
         (stopped / f"batches.{rank}").rename(stopped / f"killed.{rank}")
 
     resumed = _run(stopped, *extra, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from {last} at global step {checkpoint_step}" in resumed.stdout
+    assert f"at global step {checkpoint_step}" in resumed.stdout, resumed.stdout[-2000:]
     for rank in range(ranks):
         reference = _steps(whole / f"batches.{rank}")
         assert [s for s, _ in reference] == list(range(STEPS))
         # each batch seen once: the resumed process starts at the checkpoint's step with the batch the
         # uninterrupted run trained on there, and goes on as it did, over the epoch boundary
         assert _steps(stopped / f"batches.{rank}") == reference[checkpoint_step:]
-        assert _steps(stopped / f"killed.{rank}") == reference[:kill_at + 1]
+        assert _steps(stopped / f"killed.{rank}") == reference[:trained]
 
     ours = torch.load(stopped / "version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     theirs = torch.load(whole / "version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
@@ -116,3 +125,13 @@ def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(data_root, tmp_p
     _assert_resumed_exactly(tmp_path, ["--trainer.devices", "2", "--trainer.strategy", "ddp",
                                        "--data.init_args.num_workers", "0"],
                             ranks=2, kill_at=5, checkpoint_step=3)
+
+
+@pytest.mark.slow
+def test_a_two_process_ddp_run_requeued_mid_epoch_resumes_exactly(data_root, tmp_path):
+    # the signal reaches rank 1 after step 4; flags are read every 5 steps: all ranks checkpoint at
+    # step 5, in the middle of epoch 2 (2 steps an epoch; no validation there), and stop;
+    # `--ckpt_path last` resumes from that `hpc_ckpt_1.ckpt`
+    _assert_resumed_exactly(tmp_path, ["--trainer.devices", "2", "--trainer.strategy", "ddp",
+                                       "--data.init_args.num_workers", "0", "--trainer.log_every_n_steps", "5"],
+                            ranks=2, kill_at=4, checkpoint_step=5, requeue=True)
