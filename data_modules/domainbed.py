@@ -2,11 +2,17 @@
 
 Sources are every domain not in `test_domains`. Each domain is split into `in` (training) and
 `out` (training-domain validation) exactly as DomainBed does. A training step sees
-`batch_size_per_domain` images from every source domain (one loader per domain, combined), as
-DomainBed's ERM does and as domain-alignment losses such as MMD need. Validation has one loader
-per source `out` split, test one per held-out domain (the whole domain, or DomainBed's `in`
-split of it), so metrics are reported by domain name. Under DDP, evaluation loaders shard
+`batch_size_per_domain` images from every source domain, as DomainBed's ERM does and as
+domain-alignment losses such as MMD need: ONE training loader over all source domains
+(`samplers.SourceStreamSampler`), whose batch is `{domain: (images, labels)}`. Validation has one
+loader per source `out` split, test one per held-out domain (the whole domain, or DomainBed's
+`in` split of it), so metrics are reported by domain name. Under DDP, evaluation loaders shard
 without padding, so no image is counted twice.
+
+Worker processes: a rank runs `num_workers` for training (persistent) and, while it evaluates,
+`num_workers` for the one evaluation loader being read (not persistent: they end with their
+loader), whatever the number of domains. `num_workers: null` (the default) is the CPUs the job
+has, less one for the training process: `SLURM_CPUS_PER_TASK`, else the CPU affinity mask.
 
 Training data, as DomainBed draws it: every source domain is an infinite seeded stream
 (`samplers.DomainStreamSampler`), rank-aware under DDP (each process takes every
@@ -14,8 +20,10 @@ Training data, as DomainBed draws it: every source domain is an infinite seeded 
 restarts when that domain runs out. An *epoch* is `steps_per_epoch` steps: the largest source
 domain's `in` split // (`batch_size_per_domain` x processes), the same for every domain, so
 `max_epochs` keeps its usual meaning for the largest domain (DomainBed itself counts steps; the
-benchmark configs use `max_steps`). Epoch `e` is a fixed window of every stream, so resuming
-from an epoch-end checkpoint replays exactly what an uninterrupted run sees.
+benchmark configs use `max_steps`). Epoch `e` is a fixed window of every stream, and the
+training loader's state (the stream step it is at) goes into every checkpoint, so a run resumed
+from any checkpoint, mid-epoch included, sees exactly the batches (and random augmentations,
+seeded by each image's place in the stream) that an uninterrupted run sees.
 
 A dataset that is not in the registry (a DomainBed-layout folder, or a Hugging Face dataset) is
 used with no code: its domains and classes are discovered (and checked) when the data is
@@ -34,8 +42,8 @@ from typing import Literal, get_args
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
 
 from data_modules import rotated_digits
@@ -44,7 +52,7 @@ from data_modules.folder import load_folder_table
 from data_modules.hf_source import HFSource, load_hf_table
 from data_modules.own import looks_like_path, resolve_dataset, with_layout
 from data_modules.registry import DatasetInfo
-from data_modules.samplers import DomainStreamSampler, steps_per_epoch
+from data_modules.samplers import CollateDomains, SourceDomains, SourceStreamSampler, StreamLoader, steps_per_epoch
 from data_modules.splits import holdout_split
 from data_modules.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
 from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
@@ -58,6 +66,21 @@ log = logging.getLogger("dg_heads.data")
 def default_root() -> Path:
     """`$DG_HEADS_DATA`, else `~/.cache/dg_heads/data`."""
     return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "dg_heads" / "data")
+
+
+def job_cpus() -> int:
+    """The CPUs this process may use: SLURM's `--cpus-per-task` when set, else the affinity mask."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
+
+
+def default_num_workers() -> int:
+    """Loader worker processes when the config leaves `num_workers` unset: the job's CPUs less one
+    (the training process's own), at least 0."""
+    return max(0, job_cpus() - 1)
 
 
 def load_table(info: DatasetInfo, root: Path, hf: HFSource | None = None) -> SampleTable:
@@ -99,6 +122,8 @@ class DomainBedDataModule(L.LightningDataModule):
             `in` split of it (DomainBed's tables).
         batch_size_per_domain: training images per source domain in every step.
         eval_batch_size: images per evaluation batch.
+        num_workers: DataLoader worker processes of the training loader, and of the evaluation
+            loader being read (one at a time); null: the job's CPUs less one (`default_num_workers`).
         image_size: model input size (the model checks it matches its own).
         train_augment: `domainbed` (DomainBed's augmentation), `clip` (open_clip's) or `none`.
         bad_images: `skip` an unreadable image (logged by name; evaluation reports how many
@@ -118,7 +143,7 @@ class DomainBedDataModule(L.LightningDataModule):
         test_split: TestSplit = "all",
         batch_size_per_domain: int = 32,
         eval_batch_size: int = 128,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         image_size: int = 224,
         train_augment: Augmentation = "domainbed",
         bad_images: BadImagePolicy = "skip",
@@ -136,6 +161,9 @@ class DomainBedDataModule(L.LightningDataModule):
             raise DGHeadsError(f"batch_size_per_domain must be >= 1, got {batch_size_per_domain}")
         if test_split not in TEST_SPLITS:
             raise DGHeadsError(f"test_split must be one of {TEST_SPLITS}, got {test_split!r}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise DGHeadsError(f"num_workers must be a whole number >= 0 or null (the job's CPUs less one), "
+                               f"got {num_workers!r}")
         if train_augment not in AUGMENTATIONS:
             raise DGHeadsError(f"train_augment must be one of {AUGMENTATIONS}, got {train_augment!r}")
         self.save_hyperparameters()
@@ -143,7 +171,8 @@ class DomainBedDataModule(L.LightningDataModule):
         self.test_domain_names = [str(d) for d in test_domains]
         self.trial_seed, self.holdout_fraction, self.test_split = trial_seed, holdout_fraction, test_split
         self.batch_size_per_domain, self.eval_batch_size = batch_size_per_domain, eval_batch_size
-        self.num_workers, self.image_size, self.train_augment = num_workers, image_size, train_augment
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.image_size, self.train_augment = image_size, train_augment
         self.bad_images = bad_images
         self._class_names_override = class_names
         self._table: SampleTable | None = None
@@ -256,15 +285,19 @@ class DomainBedDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
-    def _loader(self, dataset, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset, batch_size: int) -> DataLoader:
+        """An evaluation loader. Its workers are not persistent: they end when the loader has been
+        read, so a rank runs one evaluation loader's workers at a time, however many domains there
+        are. Its own generator: reading it draws nothing from the global random state (a resumed
+        run's global state must match an uninterrupted run's)."""
         rank, world = self._world()
-        if sampler is None and world > 1:
+        sampler = None
+        if world > 1:
             # Lightning's default DistributedSampler pads by repeating images: exact numbers need none.
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory, collate_fn=collate_skipping,
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, collate_fn=collate_skipping, generator=torch.Generator(),
         )
 
     @property
@@ -272,8 +305,11 @@ class DomainBedDataModule(L.LightningDataModule):
         """Training steps in one epoch: the largest source domain's `in` split // (batch x processes)."""
         return steps_per_epoch([len(s) for s in self.train_sets.values()], self.batch_size_per_domain, self._world()[1])
 
-    def train_dataloader(self) -> CombinedLoader:
-        """A dict batch `{domain: (images, labels)}` with every source domain in every step."""
+    def train_dataloader(self) -> StreamLoader:
+        """One loader over every source domain, whose batch is `{domain: (images, labels)}`, with
+        `batch_size_per_domain` images of each domain's stream in every step; resumable mid-epoch
+        (`samplers.StreamLoader`). Augmentations are seeded by the run's seed (`seed_everything`)
+        and each image's place in the stream."""
         for name, dataset in self.train_sets.items():
             if len(dataset) < self.batch_size_per_domain:
                 raise DGHeadsError(
@@ -281,13 +317,25 @@ class DomainBedDataModule(L.LightningDataModule):
                     f"batch_size_per_domain={self.batch_size_per_domain}"
                 )
         rank, world = self._world()
-        steps = self.steps_per_epoch
-        loaders = {
-            d: self._loader(s, self.batch_size_per_domain, drop_last=True, sampler=DomainStreamSampler(
-                len(s), self.trial_seed * 100 + i, self.batch_size_per_domain, steps, rank, world))
-            for i, (d, s) in enumerate(self.train_sets.items())
-        }
-        return CombinedLoader(loaders, mode="min_size")  # all the same length: nothing cycles or restarts
+        names, sets = list(self.train_sets), list(self.train_sets.values())
+        sampler = SourceStreamSampler(
+            [len(s) for s in sets], [self.trial_seed * 100 + i for i in range(len(sets))],
+            self.batch_size_per_domain, self.steps_per_epoch, rank, world,
+            augment_seed=int(os.environ.get("PL_GLOBAL_SEED", 0) or 0))
+        return StreamLoader(
+            SourceDomains(sets), batch_size=self.batch_size_per_domain * len(sets), sampler=sampler, drop_last=True,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
+            collate_fn=CollateDomains(names), generator=torch.Generator(), position=self._train_position,
+        )
+
+    def _train_position(self) -> tuple[int, int] | None:
+        """(epoch, batches of it already trained) by the trainer's counters, where the training
+        loader's next batch must come from; None without a trainer."""
+        trainer = self.trainer
+        progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+        if progress is None:
+            return None
+        return trainer.current_epoch, progress.current.ready
 
     def val_dataloader(self) -> list[DataLoader]:
         return self.source_val_dataloaders()

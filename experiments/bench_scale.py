@@ -160,6 +160,8 @@ def measure_datamodule(root: Path, num_workers: int | None, start_workers: bool)
     if start_workers:
         before = _children()
         live = [iter(loader) for loader in train + val]  # each starts its worker processes
+        for it in live[:len(train)]:
+            next(it)  # the training loader starts its workers at its first batch (samplers.StreamLoader)
         started = _children() - before
         del live
     return {

@@ -32,3 +32,41 @@ def test_train_stream_continues_across_epochs_and_shards_over_ranks():
     for r, sampler in enumerate(ranks):
         mine = _stream(sampler, 2)
         assert [mine[i:i + batch] for i in range(0, len(mine), batch)] == batches[r::2]
+
+
+def test_augmentation_depends_on_the_image_place_in_the_stream_only(data_root):
+    """The same batches, random augmentation included, whatever the worker count and wherever an
+    iteration starts: what a run resumed mid-epoch needs. The global random state is left alone."""
+    import torch
+
+    from data_modules import DomainBedDataModule
+
+    def batches(workers, resume_at=None):
+        dm = DomainBedDataModule("rotated_digits", ["0", "15", "75"], image_size=32, batch_size_per_domain=4,
+                                 num_workers=workers, train_augment="domainbed")
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(2)
+        if resume_at is not None:
+            loader.load_state_dict({**loader.state_dict(), "step": resume_at})
+        out = []
+        for i, batch in enumerate(loader):
+            out.append(batch)
+            if i == 3:
+                assert loader.state_dict()["step"] == (resume_at or 2 * dm.steps_per_epoch) + 4
+                return out
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    alone = batches(0)
+    assert torch.equal(torch.get_rng_state(), before)
+    two = batches(2)
+    steps = 1437 // 4
+    later = batches(0, resume_at=2 * steps + 2)
+    for mine, theirs, resumed in zip(alone, two, [None, None, *later]):
+        assert list(mine) == ["30", "45", "60"]
+        for d in mine:
+            assert torch.equal(mine[d][0], theirs[d][0]) and torch.equal(mine[d][1], theirs[d][1])
+            if resumed is not None:
+                assert torch.equal(mine[d][0], resumed[d][0])
+    assert not torch.equal(alone[0]["30"][0], alone[1]["30"][0])

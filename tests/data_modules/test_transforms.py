@@ -31,6 +31,6 @@ def test_uint8_images_normalised_on_the_device_equal_the_float_transform(augment
     assert (model.prepare_images(raw) - floats).abs().max() <= 1e-6
     assert model.prepare_images(floats) is floats
     # and the loaders hand out uint8
-    batch, _, _ = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
     assert all(x.dtype == torch.uint8 for x, _ in batch.values())
     assert next(iter(dm.val_dataloader()[0]))[0].dtype == torch.uint8
