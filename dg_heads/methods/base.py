@@ -362,11 +362,13 @@ class DGModule(L.LightningModule):
         `search/strategy`, `search/ga/population`), then the data's (`data/test_domains`).
         jsonargparse's bookkeeping (`_class_path`, `_instantiator`) is left out.
 
-        The method's key is `Method`: TensorBoard orders the tab's columns by name (those that
-        differ between runs first), and a capital sorts before every lower-case key."""
-        params: dict[str, Any] = {"Method": type(self).__name__}
+        The method's key is `Method` and its value the run folder's name (`run_name`: `hap`,
+        `lora`, `finetune`, `zero_shot`, `aat_ga`, ...), not the class (HAP and plain LoRA are both
+        `HeadPurification`): TensorBoard orders the tab's columns by name (those that differ between
+        runs first), and a capital sorts before every lower-case key."""
         # the spec in effect (`<key>_spec`: a default where the argument was None), else the argument
         specs = {key: getattr(self, f"{key}_spec", value) for key, value in self.hparams.items()}
+        params: dict[str, Any] = {"Method": type(self).run_name(specs)}
         flatten_hparams(specs, "", params)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
