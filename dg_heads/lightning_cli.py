@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI, instantiate_class
 from data_modules.registry import dataset_name
 from dg_heads.callbacks import DomainReport, DoneMarker
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
-from dg_heads.resume import resume_checkpoint
+from dg_heads.resume import resume_checkpoint, resume_run_folder
 from dg_heads.selection import evaluate_selected_checkpoint
 
 # Every run's logger and checkpoints, for any composition of configs/ (the one place they are set).
@@ -133,6 +133,8 @@ class DGHeadsCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         name_run_folder(self._subcommand_config())
+        if self.subcommand == "fit" and self._subcommand_config().get("ckpt_path") == "last":
+            resume_run_folder(self._subcommand_config())
         marker = self._subcommand_config().get("done_marker")
         if marker and Path(marker).exists():
             print(f"dg-heads: {marker} exists: this run finished earlier; nothing to do", flush=True)
