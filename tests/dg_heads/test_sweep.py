@@ -447,3 +447,32 @@ def test_sweep_preflight_lists_missing_datasets_and_weights_before_anything_is_q
     assert "error: vlcs: class folders of" in result.stderr and "dg-heads prepare vlcs" in result.stderr
     skipped = run_cli("sweep", str(spec), "--no-check", "--no-preflight", cwd=tmp_path, env=env)
     assert skipped.returncode == 0, skipped.stderr and (tmp_path / "runs/jobs.txt").exists()
+
+
+def test_collect_tells_failed_jobs_from_pending_ones(tmp_path):
+    from tests.conftest import run_main
+
+    _, jobs = write_sweep(_spec(tmp_path), tmp_path / "runs")
+    runs = tmp_path / "runs"
+    nothing = run_main("collect", str(runs), cwd=tmp_path)  # nothing finished yet
+    assert nothing.returncode == 0, nothing.stderr
+    assert "tables written" not in nothing.stdout and not (runs / "results").exists()
+    assert "no table written" in nothing.stdout
+    assert "16 job(s): 0 done, 0 failed, 16 pending" in nothing.stdout
+    for job in jobs[:-3]:
+        _finish(job, 0.9, 0.5)
+    crashed, bug, waiting = jobs[-3:]
+    (crashed.run_dir / "local.log").write_text("Seed set to 0\nerror: data (DomainBedDataModule): lost\n"
+                                               "error: the training loss is not finite (nan) at global step 7\n")
+    (runs / f"slurm-4242_{len(jobs) - 2}.out").write_text(  # an array task's output, by its line of jobs.txt
+        "[...] array task 14\nTraceback (most recent call last):\n  File ...\nRuntimeError: CUDA out of memory\n")
+    (waiting.run_dir / "local.log").write_text("Seed set to 0\nEpoch 0: 10%\n")  # still running
+    result = run_main("collect", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "16 job(s): 13 done, 2 failed, 1 pending" in out
+    assert (f"  failed   {crashed.run_dir}: error: the training loss is not finite (nan) at global step 7 "
+            f"(log: {crashed.run_dir / 'local.log'})") in out
+    assert f"  failed   {bug.run_dir}: RuntimeError: CUDA out of memory" in out
+    assert f"  pending  {waiting.run_dir}: no done marker (not finished)" in out
+    assert "tables written to" in out and "pacs.{md,tex,csv,png}" in out
