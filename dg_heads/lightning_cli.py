@@ -13,6 +13,7 @@ after fit) and `--done_marker` (a `callbacks.DoneMarker`, and a run that has one
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Optional, Union
 
@@ -89,6 +90,16 @@ def int_before_float(parser) -> None:
             action._typehint = Union[int, float, None]
 
 
+class _NoTips(logging.Filter):
+    """Lightning's advertisements (`💡 Tip: For seamless cloud logging ...`) look like messages about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
 class DGHeadsCLI(LightningCLI):
     """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
@@ -115,6 +126,14 @@ class DGHeadsCLI(LightningCLI):
             raise ConfigError(parser_error(f"error: {message}")) from None
 
         parser.error = error
+        return parser
+
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        """`validate` and `test` print dg-heads's per-domain table only (`DomainReport`), not also
+        Lightning's metrics table (`--verbose true` brings it back)."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            parser.set_defaults(verbose=False)
         return parser
 
     def add_arguments_to_parser(self, parser) -> None:

@@ -60,6 +60,17 @@ class DomainReport(Callback):
             accs = {**self._validated[1], **accs}
         self.report(trainer, pl_module, "test", accs)
 
+    @staticmethod
+    def source_line(trainer, stage: str) -> str:
+        """Which weights the table is of, and the run folder: `test of checkpoint
+        runs/.../best-step=40.ckpt; run folder runs/pacs/hap/version_0`."""
+        loaded = trainer.ckpt_path if stage in ("validate", "test") else None
+        weights = f"checkpoint {loaded}" if loaded else (
+            f"the weights at the end of training (global step {trainer.global_step})" if stage == "fit"
+            else f"the weights in memory (global step {trainer.global_step})")
+        folder = trainer.logger.log_dir if trainer.logger is not None else trainer.default_root_dir
+        return f"{stage} of {weights}; run folder {folder}"
+
     def report(self, trainer, pl_module, stage: str, accs: dict[str, float]) -> None:
         accs = dict(sorted(accs.items()))
         self.results[stage] = {**accs, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
@@ -72,7 +83,8 @@ class DomainReport(Callback):
         if not trainer.is_global_zero:
             return
         if hasattr(datamodule, "source_domains") and stage in self.print_stages:
-            print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+            print(f"\n{self.source_line(trainer, stage)}\n"
+                  + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
         for note in notes:
             print(f"warning: {note}", file=sys.stderr, flush=True)
         if trainer.logger is not None and hasattr(pl_module, "hparams_for_logging"):
