@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -21,6 +22,7 @@ from lightning.pytorch.cli import LightningCLI, instantiate_class
 
 from data_modules.registry import dataset_name
 from dg_heads.callbacks import DomainReport, DoneMarker
+from dg_heads.cli_hints import expand_help, name_yaml_file, suggest
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 from dg_heads.resume import resume_checkpoint, resume_run_folder
 from dg_heads.selection import evaluate_selected_checkpoint
@@ -104,6 +106,11 @@ class DGHeadsCLI(LightningCLI):
     """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
     def __init__(self, args=None, run: bool = True) -> None:
+        if args is None:  # `--model.help HeadPurification`: the short class name will do
+            sys.argv[1:] = expand_help(sys.argv[1:])
+        elif isinstance(args, list):
+            args = expand_help(args)
+        self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         super().__init__(
             model_class=None,
             datamodule_class=None,
@@ -123,7 +130,8 @@ class DGHeadsCLI(LightningCLI):
         parser = super().init_parser(**kwargs)
 
         def error(message: str, ex: Exception | None = None):
-            raise ConfigError(parser_error(f"error: {message}")) from None
+            line = name_yaml_file(parser_error(f"error: {message}"), getattr(self, "_argv", []))
+            raise ConfigError(suggest(line, parser)) from None
 
         parser.error = error
         return parser
