@@ -133,7 +133,7 @@ class DomainBedDataModule(L.LightningDataModule):
         if not 0.0 < holdout_fraction < 1.0:
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         if batch_size_per_domain < 1:
-            raise DGHeadsError(f"batch_size_per_domain must be >= 1, got {batch_size_per_domain}")
+            raise DGHeadsError(f"data.init_args.batch_size_per_domain must be >= 1, got {batch_size_per_domain}")
         if test_split not in TEST_SPLITS:
             raise DGHeadsError(f"test_split must be one of {TEST_SPLITS}, got {test_split!r}")
         if train_augment not in AUGMENTATIONS:
@@ -278,7 +278,8 @@ class DomainBedDataModule(L.LightningDataModule):
             if len(dataset) < self.batch_size_per_domain:
                 raise DGHeadsError(
                     f"source domain {name!r} has {len(dataset)} training images, fewer than "
-                    f"batch_size_per_domain={self.batch_size_per_domain}"
+                    f"batch_size_per_domain={self.batch_size_per_domain}: set data.init_args.batch_size_per_domain "
+                    f"to {len(dataset)} or less"
                 )
         rank, world = self._world()
         steps = self.steps_per_epoch

@@ -114,3 +114,12 @@ def test_model_help_takes_the_short_class_name(tmp_path):
     result = run_cli("fit", "--model.help", "HeadPurification", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--model.gating" in result.stdout and "--model.lora" in result.stdout
+
+
+def test_a_batch_larger_than_a_domain_names_the_key_to_change(data_root, tmp_path):
+    result = run_main("fit", *demo_configs("finetune"), "--data.init_args.batch_size_per_domain", "5000",
+                      "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "fewer than batch_size_per_domain=5000" in errors[0], result.stderr[-3000:]
+    assert errors[0].endswith("set data.init_args.batch_size_per_domain to 1438 or less"), errors[0]
