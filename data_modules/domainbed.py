@@ -105,6 +105,10 @@ class DomainBedDataModule(L.LightningDataModule):
             images it scored) or `error` at the first one.
         class_names: prompt names overriding the registry's or the folder names' words (same
             order as the classes: the sorted class folders).
+        templates: the class prompts of this data (`["a photo of the digit {}."]`), used by a
+            model whose `clip.templates` is null (the shipped method configs); null: the model's
+            default, `["a photo of a {}."]`. Prompts belong with the data, so a preset composed
+            with another dataset carries none of them.
     """
 
     def __init__(
@@ -123,9 +127,11 @@ class DomainBedDataModule(L.LightningDataModule):
         train_augment: Augmentation = "domainbed",
         bad_images: BadImagePolicy = "skip",
         class_names: list[str] | None = None,
+        templates: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser() if root else default_root()
+        self.templates = list(templates) if templates else None
         self.info = resolve_dataset(dataset, self.root, hf is not None)
         # hparams get the registry's name (DomainBed's `OfficeHome` -> `office_home`),
         # a folder given as a path its full path

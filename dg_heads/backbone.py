@@ -7,7 +7,7 @@ caught up front, and the tiny configs shipped with dg-heads are registered for d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -20,6 +20,7 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 TINY_MODEL = "dg-tiny-vit"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+DEFAULT_TEMPLATES = ["a photo of a {}."]
 
 
 @dataclass
@@ -30,7 +31,8 @@ class CLIPSpec:
     model_name: str = TINY_MODEL
     pretrained: str | None = None
     quick_gelu: bool | None = None
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    # null: the data's prompts (`data.init_args.templates`), else DEFAULT_TEMPLATES
+    templates: list[str] | None = None
 
     def __post_init__(self) -> None:
         # `--...pretrained null` on the command line can arrive as the string 'None' (omegaconf mode)

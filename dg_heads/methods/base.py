@@ -40,7 +40,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
-from dg_heads.backbone import CLIPSpec, create_clip, image_size_of, resolve_templates
+from dg_heads.backbone import DEFAULT_TEMPLATES, CLIPSpec, create_clip, image_size_of, resolve_templates
 from dg_heads.callbacks import DomainReport, PredictionsWriter, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
@@ -60,7 +60,8 @@ class DGModule(L.LightningModule):
         allow_loading(self.hparams)
         with keyed("clip"):
             self.clip, self.tokenizer = create_clip(self.clip_spec)
-        self.templates = resolve_templates(self.clip_spec.templates)
+        # the prompts: the spec's, else (null) the data's at setup, else DEFAULT_TEMPLATES
+        self.templates = resolve_templates(self.clip_spec.templates) if self.clip_spec.templates else None
         self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
         self.metrics = nn.ModuleDict()
         self.counts = nn.ModuleDict()  # images scored per domain: shows skipped or double-counted ones
@@ -87,6 +88,9 @@ class DGModule(L.LightningModule):
                 f"data.image_size is {datamodule.image_size} but {self.clip_spec.model_name} expects "
                 f"{expected}: set data.init_args.image_size: {expected}"
             )
+        if self.templates is None:
+            with keyed("data.init_args.templates"):
+                self.templates = resolve_templates(getattr(datamodule, "templates", None) or DEFAULT_TEMPLATES)
         if self.classifier is None:
             self.classifier = nn.Parameter(self.text_classifier(datamodule.class_names), requires_grad=False)
         elif self.classifier.shape[0] != len(datamodule.class_names):
