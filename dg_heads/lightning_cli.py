@@ -24,6 +24,7 @@ from data_modules.registry import dataset_name
 from dg_heads.callbacks import DomainReport, DoneMarker
 from dg_heads.cli_hints import expand_help, name_yaml_file, suggest
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
+from dg_heads.leakage import check_test_domains
 from dg_heads.resume import resume_checkpoint, resume_run_folder
 from dg_heads.selection import evaluate_selected_checkpoint
 
@@ -151,6 +152,10 @@ class DGHeadsCLI(LightningCLI):
             help="After `fit`, test the checkpoint selected by val/acc (training-domain validation).",
         )
         parser.add_argument(
+            "--strict", type=bool, default=False,
+            help="Make warnings about a flawed evaluation errors (testing on a domain the checkpoint trained on).",
+        )
+        parser.add_argument(
             "--done_marker", type=Optional[str], default=None,
             help="A file written when the run finished; if it exists, the run is skipped (sweeps relaunch safely).",
         )
@@ -180,6 +185,17 @@ class DGHeadsCLI(LightningCLI):
             stage = "test" if self.subcommand == "fit" and config.get("test_after_fit") else self.subcommand
             trainer.callbacks.append(DoneMarker(config["done_marker"], stage=stage))
         return trainer
+
+    def _check_leakage(self) -> None:
+        config = self._subcommand_config()
+        check_test_domains(config.get("ckpt_path"), self.datamodule, bool(config.get("strict")))
+
+    def before_test(self) -> None:
+        """A test domain the checkpoint trained on: one warning line (`--strict true`: an error)."""
+        self._check_leakage()
+
+    def before_predict(self) -> None:
+        self._check_leakage()
 
     def before_fit(self) -> None:
         """`--ckpt_path last` resumes from the furthest of the last and the SLURM-requeue checkpoints."""
