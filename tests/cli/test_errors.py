@@ -116,6 +116,7 @@ def test_model_help_takes_the_short_class_name(tmp_path):
     assert "--model.gating" in result.stdout and "--model.lora" in result.stdout
 
 
+@pytest.mark.slow  # builds the model and the data, up to the first training batch
 def test_a_batch_larger_than_a_domain_names_the_key_to_change(data_root, tmp_path):
     result = run_main("fit", *demo_configs("finetune"), "--data.init_args.batch_size_per_domain", "5000",
                       "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
