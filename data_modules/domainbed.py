@@ -130,6 +130,10 @@ class DomainBedDataModule(L.LightningDataModule):
             images it scored) or `error` at the first one.
         class_names: prompt names overriding the registry's or the folder names' words (same
             order as the classes: the sorted class folders).
+        templates: the class prompts of this data (`["a photo of the digit {}."]`), used by a
+            model whose `clip.templates` is null (the shipped method configs); null: the model's
+            default, `["a photo of a {}."]`. Prompts belong with the data, so a preset composed
+            with another dataset carries none of them.
     """
 
     def __init__(
@@ -148,9 +152,11 @@ class DomainBedDataModule(L.LightningDataModule):
         train_augment: Augmentation = "domainbed",
         bad_images: BadImagePolicy = "skip",
         class_names: list[str] | None = None,
+        templates: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser() if root else default_root()
+        self.templates = list(templates) if templates else None
         self.info = resolve_dataset(dataset, self.root, hf is not None)
         # hparams get the registry's name (DomainBed's `OfficeHome` -> `office_home`),
         # a folder given as a path its full path
@@ -158,7 +164,7 @@ class DomainBedDataModule(L.LightningDataModule):
         if not 0.0 < holdout_fraction < 1.0:
             raise DGHeadsError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         if batch_size_per_domain < 1:
-            raise DGHeadsError(f"batch_size_per_domain must be >= 1, got {batch_size_per_domain}")
+            raise DGHeadsError(f"data.init_args.batch_size_per_domain must be >= 1, got {batch_size_per_domain}")
         if test_split not in TEST_SPLITS:
             raise DGHeadsError(f"test_split must be one of {TEST_SPLITS}, got {test_split!r}")
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
@@ -314,7 +320,8 @@ class DomainBedDataModule(L.LightningDataModule):
             if len(dataset) < self.batch_size_per_domain:
                 raise DGHeadsError(
                     f"source domain {name!r} has {len(dataset)} training images, fewer than "
-                    f"batch_size_per_domain={self.batch_size_per_domain}"
+                    f"batch_size_per_domain={self.batch_size_per_domain}: set data.init_args.batch_size_per_domain "
+                    f"to {len(dataset)} or less"
                 )
         rank, world = self._world()
         names, sets = list(self.train_sets), list(self.train_sets.values())

@@ -84,7 +84,29 @@ def verify_discovered(info: DatasetInfo, hf: HFSource | None = None) -> CopyRepo
     else:
         scan = scan_folder(Path(info.folder))
         found, notes = discover_folder(scan), skip_note(scan)
+        return CopyReport(info.name, found.where, found.problems() + undecodable(scan), notes, found.counts, found)
     return CopyReport(info.name, found.where, found.problems(), notes, found.counts, found)
+
+
+def undecodable(scan, domains=None) -> list[str]:
+    """The files counted as images (by their name) that do not open as one: a text or HTML page
+    saved as `.png` (an interrupted download, a Git LFS pointer) counts as an image otherwise.
+    Each file's header is read and checked (`PIL.Image.verify`), not every pixel decoded."""
+    from PIL import Image
+
+    bad = []
+    for domain in domains if domains is not None else scan.domains:
+        for cls in scan.classes(domain):
+            for rel in scan.files[domain][cls]:
+                try:
+                    with Image.open(scan.dataset_dir / rel) as image:
+                        image.verify()
+                except Exception as error:  # noqa: BLE001 - any failure to read it is the finding
+                    bad.append((rel, f"{type(error).__name__}: {error}"))
+    if not bad:
+        return []
+    return [f"{len(bad)} file(s) named as images do not decode (e.g. {bad[0][0]}: {bad[0][1]}; "
+            f"all: {[rel for rel, _ in bad[:10]]}{'...' if len(bad) > 10 else ''})"]
 
 
 def verify_copy(info: DatasetInfo, dataset_dir: Path) -> CopyReport:
@@ -117,6 +139,7 @@ def verify_copy(info: DatasetInfo, dataset_dir: Path) -> CopyReport:
             more_or_less = f"{n - expected} extra" if n > expected else f"{expected - n} missing"
             report.problems.append(f"{domain}: {n} images, expected {expected} ({more_or_less})")
         report.problems += _class_count_problems(domain, report.counts[domain], info.class_counts.get(domain, {}))
+    report.problems += undecodable(scan, [d for d in info.domains if d in found])
     if scan.skipped:
         report.notes.append(f"{len(scan.skipped)} non-image file(s), skipped when training (e.g. {scan.skipped[:3]})")
     if info.counts_source:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -23,6 +23,7 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 TINY_MODEL = "dg-tiny-vit"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+DEFAULT_TEMPLATES = ["a photo of a {}."]
 
 
 @dataclass
@@ -36,7 +37,8 @@ class CLIPSpec:
     model_name: str = TINY_MODEL
     pretrained: str | None = None
     quick_gelu: bool | None = None
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    # null: the data's prompts (`data.init_args.templates`), else DEFAULT_TEMPLATES
+    templates: list[str] | None = None
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:

@@ -33,6 +33,8 @@ class Run:
     job: dict
     metrics: dict | None  # None: incomplete
     why: str = ""
+    failed: str = ""  # the last `error:` line (or traceback line) of a job that stopped with one
+    log: Path | None = None  # the job's output: `local.log` (local launcher) or `slurm-*_<task>.out`
 
     @property
     def group(self) -> tuple:
@@ -55,9 +57,42 @@ def _metrics_of(folder: Path) -> tuple[dict | None, str]:
     return metrics, ""
 
 
+def _array_tasks(runs_dir: Path) -> dict[Path, int]:
+    """Job folder -> its array task index (its line of jobs.txt - 1), from `sweep.json`."""
+    try:
+        listed = json.loads((runs_dir / "sweep.json").read_text())["jobs"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {(runs_dir / job["run_dir"]).resolve(): i for i, job in enumerate(listed) if "run_dir" in job}
+
+
+def _job_log(runs_dir: Path, folder: Path, task: int | None) -> Path | None:
+    """The newest output of a job: `local.log` in its folder, or SLURM's `slurm-<job>_<task>.out`."""
+    logs = [folder / "local.log"] if (folder / "local.log").is_file() else []
+    if task is not None:
+        logs += [p for p in runs_dir.glob(f"slurm-*_{task}.out") if p.is_file()]
+    return max(logs, key=lambda p: p.stat().st_mtime) if logs else None
+
+
+def last_error(log: Path) -> str:
+    """A job log's last `error: ...` line; the last line of a traceback when there is none; else ''."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return lines[-1]
+    return ""
+
+
 def find_runs(runs_dir: Path) -> list[Run]:
-    """Every job folder (a `job.json`) under `runs_dir`, complete or not."""
+    """Every job folder (a `job.json`) under `runs_dir`, complete or not; an incomplete one whose
+    log ends in an error is `failed` (with that line), else pending (not started, or running)."""
     runs = []
+    tasks = _array_tasks(runs_dir)
     for job_file in sorted(runs_dir.rglob("job.json")):
         try:
             job = json.loads(job_file.read_text())
@@ -65,7 +100,11 @@ def find_runs(runs_dir: Path) -> list[Run]:
             runs.append(Run(job_file.parent, {}, None, f"unreadable job.json: {error}"))
             continue
         metrics, why = _metrics_of(job_file.parent)
-        runs.append(Run(job_file.parent, job, metrics, why))
+        run = Run(job_file.parent, job, metrics, why)
+        if metrics is None:
+            run.log = _job_log(runs_dir, job_file.parent, tasks.get(job_file.parent.resolve()))
+            run.failed = last_error(run.log) if run.log is not None else ""
+        runs.append(run)
     return runs
 
 
@@ -196,7 +235,8 @@ def collect(runs_dir: Path, out_dir: Path | None = None) -> tuple[list[Table], l
     chosen, partial = select(runs)
     result = tables(chosen, domains_of, seeds)
     out_dir = out_dir or runs_dir / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if result:
+        out_dir.mkdir(parents=True, exist_ok=True)
     for table in result:
         (out_dir / f"{table.dataset}.md").write_text(table.markdown() + "\n")
         (out_dir / f"{table.dataset}.tex").write_text(table.latex() + "\n")
@@ -215,11 +255,22 @@ def main(argv: list[str]) -> None:
     for table in result:
         print(f"\n## {table.dataset} (test accuracy, training-domain validation, mean ± SE over trial seeds)\n")
         print(table.markdown())
+    failed = [run for run in incomplete if run.failed]
+    pending = [run for run in incomplete if not run.failed]
+    total = len(find_runs(args.runs_dir)) if incomplete else None
+    done = (total - len(incomplete)) if total is not None else None
     if incomplete:
-        print(f"\n{len(incomplete)} incomplete run(s), not averaged in:")
-        for run in incomplete:
-            print(f"  {run.folder}: {run.why}")
+        print(f"\n{total} job(s): {done} done, {len(failed)} failed, {len(pending)} pending "
+              f"(not started, still running, or stopped without an error line); only done ones are in the tables")
+    for run in failed:
+        print(f"  failed   {run.folder}: {run.failed} (log: {run.log})")
+    for run in pending:
+        print(f"  pending  {run.folder}: {run.why}" + (f" (log: {run.log})" if run.log else ""))
     if partial:
         print(f"{len(partial)} selection group(s) left out until their runs finish: "
               + ", ".join("/".join(map(str, g)) for g in partial))
-    print(f"\ntables written to {args.out or args.runs_dir / 'results'} (.md, .tex, .csv, .png)")
+    if result:
+        out = args.out or args.runs_dir / "results"
+        print(f"\ntables written to {out}: " + ", ".join(f"{t.dataset}.{{md,tex,csv,png}}" for t in result))
+    else:
+        print("\nno table written: no selection group has all its runs done")

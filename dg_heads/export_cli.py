@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import warnings
 from pathlib import Path
 
 import torch
 
 from dg_heads import heads
-from dg_heads.backbone import wants_quick_gelu
+from dg_heads.backbone import MODEL_CONFIG_DIR, wants_quick_gelu
 from dg_heads.errors import DGHeadsError
 
 
@@ -37,7 +38,9 @@ def load_module(checkpoint_path: Path):
     # torch >= 2.6's default `weights_only=True` refuses (Lightning < 2.6 has no such argument)
     accepts = "weights_only" in inspect.signature(cls.load_from_checkpoint).parameters
     trusted = {"weights_only": False} if accepts else {}
-    return cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **trusted)
+    with warnings.catch_warnings():  # the frozen backbone is left out of checkpoints by design (rebuilt above)
+        warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the")
+        return cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **trusted)
 
 
 def main(argv: list[str]) -> None:
@@ -50,4 +53,8 @@ def main(argv: list[str]) -> None:
     path = heads.save_export(model, args.out)
     name = module.clip_spec.model_name
     quick = ", force_quick_gelu=True" if wants_quick_gelu(module.clip_spec) and not name.endswith("-quickgelu") else ""
-    print(f"wrote {path}; load it with open_clip.create_model({name!r}, pretrained={str(path)!r}{quick})")
+    load = f"open_clip.create_model({name!r}, pretrained={str(path)!r}{quick})"
+    own = MODEL_CONFIG_DIR / f"{name}.json"
+    if own.is_file():  # a config shipped with dg-heads (the tiny CLIP): plain open_clip must be told of it
+        load = f"open_clip.add_model_config({str(own)!r}); {load}"
+    print(f"wrote {path}; load it with {load}")

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Optional, Union
@@ -26,8 +28,10 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from data_modules.registry import dataset_name
 from dg_heads.callbacks import DomainReport, DoneMarker
+from dg_heads.cli_hints import expand_help, name_yaml_file, suggest
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
-from dg_heads.resume import resume_checkpoint
+from dg_heads.leakage import check_test_domains
+from dg_heads.resume import resume_checkpoint, resume_run_folder
 from dg_heads.selection import evaluate_selected_checkpoint
 
 # Every run's logger and checkpoints, for any composition of configs/ (the one place they are set).
@@ -126,10 +130,25 @@ def check_slurm_layout(config) -> None:
                                f"or submit with {flag}={count}")
 
 
+class _NoTips(logging.Filter):
+    """Lightning's advertisements (`💡 Tip: For seamless cloud logging ...`) look like messages about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
 class DGHeadsCLI(LightningCLI):
     """LightningCLI with dg-heads defaults, `--test_after_fit`, `--done_marker` and resuming."""
 
     def __init__(self, args=None, run: bool = True) -> None:
+        if args is None:  # `--model.help HeadPurification`: the short class name will do
+            sys.argv[1:] = expand_help(sys.argv[1:])
+        elif isinstance(args, list):
+            args = expand_help(args)
+        self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         super().__init__(
             model_class=None,
             datamodule_class=None,
@@ -149,9 +168,18 @@ class DGHeadsCLI(LightningCLI):
         parser = super().init_parser(**kwargs)
 
         def error(message: str, ex: Exception | None = None):
-            raise ConfigError(parser_error(f"error: {message}")) from None
+            line = name_yaml_file(parser_error(f"error: {message}"), getattr(self, "_argv", []))
+            raise ConfigError(suggest(line, parser)) from None
 
         parser.error = error
+        return parser
+
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        """`validate` and `test` print dg-heads's per-domain table only (`DomainReport`), not also
+        Lightning's metrics table (`--verbose true` brings it back)."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            parser.set_defaults(verbose=False)
         return parser
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -168,6 +196,10 @@ class DGHeadsCLI(LightningCLI):
                  "set in `trainer.strategy.init_args.timeout` wins.",
         )
         parser.add_argument(
+            "--strict", type=bool, default=False,
+            help="Make warnings about a flawed evaluation errors (testing on a domain the checkpoint trained on).",
+        )
+        parser.add_argument(
             "--done_marker", type=Optional[str], default=None,
             help="A file written when the run finished; if it exists, the run is skipped (sweeps relaunch safely).",
         )
@@ -178,6 +210,8 @@ class DGHeadsCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         check_slurm_layout(self._subcommand_config())
         name_run_folder(self._subcommand_config())
+        if self.subcommand == "fit" and self._subcommand_config().get("ckpt_path") == "last":
+            resume_run_folder(self._subcommand_config())
         marker = self._subcommand_config().get("done_marker")
         if marker and Path(marker).exists():
             print(f"dg-heads: {marker} exists: this run finished earlier; nothing to do", flush=True)
@@ -204,6 +238,17 @@ class DGHeadsCLI(LightningCLI):
             stage = "test" if self.subcommand == "fit" and config.get("test_after_fit") else self.subcommand
             trainer.callbacks.append(DoneMarker(config["done_marker"], stage=stage))
         return trainer
+
+    def _check_leakage(self) -> None:
+        config = self._subcommand_config()
+        check_test_domains(config.get("ckpt_path"), self.datamodule, bool(config.get("strict")))
+
+    def before_test(self) -> None:
+        """A test domain the checkpoint trained on: one warning line (`--strict true`: an error)."""
+        self._check_leakage()
+
+    def before_predict(self) -> None:
+        self._check_leakage()
 
     def before_fit(self) -> None:
         """`--ckpt_path last` resumes from the furthest of the last and the SLURM-requeue checkpoints."""

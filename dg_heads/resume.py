@@ -98,3 +98,54 @@ def latest_checkpoint_file(trainer) -> Path | None:
     folders = {Path(c.dirpath) for c in getattr(trainer, "checkpoint_callbacks", []) if getattr(c, "dirpath", None)}
     files = [f for d in folders if d.is_dir() for f in d.glob("*.ckpt")]
     return max(files, key=lambda f: f.stat().st_mtime) if files else None
+
+
+def unfinished_version(run_folder: Path) -> tuple[int, Path] | None:
+    """The newest `version_N` under `run_folder` (`runs/<dataset>/<method>`) that has a checkpoint
+    and did not finish (no `metrics_fit.json`, which `DomainReport` writes at the end of `fit`),
+    with that checkpoint; None when there is none."""
+    versions = []
+    for folder in Path(run_folder).glob("version_*"):
+        number = folder.name.removeprefix("version_")
+        if folder.is_dir() and number.isdigit():
+            versions.append((int(number), folder))
+    for number, folder in sorted(versions, reverse=True):
+        checkpoints = sorted((folder / "checkpoints").glob("*.ckpt"), key=lambda f: f.stat().st_mtime)
+        if checkpoints and not (folder / "metrics_fit.json").exists():
+            return number, checkpoints[-1]
+    return None
+
+
+def _launch_rank() -> int:
+    """This process's global rank as the launcher set it (before the Trainer exists)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def resume_run_folder(config) -> None:
+    """`fit --ckpt_path last` on an ordinary run (a logger whose version is not fixed, unlike a
+    sweep job's): continue the newest unfinished `version_N` of its run folder, in that folder
+    (the logger's version is set to it, so the checkpoints and the TensorBoard curves continue
+    there), saying which; with none, say so in one line and start afresh in a new version."""
+    loggers = config.get("trainer.logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
+            continue
+        args = logger.get("init_args")
+        if args is None or args.get("version") is not None:
+            return  # a fixed folder (a sweep job): its own checkpoints are found at fit start
+        run_folder = Path(str(args.get("save_dir") or ".")) / str(args.get("name") or "")
+        found = unfinished_version(run_folder)
+        say = print if _launch_rank() == 0 else (lambda *a, **k: None)
+        if found is None:
+            say(f"dg-heads: --ckpt_path last: no unfinished run in {run_folder} (a version_N with a checkpoint "
+                  f"and no metrics_fit.json); starting afresh", flush=True)
+            config["ckpt_path"] = None
+            return
+        args["version"] = found[0]
+        say(f"dg-heads: --ckpt_path last: continuing {run_folder / f'version_{found[0]}'} "
+              f"(newest checkpoint there: {found[1].name})", flush=True)
+        return
+

@@ -17,6 +17,7 @@ def evaluate_selected_checkpoint(trainer, model, datamodule) -> None:
     `ModelCheckpoint`; dg-heads configs monitor `val/acc`), or the weights in memory when it
     saved none. Both evaluations print no Lightning table: `DomainReport` prints the domains'."""
     callback = trainer.checkpoint_callback
-    ckpt = "best" if callback is not None and callback.best_model_path else None
+    # the path itself: `"best"` makes Lightning warn that there are several checkpoint callbacks
+    ckpt = callback.best_model_path if callback is not None and callback.best_model_path else None
     trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)

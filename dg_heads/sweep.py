@@ -84,8 +84,8 @@ class Job:
     def argv(self, command: str = "lightning") -> list[str]:
         seed = seed_hash(self.dataset, self.method, self.test_domain, self.hparams_index, self.trial_seed)
         argv = [command, "fit"]
-        for config in self.configs:
-            argv += ["--config", config]
+        for config in self.configs:  # absolute: a job may start in any folder
+            argv += ["--config", str(Path(config).resolve())]
         argv += ["--seed_everything", str(seed),
                  "--data.init_args.dataset", self.dataset,  # the spec's, whatever the config file says
                  "--data.init_args.test_domains", json.dumps([self.test_domain]),
@@ -305,12 +305,21 @@ def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
     return jobs
 
 
-def write_sweep(spec: SweepSpec, runs_dir: Path, command: str = "lightning",
+def job_line(job: Job, command: str | None = None) -> str:
+    """A job's line of `jobs.txt`: what runs it from any folder and with any PATH: this
+    interpreter's `-m dg_heads` (the venv's own CLI; a bare `lightning` may be another venv's or
+    Lightning 2.4's own command, which does nothing for `fit`) or `command`, then the job's
+    arguments (absolute config and run paths)."""
+    prefix = shlex.split(command) if command else [sys.executable, "-m", "dg_heads"]
+    return shlex.join([*prefix, *job.argv()[1:]])
+
+
+def write_sweep(spec: SweepSpec, runs_dir: Path, command: str | None = None,
                 jobs: list[Job] | None = None) -> tuple[Path, list[Job]]:
     """`jobs.txt` (one command per line), `sweep.json` (every job), `job.json` in each job folder."""
     jobs = jobs_of(spec, runs_dir) if jobs is None else jobs
     runs_dir.mkdir(parents=True, exist_ok=True)
-    lines = [shlex.join(job.argv(command)) for job in jobs]
+    lines = [job_line(job, command) for job in jobs]
     (runs_dir / "jobs.txt").write_text("\n".join(lines) + "\n")
     for job, line in zip(jobs, lines):
         job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -441,7 +450,11 @@ def main(argv: list[str]) -> None:
                         help="print: write jobs.txt and print the sbatch line (default); local: run the "
                              "unfinished jobs on this machine, --jobs at a time; slurm: submit the array with sbatch")
     parser.add_argument("--jobs", type=int, default=1, help="local: how many jobs run at once (default 1)")
-    parser.add_argument("--command", default="lightning", help="the CLI each job line starts with")
+    parser.add_argument("--command", default=None,
+                        help="the CLI each job line starts with (default: this Python's `-m dg_heads`, "
+                             f"{sys.executable} -m dg_heads: no venv on PATH needed)")
+    parser.add_argument("--no-preflight", dest="preflight", action="store_false",
+                        help="skip checking that every dataset folder and pretrained weight the jobs need is here")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip parsing one job per method and dataset with the CLI (a few seconds)")
     args = parser.parse_args(argv)
@@ -450,6 +463,16 @@ def main(argv: list[str]) -> None:
     spec = load_spec(args.spec)
     runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
     jobs = jobs_of(spec, runs_dir)
+    if args.preflight:  # the datasets and weights every job needs, before anything is queued
+        from dg_heads.preflight import preflight
+
+        problems = preflight(jobs)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if problems:
+            print(f"sweep: nothing queued: {len(problems)} problem(s) (--no-preflight skips this check)",
+                  file=sys.stderr)
+            sys.exit(2)
     if args.check:  # before anything is written: a failed check leaves no job folders for `collect` to list
         check_jobs(jobs)
     jobs_file, _ = write_sweep(spec, runs_dir, args.command, jobs)

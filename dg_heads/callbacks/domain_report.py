@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from dg_heads.reporting import accuracy_metrics, format_table, skipped_images
 from dg_heads.run_files import write_run_file
@@ -58,6 +60,17 @@ class DomainReport(Callback):
             accs = {**self._validated[1], **accs}
         self.report(trainer, pl_module, "test", accs)
 
+    @staticmethod
+    def source_line(trainer, stage: str) -> str:
+        """Which weights the table is of, and the run folder: `test of checkpoint
+        runs/.../best-step=40.ckpt; run folder runs/pacs/hap/version_0`."""
+        loaded = trainer.ckpt_path if stage in ("validate", "test") else None
+        weights = f"checkpoint {loaded}" if loaded else (
+            f"the weights at the end of training (global step {trainer.global_step})" if stage == "fit"
+            else f"the weights in memory (global step {trainer.global_step})")
+        folder = trainer.logger.log_dir if trainer.logger is not None else trainer.default_root_dir
+        return f"{stage} of {weights}; run folder {folder}"
+
     def report(self, trainer, pl_module, stage: str, accs: dict[str, float]) -> None:
         accs = dict(sorted(accs.items()))
         self.results[stage] = {**accs, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
@@ -70,10 +83,47 @@ class DomainReport(Callback):
         if not trainer.is_global_zero:
             return
         if hasattr(datamodule, "source_domains") and stage in self.print_stages:
-            print("\n" + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+            print(f"\n{self.source_line(trainer, stage)}\n"
+                  + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
         for note in notes:
             print(f"warning: {note}", file=sys.stderr, flush=True)
         if trainer.logger is not None and hasattr(pl_module, "hparams_for_logging"):
             hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
-            trainer.logger.log_hyperparams(pl_module.hparams_for_logging(), hp_metrics)
-            trainer.logger.save()
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    log_hparams_session(Path(logger.log_dir), pl_module.hparams_for_logging(), hp_metrics,
+                                        trainer.global_step)
+                else:
+                    logger.log_hyperparams(pl_module.hparams_for_logging(), hp_metrics)
+                    logger.save()
+
+
+HPARAMS_RUN = "hparams"  # the run's HParams session: `<run folder>/hparams/`, a TensorBoard run of its own
+
+
+def log_hparams_session(log_dir: Path, params: dict, metrics: dict[str, float], step: int) -> None:
+    """The run's row of TensorBoard's HParams tab, in `<log_dir>/hparams/`: one session (the
+    hyper-parameters) and the `hp/*` accuracies as scalars, and no experiment summary.
+
+    Why not `TensorBoardLogger.log_hyperparams`: it writes an experiment summary each call, and
+    TensorBoard keeps the first summary of a tag in a run and the first experiment summary it
+    finds among all runs: the fit's (no `hp/test_acc`), of one run (its keys only, every column
+    marked as not differing, so the tab shows the first five by name: `clip/...`). Without one,
+    TensorBoard builds the experiment from every run's session: the columns are the union of the
+    runs' keys, those whose values differ between runs first (the tab shows those), and the
+    metrics are the scalar tags of the session folders, only the `hp/*` written here. Each
+    report writes the latest values (the selected checkpoint's `val` and `test` last)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    _, start, end = hparams(params, metrics)
+    writer = SummaryWriter(str(log_dir / HPARAMS_RUN))
+    try:
+        file_writer = writer._get_file_writer()
+        file_writer.add_summary(start, step)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
+        file_writer.add_summary(end, step)
+        writer.flush()
+    finally:
+        writer.close()

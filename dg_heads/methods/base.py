@@ -40,7 +40,14 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
-from dg_heads.backbone import CLIPSpec, build_text_classifier, create_clip, image_size_of, resolve_templates
+from dg_heads.backbone import (
+    DEFAULT_TEMPLATES,
+    CLIPSpec,
+    build_text_classifier,
+    create_clip,
+    image_size_of,
+    resolve_templates,
+)
 from dg_heads.callbacks import DomainReport, PredictionsWriter, RequeueOnSignal, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.optim import OptimSpec, build_optimizer
@@ -60,7 +67,8 @@ class DGModule(L.LightningModule):
         allow_loading(self.hparams)
         with keyed("clip"):
             self.clip, self.tokenizer = create_clip(self.clip_spec)
-        self.templates = resolve_templates(self.clip_spec.templates)
+        # the prompts: the spec's, else (null) the data's at setup, else DEFAULT_TEMPLATES
+        self.templates = resolve_templates(self.clip_spec.templates) if self.clip_spec.templates else None
         self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
         self.metrics = nn.ModuleDict()
         self.counts = nn.ModuleDict()  # images scored per domain: shows skipped or double-counted ones
@@ -87,6 +95,9 @@ class DGModule(L.LightningModule):
                 f"data.image_size is {datamodule.image_size} but {self.clip_spec.model_name} expects "
                 f"{expected}: set data.init_args.image_size: {expected}"
             )
+        if self.templates is None:
+            with keyed("data.init_args.templates"):
+                self.templates = resolve_templates(getattr(datamodule, "templates", None) or DEFAULT_TEMPLATES)
         if self.classifier is None:
             self.classifier = nn.Parameter(self.text_classifier(datamodule.class_names), requires_grad=False)
         elif self.classifier.shape[0] != len(datamodule.class_names):
@@ -371,11 +382,13 @@ class DGModule(L.LightningModule):
         `search/strategy`, `search/ga/population`), then the data's (`data/test_domains`).
         jsonargparse's bookkeeping (`_class_path`, `_instantiator`) is left out.
 
-        The method's key is `Method`: TensorBoard orders the tab's columns by name (those that
-        differ between runs first), and a capital sorts before every lower-case key."""
-        params: dict[str, Any] = {"Method": type(self).__name__}
+        The method's key is `Method` and its value the run folder's name (`run_name`: `hap`,
+        `lora`, `finetune`, `zero_shot`, `aat_ga`, ...), not the class (HAP and plain LoRA are both
+        `HeadPurification`): TensorBoard orders the tab's columns by name (those that differ between
+        runs first), and a capital sorts before every lower-case key."""
         # the spec in effect (`<key>_spec`: a default where the argument was None), else the argument
         specs = {key: getattr(self, f"{key}_spec", value) for key, value in self.hparams.items()}
+        params: dict[str, Any] = {"Method": type(self).run_name(specs)}
         flatten_hparams(specs, "", params)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:

@@ -4,7 +4,7 @@ whatever layer raised it (jsonargparse wraps what a class's `__init__` raises in
 
 import pytest
 
-from tests.conftest import demo_configs, gpu_configs, run_main
+from tests.conftest import demo_configs, gpu_configs, run_cli, run_main
 
 CASES = {
     "lora_ranks": (["--model.init_args.lora.ranks", "[2,2]"],
@@ -100,3 +100,48 @@ def test_a_slurm_allocation_unlike_the_trainer_is_one_error_line_before_any_work
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-3000:]
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()  # nothing built, nothing written
+
+
+SUGGESTIONS = {
+    "trainer": (["--trainer.max_epohcs", "3"],
+                "error: unrecognized arguments: --trainer.max_epohcs 3; did you mean --trainer.max_epochs?"),
+    "spec_field": (["--model.init_args.optim.lrr", "3"], "error: model.optim: Option 'lrr' is not accepted; "
+                                                          "did you mean --model.init_args.optim.lr?"),
+    "spec": (["--model.init_args.lroa.rank", "3"], "error: model: unrecognized arguments: --lroa.rank=3; "
+                                                    "did you mean --model.init_args.lora.rank?"),
+    "data": (["--data.init_args.batch_size", "3"],
+             "error: data: Option 'batch_size' is not accepted; did you mean --data.init_args.eval_batch_size "
+             "or --data.init_args.batch_size_per_domain?"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SUGGESTIONS))
+def test_an_unknown_option_suggests_the_nearest_one(case, tmp_path):
+    args, expected = SUGGESTIONS[case]
+    result = run_main("fit", *demo_configs("hap"), *args, "--print_config", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr[-3000:]
+
+
+def test_a_yaml_syntax_error_names_the_file(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("trainer:\n  max_epochs: 3\n  devices: [1\n")
+    result = run_main("fit", *demo_configs("finetune"), "--config", str(bad), "--print_config", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"in {bad}, line 3" in result.stderr and "<unicode string>" not in result.stderr
+
+
+def test_model_help_takes_the_short_class_name(tmp_path):
+    # a fresh process: in one that already imported the methods, jsonargparse resolves the name itself
+    result = run_cli("fit", "--model.help", "HeadPurification", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--model.gating" in result.stdout and "--model.lora" in result.stdout
+
+
+@pytest.mark.slow  # builds the model and the data, up to the first training batch
+def test_a_batch_larger_than_a_domain_names_the_key_to_change(data_root, tmp_path):
+    result = run_main("fit", *demo_configs("finetune"), "--data.init_args.batch_size_per_domain", "5000",
+                      "--data.init_args.num_workers", "0", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "fewer than batch_size_per_domain=5000" in errors[0], result.stderr[-3000:]
+    assert errors[0].endswith("set data.init_args.batch_size_per_domain to 1438 or less"), errors[0]

@@ -28,7 +28,7 @@ def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
     assert len(splits["domains"]["0"]["out"]) == 359 and metrics["test/n/75"] == 1797
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run)).Reload()
+    events = EventAccumulator(str(run / "hparams")).Reload()  # the run's HParams session
     assert {"hp/test_acc", "hp/test_acc/75", "hp/val_acc"} <= set(events.Tags()["scalars"])  # HParams tab metrics
     hparams = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     assert b"optim/lr" in hparams and b"data/test_domains" in hparams

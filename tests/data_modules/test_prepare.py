@@ -64,3 +64,20 @@ def test_prepare_downloads_checks_the_checksum_and_unpacks(tmp_path, monkeypatch
     with pytest.raises(DGHeadsError, match=r"sha256 .* != expected 0000.*nothing was unpacked"):
         prepare(bad, tmp_path / "other", say=lambda _: None)
     assert not (tmp_path / "other/PACS/photo").exists()
+
+
+def test_prepare_decodes_what_it_counts(tmp_path):
+    """A file named `.png` that is not an image (an HTML error page, a Git LFS pointer) is a problem."""
+    from tests.conftest import make_domainbed, run_main
+
+    copy = make_domainbed(tmp_path, "lab_cams", {"north": ["cat", "dog"], "south": ["cat", "dog"]}, per_class=2)
+    assert run_main("prepare", str(copy), cwd=tmp_path).returncode == 0
+    (copy / "south/dog/001.png").write_text("<html>404 Not Found</html>\n")
+    result = run_main("prepare", str(copy), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "problem: 1 file(s) named as images do not decode (e.g. south/dog/001.png: UnidentifiedImageError" \
+        in result.stdout
+    make_benchmark(tmp_path, "vlcs", size=4)
+    (tmp_path / "VLCS/SUN09/dog/000.png").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    result = run_main("prepare", "vlcs", "--root", str(tmp_path), cwd=tmp_path)
+    assert "1 file(s) named as images do not decode (e.g. SUN09/dog/000.png" in result.stdout

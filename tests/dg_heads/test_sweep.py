@@ -16,7 +16,7 @@ from dg_heads.collect import collect, mean_se
 from dg_heads.errors import DGHeadsError
 from dg_heads.sweep import jobs_of, load_spec, sbatch_command, write_sweep
 from dg_heads.sweep import main as sweep_main
-from tests.conftest import QUICK, REPO, demo_configs
+from tests.conftest import QUICK, REPO, demo_configs, make_benchmark, run_cli
 
 # a method's composition: the demo (tiny CLIP on the CPU, the preset last) and a GPU benchmark run
 DEMO_FINETUNE = ("[{repo}/configs/data/rotated_digits.yaml, {repo}/configs/method/finetune.yaml, "
@@ -52,7 +52,8 @@ def test_sweep_is_the_full_product_with_stable_folders(tmp_path):
     again = jobs_of(_spec(tmp_path), tmp_path / "runs")
     assert [j.run_dir for j in again] == [j.run_dir for j in jobs]  # relaunching maps to the same folders
     argv = shlex.split(jobs_file.read_text().splitlines()[-1])
-    assert argv[:2] == ["lightning", "fit"] and argv[argv.index("--model.init_args.optim.lr") + 1] == "0.0001"
+    assert argv[:4] == [sys.executable, "-m", "dg_heads", "fit"]
+    assert argv[argv.index("--model.init_args.optim.lr") + 1] == "0.0001"
     run = jobs[-1].run_dir
     assert argv[argv.index("--trainer.default_root_dir") + 1] == str(run)
     assert argv[argv.index("--done_marker") + 1] == str(run / "done") and "--ckpt_path" in argv
@@ -128,12 +129,12 @@ slurm: {{gpus_per_node: 1}}
 def test_sweep_parses_one_job_per_method_before_anything_is_queued(tmp_path, capsys):
     """A typo in a grid key would fail every array task after its wait in the queue."""
     _spec(tmp_path)  # writes spec.yaml
-    sweep_main([str(tmp_path / "spec.yaml")])
+    sweep_main([str(tmp_path / "spec.yaml"), "--no-preflight"])  # (no PACS copy here)
     assert "16 to run" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text((tmp_path / "spec.yaml").read_text().replace("optim.lr:", "optim.lrr:"))
     with pytest.raises(SystemExit) as stop:  # through the CLI's entry point, as `dg-heads sweep` runs
-        cli_main(["sweep", str(bad), "--runs-dir", str(tmp_path / "bad_runs")])
+        cli_main(["sweep", str(bad), "--runs-dir", str(tmp_path / "bad_runs"), "--no-preflight"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1, err  # one line, no traceback
@@ -397,3 +398,81 @@ def test_local_sweep_then_collect_gives_the_table(data_root, tmp_path):
     assert "[1/1] done   finetune rotated_digits 75 seed 0 hp 0" in result.stdout
     result = run_cli("collect", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0 and "| finetune |" in result.stdout, result.stderr[-2000:]
+
+
+def test_a_jobs_line_runs_from_any_folder_without_the_venv_on_path(tmp_path):
+    """jobs.txt names this interpreter's `-m dg_heads` (not a bare `lightning`, which may be another
+    venv's or Lightning 2.4's own command) and absolute config paths (not relative to the sweep's folder)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"runs_dir: {tmp_path / 'runs'}\nconfigs: [configs/data/rotated_digits.yaml, "
+                    "configs/method/finetune.yaml, configs/trainer/demo.yaml]\nmethods: {finetune: }\n"
+                    "datasets: {rotated_digits: ['75']}\nslurm: {cpu_only: true}\n")
+    result = run_cli("sweep", str(spec), "--no-check", "--no-preflight", cwd=REPO)  # relative configs, as a user writes
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = (tmp_path / "runs/jobs.txt").read_text().splitlines()[0]
+    argv = shlex.split(line)
+    assert argv[:4] == [sys.executable, "-m", "dg_heads", "fit"], argv[:4]
+    configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
+    assert configs == [str(REPO / f) for f in ("configs/data/rotated_digits.yaml", "configs/method/finetune.yaml",
+                                               "configs/trainer/demo.yaml")]
+    bare = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}  # no venv on PATH, another folder
+    parsed = subprocess.run([*argv, "--print_config"], cwd="/", env=bare, capture_output=True, text=True, timeout=300)
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    assert "dg-tiny-vit" in parsed.stdout
+
+
+def test_sweep_preflight_lists_missing_datasets_and_weights_before_anything_is_queued(tmp_path):
+    """Every dataset folder and pretrained weight the jobs need, checked at `dg-heads sweep`: one
+    line per problem with the command that fixes it, exit 2, nothing written."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"runs_dir: {tmp_path / 'runs'}\nconfigs: [{REPO}/configs/trainer/gpu.yaml, "
+                    f"'{REPO}/configs/data/{{dataset}}.yaml', '{REPO}/configs/method/{{method}}.yaml']\n"
+                    "methods: {hap: , lora: }\ndatasets: {pacs: [sketch], vlcs: [SUN09]}\n"
+                    "slurm: {gpus_per_node: 1}\n")
+    data = tmp_path / "data"
+    make_benchmark(data, "vlcs", size=4)  # a complete layout (one image per class)
+    env = {"DG_HEADS_DATA": str(data), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf/hub"),
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}  # an empty weights cache
+    result = run_cli("sweep", str(spec), "--no-check", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, result.stderr  # PACS missing (VLCS is complete), ViT-B-16 openai not cached: once each
+    assert errors[0].startswith(f"error: pacs: dataset folder {data / 'PACS'} does not exist")
+    assert errors[0].endswith(f"run `dg-heads prepare pacs --root {data}` (downloads it where it can, else prints "
+                              "the steps, then verifies the copy)")
+    assert "ViT-B-16 openai are not in the cache" in errors[1] and "`dg-heads weights ViT-B-16 openai`" in errors[1]
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+    (data / "VLCS/SUN09/bird").rename(data / "VLCS/SUN09/brid")  # a layout the DataModule cannot split
+    result = run_cli("sweep", str(spec), "--no-check", cwd=tmp_path, env=env)
+    assert "error: vlcs: class folders of" in result.stderr and "dg-heads prepare vlcs" in result.stderr
+    skipped = run_cli("sweep", str(spec), "--no-check", "--no-preflight", cwd=tmp_path, env=env)
+    assert skipped.returncode == 0, skipped.stderr and (tmp_path / "runs/jobs.txt").exists()
+
+
+def test_collect_tells_failed_jobs_from_pending_ones(tmp_path):
+    from tests.conftest import run_main
+
+    _, jobs = write_sweep(_spec(tmp_path), tmp_path / "runs")
+    runs = tmp_path / "runs"
+    nothing = run_main("collect", str(runs), cwd=tmp_path)  # nothing finished yet
+    assert nothing.returncode == 0, nothing.stderr
+    assert "tables written" not in nothing.stdout and not (runs / "results").exists()
+    assert "no table written" in nothing.stdout
+    assert "16 job(s): 0 done, 0 failed, 16 pending" in nothing.stdout
+    for job in jobs[:-3]:
+        _finish(job, 0.9, 0.5)
+    crashed, bug, waiting = jobs[-3:]
+    (crashed.run_dir / "local.log").write_text("Seed set to 0\nerror: data (DomainBedDataModule): lost\n"
+                                               "error: the training loss is not finite (nan) at global step 7\n")
+    (runs / f"slurm-4242_{len(jobs) - 2}.out").write_text(  # an array task's output, by its line of jobs.txt
+        "[...] array task 14\nTraceback (most recent call last):\n  File ...\nRuntimeError: CUDA out of memory\n")
+    (waiting.run_dir / "local.log").write_text("Seed set to 0\nEpoch 0: 10%\n")  # still running
+    result = run_main("collect", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "16 job(s): 13 done, 2 failed, 1 pending" in out
+    assert (f"  failed   {crashed.run_dir}: error: the training loss is not finite (nan) at global step 7 "
+            f"(log: {crashed.run_dir / 'local.log'})") in out
+    assert f"  failed   {bug.run_dir}: RuntimeError: CUDA out of memory" in out
+    assert f"  pending  {waiting.run_dir}: no done marker (not finished)" in out
+    assert "tables written to" in out and "pacs.{md,tex,csv,png}" in out

@@ -54,7 +54,7 @@ def test_a_plain_trainer_leaves_the_files_the_cli_leaves(data_root, tmp_path):
     evaluate_selected_checkpoint(trainer, model, datamodule)  # what `--test_after_fit` does
     run = Path(trainer.logger.log_dir)
 
-    expected = {"checkpoints", "events", "hparams.yaml", "splits.json", "gates.json", "gates.csv",
+    expected = {"checkpoints", "events", "hparams", "hparams.yaml", "splits.json", "gates.json", "gates.csv",
                 "metrics_fit.json", "metrics_validate.json", "metrics_test.json"}
     assert _names(run) == expected
     assert _names(cli_run) == expected | {"config.yaml"}  # the resolved config: LightningCLI's own
@@ -69,9 +69,9 @@ def test_a_plain_trainer_leaves_the_files_the_cli_leaves(data_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     for folder in (run, cli_run):
-        events = EventAccumulator(str(folder)).Reload()
-        assert {"hp/test_acc", "hp/test_acc/75", "hp/val_acc"} <= set(events.Tags()["scalars"])  # HParams tab
-        assert "gates" in events.Tags()["images"]
+        assert "gates" in EventAccumulator(str(folder)).Reload().Tags()["images"]
+        events = EventAccumulator(str(folder / "hparams")).Reload()  # the HParams tab's session of the run
+        assert {"hp/test_acc", "hp/test_acc/75", "hp/val_acc"} <= set(events.Tags()["scalars"])
         assert b"gating/mmd_weight" in events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     assert "held out (test)" in cli.stdout
 

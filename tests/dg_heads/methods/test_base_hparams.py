@@ -22,16 +22,16 @@ def _built_model(config: str, tmp_path):
         sys.argv = argv
 
 
-@pytest.mark.parametrize("config, nested", [
-    ("hap", {"lora/head_aware": True, "lora/targets": "['q', 'v']", "gating/mmd_weight": None,
+@pytest.mark.parametrize("config, method, nested", [
+    ("hap", "hap", {"lora/head_aware": True, "lora/targets": "['q', 'v']", "gating/mmd_weight": None,
                   "gating/enabled": True, "clip/model_name": "dg-tiny-vit", "optim/lr": None}),
-    ("aat_ga", {"search/strategy": "ga", "search/ga/population": None, "clip/model_name": "dg-tiny-vit"}),
+    ("aat_ga", "aat_ga", {"search/strategy": "ga", "search/ga/population": None, "clip/model_name": "dg-tiny-vit"}),
 ])
-def test_hparams_are_flat_with_the_method_first(config, nested, tmp_path):
+def test_hparams_are_flat_with_the_method_first(config, method, nested, tmp_path):
     model = _built_model(config, tmp_path)
     assert "_class_path" in model.hparams  # what LightningCLI stores, and the tab must not show
     params = model.hparams_for_logging()
-    assert list(params)[0] == "Method" and params["Method"] == type(model).__name__
+    assert list(params)[0] == "Method" and params["Method"] == method  # the run folder's name, not the class
     # TensorBoard sorts the tab's columns by name (differing ones first): the method sorts first
     assert sorted(params)[0] == "Method"
     assert not [k for k in params if "_class_path" in k or "_instantiator" in k or k.startswith("_")]
