@@ -78,7 +78,7 @@ test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 	rm -rf runs/floor
 	$(FLOOR_VENV)/bin/lightning fit $(DEMO_CONFIGS) --trainer.max_epochs 1 \
-	    --trainer.logger.init_args.save_dir runs/floor --trainer.enable_progress_bar false --test_after_fit true
+	    --trainer.logger.init_args.save_dir runs/floor --test_after_fit true
 	test -s runs/floor/finetune/version_0/metrics_test.json  # the demo ran (not another `lightning`)
 
 # The SLURM part alone: a real single-node cluster and a two-node one (network namespaces on a bridge;

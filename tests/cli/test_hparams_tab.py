@@ -10,7 +10,7 @@ from tests.conftest import demo_configs, run_cli
 pytestmark = pytest.mark.slow
 
 QUICK_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-             "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+             "--data.init_args.num_workers", "0",
              "--test_after_fit", "true"]
 
 

@@ -11,7 +11,7 @@ def test_testing_on_a_training_domain_warns_and_strict_refuses(data_root, tmp_pa
     fit = run_cli("fit", *demo_configs("finetune"), *QUICK, "--trainer.limit_train_batches", "1", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     (ckpt,) = (tmp_path / "runs/rotated_digits/finetune/version_0/checkpoints").glob("best-*.ckpt")
-    test = ["test", *demo_configs("finetune"), "--trainer.enable_progress_bar", "false",
+    test = ["test", *demo_configs("finetune"),
             "--trainer.limit_test_batches", "1", "--data.init_args.num_workers", "0", "--ckpt_path", str(ckpt)]
     leaked = run_cli(*test, "--data.init_args.test_domains", "['0']", cwd=tmp_path)
     assert leaked.returncode == 0, leaked.stderr[-3000:]

@@ -21,7 +21,7 @@ def test_runs_print_no_lightning_noise_and_name_their_checkpoint_and_export_hint
     assert "💡 Tip" not in said and "multiple `ModelCheckpoint` callbacks" not in said
     assert f"test of checkpoint {run}/checkpoints/{best.name}; run folder {run}\n" in fit.stdout
 
-    test = run_cli("test", *demo_configs("finetune"), "--trainer.enable_progress_bar", "false",
+    test = run_cli("test", *demo_configs("finetune"),
                    "--data.init_args.num_workers", "0", "--ckpt_path", str(best), cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
     said = test.stdout + test.stderr

@@ -36,7 +36,7 @@ def test_finetune_fit_then_test_writes_per_domain_metrics(data_root, tmp_path):
 
 def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
     for sub in ("validate", "test", "predict"):
-        result = run_cli(sub, *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
+        result = run_cli(sub, *demo_configs("zero_shot"),
                          "--data.init_args.num_workers", "0", cwd=tmp_path)
         assert result.returncode == 0, f"{sub}: {result.stderr[-2000:]}"
     metrics = tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json"
@@ -61,7 +61,7 @@ def test_print_config_resolves_interpolation(tmp_path):
 
 @pytest.mark.parametrize("case", ["test_domain", "root", "classes", "image", "hub"])
 def test_bad_input_is_one_clear_line(case, data_root, tmp_path):
-    args = ["test", *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false"]
+    args = ["test", *demo_configs("zero_shot")]
     pacs = ["--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
             "--data.init_args.test_domains", "[sketch]", "--data.init_args.image_size", "32"]
     if case == "test_domain":
@@ -94,7 +94,7 @@ def test_unreadable_images_are_skipped_by_default_and_the_count_reported(tmp_pat
     make_benchmark(tmp_path, "pacs", size=4, per_class=2)
     for bad in ("dog/000.png", "horse/001.png"):
         (tmp_path / "PACS/sketch" / bad).write_bytes(b"\x89PNG truncated")
-    result = run_cli("test", *demo_configs("zero_shot"), "--trainer.enable_progress_bar", "false",
+    result = run_cli("test", *demo_configs("zero_shot"),
                      "--data.init_args.dataset", "pacs", "--data.init_args.root", str(tmp_path),
                      "--data.init_args.test_domains", "[sketch]", "--data.init_args.num_workers", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -116,7 +116,7 @@ def test_lightning_and_dg_heads_console_scripts_run():
 
 def test_two_epochs_of_finetuning_beat_chance_on_the_held_out_domain(data_root, tmp_path):
     result = run_cli("fit", *demo_configs("finetune"), "--trainer.max_epochs", "2",
-                     "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+                     "--data.init_args.num_workers", "0",
                      "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((_version_dir(tmp_path, "finetune") / "metrics_test.json").read_text())

@@ -20,7 +20,7 @@ from tests.conftest import REPO, run_cli
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one cluster, one worker
 LIGHTNING = str(Path(sys.executable).parent / "lightning")
 FAST = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+        "--data.init_args.num_workers", "0",
         "--data.init_args.eval_batch_size", "64"]
 
 

@@ -25,8 +25,7 @@ LIGHTNING = str(Path(sys.executable).parent / "lightning")
 STEPS = 6  # 3 epochs x 2 steps; a checkpoint (last.ckpt) at the end of every epoch
 ARGS = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.limit_test_batches", "1", "--trainer.log_every_n_steps", "1", "--trainer.strategy", "ddp",
-        # TODO(lead): progress bar on once main's DDP fix is merged
-        "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+        "--data.init_args.num_workers", "0",
         "--data.init_args.eval_batch_size", "64"]
 SLOW = ["--trainer.callbacks+=tests.poison.SlowSteps", "--trainer.callbacks.seconds=1.0"]
 

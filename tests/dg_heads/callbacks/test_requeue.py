@@ -46,3 +46,22 @@ def test_the_requeue_signal_on_one_rank_checkpoints_all_at_one_step(data_root, t
     assert ours.keys() == reference.keys()
     for name in reference:
         assert torch.equal(ours[name], reference[name]), name
+
+
+def test_under_slurm_the_cli_turns_lightnings_in_handler_requeue_off(data_root, tmp_path, monkeypatch):
+    """Lightning's SLURM handler checkpoints inside the signal handler; under SLURM the CLI's
+    trainer has it off (RequeueOnSignal does the work) and keeps its atomic checkpoint IO."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from dg_heads.lightning_cli import DGHeadsCLI
+    from dg_heads.resume import AtomicCheckpointIO
+
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "dgtest", "SLURM_NTASKS_PER_NODE": "1",
+                        "SLURM_NNODES": "1", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                        "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    cli = DGHeadsCLI(args=[*demo_configs("finetune"), "--data.init_args.root", str(data_root)], run=False)
+    environment = cli.trainer._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue is False
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)

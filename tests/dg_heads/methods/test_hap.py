@@ -235,7 +235,7 @@ def test_a_copy_and_an_export_work_after_a_grad_forward():
 
 # ---------------------------------------------------------------- through the CLI
 RUN = ["--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
-       "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0"]
+       "--data.init_args.num_workers", "0"]
 
 
 def _state(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -350,7 +350,7 @@ def test_vit_b16_checkpoint_holds_only_trained_tensors_under_10_mb(tmp_path):
         "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "1",
         "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
         "--data.init_args.batch_size_per_domain", "2", "--data.init_args.eval_batch_size", "2",
-        "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+        "--data.init_args.num_workers", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = tmp_path / "runs/pacs/hap/version_0/checkpoints/last.ckpt"
     size_mb = ckpt.stat().st_size / 2**20

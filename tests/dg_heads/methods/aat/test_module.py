@@ -21,7 +21,7 @@ from dg_heads.optim import OptimSpec
 from dg_heads.selection import evaluate_selected_checkpoint
 from tests.conftest import demo_configs, run_cli, run_main
 
-RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0",
+RUN = ["--data.init_args.num_workers", "0",
        "--data.init_args.eval_batch_size", "32", "--model.init_args.search.ga.population", "4",
        "--model.init_args.search.ga.generations", "2"]
 
@@ -30,7 +30,7 @@ RUN = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers",
 def finetuned(data_root, tmp_path_factory):
     """The demo's fine-tuned tiny CLIP after 30 batches: a model with heads worth ablating."""
     folder = tmp_path_factory.mktemp("finetune")
-    tuned = run_cli("fit", *demo_configs("finetune"), "--trainer.enable_progress_bar", "false",
+    tuned = run_cli("fit", *demo_configs("finetune"),
                     "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
                     "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "1", cwd=folder)
     assert tuned.returncode == 0, tuned.stderr[-2000:]
