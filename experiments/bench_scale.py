@@ -157,18 +157,23 @@ def measure_datamodule(root: Path, num_workers: int | None, start_workers: bool)
     del iterators
 
     started = None
-    if start_workers:
-        before = _children()
-        live = [iter(loader) for loader in train + val]  # each starts its worker processes
-        for it in live[:len(train)]:
+    if start_workers:  # the most worker processes alive at once: training's, plus the evaluation loader
+        before = _children()  # being read (their workers are not kept between uses)
+        live = [iter(loader) for loader in train]
+        for it in live:
             next(it)  # the training loader starts its workers at its first batch (samplers.StreamLoader)
         started = _children() - before
+        for loader in val:
+            reading = iter(loader)  # starts its workers
+            started = max(started, _children() - before)
+            del reading  # its workers end with the iterator
         del live
     return {
         "entries": len(dm.table.labels), "setup_s": seconds, "rss_mib": (rss_after - rss_before) / 1024,
         "hwm_mib": hwm / 1024, "train_loaders": len(train), "val_loaders": len(val),
         "train_workers": sum(loader.num_workers for loader in train),
-        "val_workers": sum(loader.num_workers for loader in val), "started": started,
+        "val_workers": sum(loader.num_workers for loader in val),
+        "val_workers_at_once": max((loader.num_workers for loader in val), default=0), "started": started,
         "samplers": len(samplers), "sampler_pickled": pickled,
         "sampler_state": sum(len(pickle.dumps(s)) for s in state) if state else None,
         "sampler_iterating": iterating, "num_workers": args["num_workers"],
@@ -191,7 +196,7 @@ def datamodule_rows(scale: float, num_workers: int | None, start_workers: bool) 
         m = json.loads(done.stdout.strip().splitlines()[-1])
     assert m["entries"] == entries, (m["entries"], entries)
     info = get_dataset("domain_net")
-    total = m["train_workers"] + m["val_workers"]
+    total = m["train_workers"] + m["val_workers_at_once"]  # one evaluation loader is read at a time
     started = "not started (--no-start-workers)" if m["started"] is None else str(m["started"])
     state = "none (no `state_dict`)" if m["sampler_state"] is None else f"{m['sampler_state']:,} B"
     rows = [
@@ -204,8 +209,8 @@ def datamodule_rows(scale: float, num_workers: int | None, start_workers: bool) 
         f"| training loaders x workers (`num_workers: {m['num_workers']}`) | {m['train_loaders']} loaders, "
         f"{m['train_workers']} workers |",
         f"| validation loaders x workers | {m['val_loaders']} loaders, {m['val_workers']} workers |",
-        f"| worker processes per rank (train + val), declared | {total} |",
-        f"| worker processes per rank, started and counted in /proc | {started} |",
+        f"| worker processes per rank (train + val), declared: at most alive at once | {total} |",
+        f"| worker processes per rank, started and counted in /proc: most alive at once | {started} |",
         f"| worker processes on an 8-GPU node (8 ranks) | {8 * total} |",
         f"| training samplers ({m['samplers']}): pickled size | {m['sampler_pickled']:,} B |",
         f"| training samplers: checkpointed state (`state_dict`, pickled) | {state} |",

@@ -32,6 +32,7 @@ def test_bench_scale_quick_writes_every_row(tmp_path):
     assert _value(text, "entries / domains / classes") == "6,248 / 6 / 345"
     assert float(_value(text, "`prepare_data` + `setup").split()[0]) > 0
     declared = int(_value(text, "worker processes per rank (train + val), declared"))
+    assert declared == 2  # num_workers 1: one for training, one for the evaluation loader being read
     started = int(_value(text, "worker processes per rank, started and counted"))
     assert declared == started > 0  # the processes really started are those the loaders declare
     assert int(_value(text, "worker processes on an 8-GPU node")) == 8 * declared
