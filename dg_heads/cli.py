@@ -56,8 +56,10 @@ def run_lightning(args: list[str] | None) -> None:
 
     try:
         DGHeadsCLI(args=args)
-    except Requeued:  # checkpointed on SLURM's signal and requeued (RequeueOnSignal said where)
-        sys.exit(143)
+    except Requeued as stop:  # checkpointed on SLURM's signal and requeued (RequeueOnSignal said where)
+        # 143 on rank 0, whose code is the run's; 0 on the others: Lightning's local launcher kills
+        # rank 0 at once when a child it started exits non-zero, before rank 0 has finished
+        sys.exit(143 if stop.rank == 0 else 0)
     except SIGTERMException:  # killed or requeued (SLURM): the checkpoints on disk are the state to resume
         print("dg-heads: stopped by SIGTERM; run the same command again to resume (--ckpt_path last)",
               file=sys.stderr)

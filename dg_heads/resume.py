@@ -2,8 +2,8 @@
 
 `--ckpt_path last` resumes from the newest of: the `last*.ckpt` files of the run's
 checkpoint callbacks (a SIGKILL loses only the steps since the last one) and the
-`hpc_ckpt_N.ckpt` that SLURM's requeue signal has written into `default_root_dir`
-(`callbacks.RequeueOnSignal`; Lightning itself only looks at those when no `ckpt_path` is given). TensorBoard
+`hpc_ckpt_N.ckpt` that SLURM's requeue signal has written into the same checkpoint folder
+(`callbacks.RequeueOnSignal`; never another run's, as Lightning's own `default_root_dir` ones could be). TensorBoard
 is told to purge events at or after the resumed step, so steps logged by the killed process
 after its checkpoint are not shown twice.
 
@@ -50,9 +50,11 @@ def resume_candidates(trainer) -> list[Path]:
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint):
             found |= {Path(p) for p in callback._find_last_checkpoints(trainer)}
-    root = Path(trainer.default_root_dir)
-    if root.is_dir():
-        found |= {p for p in root.glob("hpc_ckpt_*.ckpt") if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", p.name)}
+    for callback in trainer.checkpoint_callbacks:  # the requeue checkpoints (callbacks.RequeueOnSignal)
+        resolve = getattr(callback, "_ModelCheckpoint__resolve_ckpt_dir", None)  # where it saves (as above)
+        folder = Path(resolve(trainer)) if resolve is not None else None
+        if folder is not None and folder.is_dir():
+            found |= {p for p in folder.glob("hpc_ckpt_*.ckpt") if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", p.name)}
     return [p for p in found if p.is_file()]
 
 

@@ -58,11 +58,18 @@ class SignalSelf(Callback):
     """Sends `signum` (SLURM's requeue signal by default) to this process on rank `rank` alone,
     after training step `step`: as when the signal reaches the processes at different moments."""
 
-    def __init__(self, rank: int = 0, step: int = 1, signum: int = 10) -> None:
-        self.rank, self.step, self.signum = rank, step, signum
+    def __init__(self, rank: int = 0, step: int = 1, signum: int = 10, during_test: bool = False) -> None:
+        self.rank, self.step, self.signum, self.during_test = rank, step, signum, during_test
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _send(self) -> None:
         import os
 
-        if trainer.global_rank == self.rank and trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+        os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.during_test and trainer.global_rank == self.rank and trainer.global_step == self.step:
+            self._send()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.during_test and trainer.global_rank == self.rank and batch_idx == 0:
+            self._send()  # (`during_test`: after the first test batch instead)

@@ -82,7 +82,7 @@ def _assert_resumed_exactly(tmp_path, extra: list[str], ranks: int, kill_at: int
         stop = [f"--trainer.callbacks+={__name__}.KillAt", f"--trainer.callbacks.step={kill_at}"]
     killed = _run(stopped, *extra, *stop, cwd=tmp_path)
     assert killed.returncode == (143 if requeue else -signal.SIGKILL), killed.stderr[-3000:]
-    last = next(stopped.glob("hpc_ckpt_*.ckpt")) if requeue else stopped / "version_0/checkpoints/last.ckpt"
+    last = next(stopped.rglob("hpc_ckpt_*.ckpt")) if requeue else stopped / "version_0/checkpoints/last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == checkpoint_step
     trained = checkpoint_step if requeue else kill_at + 1
     for rank in range(ranks):  # a killed run trained past its checkpoint: those steps are lost

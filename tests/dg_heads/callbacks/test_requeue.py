@@ -33,15 +33,16 @@ def test_the_requeue_signal_on_one_rank_checkpoints_all_at_one_step(data_root, t
     said = [line for line in stopped.stdout.splitlines() if "dg-heads: signal SIGUSR1" in line]
     assert len(said) == 1 and "at global step 4" in said[0], stopped.stdout[-2000:]
     assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
-    (hpc,) = (tmp_path / "a").glob("hpc_ckpt_*.ckpt")
+    (hpc,) = (tmp_path / "a").rglob("hpc_ckpt_*.ckpt")
+    assert hpc.parent == tmp_path / "a/runs/rotated_digits/finetune/version_0/checkpoints"  # the run's own folder
     assert torch.load(hpc, map_location="cpu", weights_only=False)["global_step"] == 4
 
     resumed = run_cli("fit", *args, "--ckpt_path", "last", cwd=tmp_path / "a", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from {hpc}" in resumed.stdout or hpc.name in resumed.stdout, resumed.stdout[-2000:]
+    assert "continuing" in resumed.stdout and hpc.name in resumed.stdout, resumed.stdout[-2000:]
     never_stopped = run_cli("fit", *args, cwd=tmp_path / "b", timeout=300)
     assert never_stopped.returncode == 0, never_stopped.stderr[-3000:]
-    ours, reference = _trained(tmp_path / "a" / "runs" / "rotated_digits" / "finetune" / "version_1"), \
+    ours, reference = _trained(tmp_path / "a" / "runs" / "rotated_digits" / "finetune" / "version_0"), \
         _trained(tmp_path / "b")
     assert ours.keys() == reference.keys()
     for name in reference:
@@ -65,3 +66,15 @@ def test_under_slurm_the_cli_turns_lightnings_in_handler_requeue_off(data_root, 
     environment = cli.trainer._accelerator_connector.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue is False
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_the_requeue_signal_during_a_test_stage_requeues_at_its_end(data_root, tmp_path):
+    """Outside training (`test`, or `--test_after_fit`'s evaluation) the signal is not lost and does
+    not kill the job: the stage ends, the job is requeued (here: said), exit code 143."""
+    result = run_cli("test", *demo_configs("zero_shot"), "--data.init_args.root", str(data_root),
+                     "--data.init_args.num_workers", "0", "--trainer.limit_test_batches", "2",
+                     "--trainer.callbacks+=tests.ddp_probes.SignalSelf", "--trainer.callbacks.during_test=true",
+                     cwd=tmp_path, timeout=300)
+    assert result.returncode == 143, result.stderr[-3000:]
+    said = [line for line in result.stdout.splitlines() if "dg-heads: signal SIGUSR1 -> " in line]
+    assert len(said) == 1 and "nothing requeued" in said[0] and "checkpoint" not in said[0], result.stdout[-2000:]
