@@ -2,7 +2,8 @@
 
 MODEL is a dg-heads checkpoint (`.ckpt`: the method's trained state, its data from the
 checkpoint) or one or more YAML configs merged in order as `lightning fit` composes them (e.g.
-`configs/data/rotated_digits.yaml configs/method/zero_shot.yaml configs/trainer/demo.yaml`).
+`--config configs/data/rotated_digits.yaml --config configs/method/zero_shot.yaml --config
+configs/trainer/demo.yaml`; `seed_everything` seeds a random-init backbone as in `fit`).
 For every (block, head) it measures, on a sample of the source domains' `out` splits (the
 held-out domains only with `--held_out`): the head's direct contribution to the image
 embedding (TextSpan), its class relevance (zero-shot accuracy alone, accuracy lost when mean-
@@ -99,8 +100,12 @@ def seed_all(seed: int | None) -> None:
         seed_everything(seed, verbose=False)
 
 
-def load_target(paths: list[Path]) -> Target:
+def load_target(paths: list[Path], sets: list[str] = ()) -> Target:
+    """The model of a checkpoint or of merged YAML configs (`sets`: `--set` overrides of those)."""
     if len(paths) == 1 and paths[0].suffix == ".ckpt":
+        if any(not item.startswith("data.") for item in sets):
+            raise DGHeadsError(f"--set {[i for i in sets if not i.startswith('data.')]}: a checkpoint's model is "
+                               f"fixed; only data.* keys may be set")
         from dg_heads.export_cli import load_module
 
         path = paths[0]
@@ -113,7 +118,7 @@ def load_target(paths: list[Path]) -> Target:
                       checkpoint.get("dg_heads", {}).get("seed"), run)
     if any(p.suffix == ".ckpt" for p in paths):
         raise DGHeadsError(f"MODEL {[str(p) for p in paths]}: one checkpoint, or YAML configs, not both")
-    config = read_configs(paths)
+    config = parse_set(list(sets), read_configs(paths))
     source = " + ".join(str(p) for p in paths)
     if not isinstance(config.get("model"), dict):
         raise DGHeadsError(f"{source}: no `model` section (class_path and init_args)")
@@ -385,7 +390,9 @@ def tensorboard(images: dict, out: Path, run_folder: Path | None) -> None:
 # ------------------------------------------------------------------ entry
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dg-heads atlas", description=__doc__.splitlines()[0])
-    p.add_argument("model", nargs="+", type=Path, help="a dg-heads checkpoint (.ckpt), or YAML configs merged in order")
+    p.add_argument("model", nargs="*", type=Path, help="a dg-heads checkpoint (.ckpt), or YAML configs merged in order")
+    p.add_argument("--config", type=Path, action="append", default=[],
+                   help="a YAML config, as `lightning fit --config` takes it (repeatable; after MODEL's)")
     p.add_argument("--compare", default=None,
                    help="`zero_shot` (the same backbone untrained), another checkpoint, or a YAML config")
     p.add_argument("--data", type=Path, action="append", default=[],
@@ -408,6 +415,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_args(args) -> None:
+    if not args.model:
+        raise DGHeadsError("no model: pass a checkpoint (.ckpt) or YAML configs (positional or --config)")
     for name in ("images_per_domain", "batch_size", "basis_size"):
         if getattr(args, name) < 1:
             raise DGHeadsError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -421,7 +430,7 @@ def build_data(target: Target, args):
     config = {"data": target.data} if target.data else {}
     if args.data:
         config = _merge(config, {"data": read_configs(args.data).get("data") or {}})
-    config = parse_set(args.set, config)
+    config = parse_set([item for item in args.set if item.startswith("data.")], config)
     if not config.get("data"):
         raise DGHeadsError("no data: MODEL names none; pass --data configs/data/<dataset>.yaml")
     datamodule = instantiate("data", config["data"], "the data config")
@@ -445,9 +454,10 @@ def setup_processes(accelerator: str) -> torch.device:
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
+    args.model = list(args.model) + list(args.config)
     check_args(args)
     device = setup_processes(args.accelerator)
-    target = load_target(args.model)
+    target = load_target(args.model, args.set)
     datamodule = build_data(target, args)
     result = measure(target, datamodule, args, device)
     other = None

@@ -134,14 +134,18 @@ def domain_mmd(sample: Sample, num_domains: int, gammas=DOMAINBED_GAMMAS) -> tor
 
 def domain_probe(sample: Sample, num_domains: int, steps: int = 150, weight_decay: float = 1e-3,
                  seed: int = 0) -> torch.Tensor:
-    """[blocks, heads]: balanced accuracy, on every other image, of a linear probe (multinomial
-    logistic regression, full-batch Adam) trained on the rest to tell the domains apart from a
-    head's contribution; all heads' probes train at once. NaN with one domain."""
+    """[blocks, heads]: balanced accuracy, on every other image of each domain, of a linear probe
+    (multinomial logistic regression, full-batch Adam) trained on the rest to tell the domains
+    apart from a head's contribution; all heads' probes train at once. NaN with one domain."""
     n, blocks, num_heads, width = sample.contributions.shape
     if len(torch.unique(sample.domains)) < 2:
         return torch.full((blocks, num_heads), math.nan)
     x = sample.contributions.reshape(n, blocks * num_heads, width).transpose(0, 1)  # [K, n, D]
-    train = torch.arange(n) % 2 == 0
+    position = torch.zeros(n, dtype=torch.long)  # each image's place among its domain's images
+    for domain in torch.unique(sample.domains):
+        members = torch.nonzero(sample.domains == domain).flatten()
+        position[members] = torch.arange(len(members))
+    train = position % 2 == 0
     held = ~train if bool((~train).any()) else train
     mean, std = x[:, train].mean(1, keepdim=True), x[:, train].std(1, keepdim=True).clamp_min(1e-6)
     x = (x - mean) / std
