@@ -89,7 +89,8 @@ def instantiate(section: str, config: dict, source: str):
     except DGHeadsError:
         raise
     except Exception as error:  # jsonargparse's own errors name the bad key
-        raise DGHeadsError(f"{source}: the `{section}` section: {str(error).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())[:600]
+        raise DGHeadsError(f"{source}: the `{section}` section: {detail}") from None
     return built[section]
 
 
@@ -112,7 +113,8 @@ def load_target(paths: list[Path], sets: list[str] = ()) -> Target:
         module = load_module(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         hp = checkpoint.get("datamodule_hyper_parameters")
-        data = {"class_path": "data_modules.DomainBedDataModule", "init_args": dict(hp)} if hp else None
+        init_args = {k: v for k, v in (hp or {}).items() if not k.startswith("_")}  # not the CLI's `_instantiator`
+        data = {"class_path": "data_modules.DomainBedDataModule", "init_args": init_args} if init_args else None
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return Target(module, f"{type(module).__name__} ({path.name})", data,
                       checkpoint.get("dg_heads", {}).get("seed"), run)
