@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--words_blocks", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (docs/benchmarks.md)")
     args = parser.parse_args()
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = fake_folder(tmp, 2 * args.images)
@@ -60,7 +63,7 @@ def main() -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config))
         atlas_cli.main([str(tmp / "config.yaml"), "--out", str(tmp / "atlas"), "--images_per_domain",
                         str(args.images), "--ablation_blocks", str(args.ablation_blocks), "--words_blocks",
-                        str(args.words_blocks), "--accelerator", "cpu"])
+                        str(args.words_blocks), "--accelerator", device])
         atlas = json.loads((tmp / "atlas/atlas.json").read_text())
     blocks, num_heads = atlas["grid"]
     cost, seconds = atlas["cost"], atlas["cost"]["seconds"]
@@ -86,12 +89,12 @@ def main() -> None:
     ]
     command = (f"python experiments/bench_atlas.py --model {args.model} --images {args.images} "
                f"--ablation_blocks {args.ablation_blocks} --words_blocks {args.words_blocks}")
-    body = section(f"Head atlas cost ({args.model}, {images} images, cpu, fp32)", command,
+    body = section(f"Head atlas cost ({args.model}, {images} images, {device}, fp32)", command,
                    "passes counted by the scorer (one pass = every block over every image); seconds from one run "
                    "(`cost` in atlas.json), the machine shared with other jobs.", lines)
     print(body)
     if args.out is not None:
-        update_section(args.out, "bench_atlas_cpu", body)
+        update_section(args.out, f"bench_atlas_{device}", body)
 
 
 if __name__ == "__main__":
