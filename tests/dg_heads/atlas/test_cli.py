@@ -65,17 +65,20 @@ def test_atlas_of_a_hap_checkpoint_against_zero_shot(hap_atlas):
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page  # self-contained
 
 
-def _chromium() -> str | None:
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-
-
-@pytest.mark.slow
-def test_the_page_renders_in_headless_chromium(hap_atlas, tmp_path):
-    browser = _chromium()
-    if browser is None:
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Headless Chromium, or a skip saying why (a failure when DG_HEADS_REQUIRE_BROWSER=1, as in CI);
+    listed before `hap_atlas`, so a skip costs no training run."""
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
         if os.environ.get("DG_HEADS_REQUIRE_BROWSER") == "1":
             pytest.fail("DG_HEADS_REQUIRE_BROWSER=1 but no chromium binary is on PATH")
         pytest.skip("no chromium binary on PATH (apt-get install chromium); DG_HEADS_REQUIRE_BROWSER=1 makes this fail")
+    return found
+
+
+@pytest.mark.slow
+def test_the_page_renders_in_headless_chromium(browser, hap_atlas, tmp_path):
     page = (hap_atlas[0] / "atlas/atlas.html").as_uri()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600"]
     shot = tmp_path / "atlas.png"
