@@ -22,6 +22,7 @@ import argparse
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,9 @@ def load_target(paths: list[Path], sets: list[str] = ()) -> Target:
         from dg_heads.export_cli import load_module
 
         path = paths[0]
-        module = load_module(path)
+        with warnings.catch_warnings():  # by design a checkpoint holds no frozen backbone weights
+            warnings.filterwarnings("ignore", message=".*in the model state dict but not in the checkpoint.*")
+            module = load_module(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         hp = checkpoint.get("datamodule_hyper_parameters")
         init_args = {k: v for k, v in (hp or {}).items() if not k.startswith("_")}  # not the CLI's `_instantiator`
@@ -268,8 +271,9 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
     result["words"] = words(module, model, sample, datamodule, args)
     finished = time.perf_counter()
     local_images = sum(len(x) for x in parts["ids"])
+    shared_pass = bool(scan_blocks) and not base_mask  # the scorer's cache came from the decomposition's pass
     result["cost"] = {
-        "passes_over_data": 1 + (scorer.block_forwards - (local_images * blocks if not base_mask else 0))
+        "passes_over_data": 1 + (scorer.block_forwards - (local_images * blocks if shared_pass else 0))
         / max(1, local_images * blocks),
         "seconds": {"decomposition": decomposed - started, "zero_ablation": scanned - decomposed,
                     "domain": domain_done - scanned, "words": finished - domain_done, "total": finished - started},

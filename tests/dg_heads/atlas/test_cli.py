@@ -131,3 +131,25 @@ def test_bad_input_is_one_error_line(tmp_path):
                        "model.init_args.clip.model_name=dg-tiny-vit", "--set", "model.init_args.clip.pretrained=null",
                        cwd=tmp_path)
     assert no_data.returncode == 2 and "no data" in no_data.stderr and "--data" in no_data.stderr
+
+
+@pytest.mark.slow
+def test_an_aat_mask_is_applied_and_mapped(data_root, tmp_path):
+    """An AAT model with a saved mask: its heads are ablated in the decomposition (the terms
+    still sum to its embedding), the mask is its view, and zero-ablating a head it already
+    ablates loses nothing; the scorer's cache needs a pass of its own (without the mask)."""
+    mask = tmp_path / "ablation.json"
+    mask.write_text('{"3": [1], "1": [0]}')
+    result = run_cli("atlas", *demo_configs("aat_scan"), "--set", f"model.init_args.mask={mask}",
+                     "--set", "data.init_args.num_workers=0", "--images_per_domain", "4", "--words_blocks", "0",
+                     "--out", str(tmp_path / "atlas"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    atlas = json.loads((tmp_path / "atlas/atlas.json").read_text())
+    assert atlas["views"]["aat_mask"] == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    assert atlas["measures"]["zero_ablation"][3][1] == 0 and atlas["measures"]["zero_ablation"][1][0] == 0
+    norms = atlas["measures"]["contribution_norm"]  # an ablated head writes nothing
+    assert norms[3][1] == norms[1][0] == 0 and min(v for row in norms for v in row if v) > 0.01
+    assert atlas["decomposition_error"] < 1e-4 and atlas["words"] == {}
+    # 1 (decomposition) + 1 (the cache, unmasked) + the scan from block 1 (or 0), masks already scored skipped:
+    # base 3/4 + block 0: 4 x 1 + blocks 1 and 3: 3 x 3/4 each + block 2: 4 x 3/4
+    assert atlas["cost"]["passes_over_data"] == pytest.approx(1 + 1 + 0.75 + 4 + 2.25 + 3 + 2.25)
