@@ -95,10 +95,10 @@ def svg_heatmap(matrix, title: str, caption: str, diverging: bool = False, cell:
 def png_heatmap(matrix, title: str, caption: str, diverging: bool = False, cell: int = 24) -> Image.Image:
     """The same heatmap as a PIL image (for the PNG files and TensorBoard)."""
     blocks, num_heads = len(matrix), len(matrix[0])
-    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=10)
+    font, small = _font(13), _font(10)
     left, top, bar = 46, 40, 14
     grid_w, grid_h = num_heads * cell, blocks * cell
-    width = max(left + grid_w + 90, 12 + int(font.getlength(title)) + 12, 12 + int(small.getlength(caption)) + 12)
+    width = max(left + grid_w + 90, 24 + _length(font, title), 24 + _length(small, caption))
     height = top + grid_h + 44
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -109,19 +109,42 @@ def png_heatmap(matrix, title: str, caption: str, diverging: bool = False, cell:
             x, y = left + h * cell, top + b * cell
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour(value, low, high, diverging))
     for b in range(blocks):
-        draw.text((left - 6, top + b * cell + cell / 2), str(b), fill="black", font=small, anchor="rm")
+        _text(draw, (left - 6, top + b * cell + cell / 2), str(b), "black", small, "rm")
     for h in range(num_heads):
-        draw.text((left + h * cell + cell / 2, top - 4), str(h), fill="black", font=small, anchor="ms")
-    draw.text((left + grid_w / 2, top + grid_h + 14), "head", fill="black", font=small, anchor="ms")
-    draw.text((4, top + grid_h / 2), "block", fill="black", font=small, anchor="lm")
+        _text(draw, (left + h * cell + cell / 2, top - 4), str(h), "black", small, "ms")
+    _text(draw, (left + grid_w / 2, top + grid_h + 14), "head", "black", small, "ms")
+    _text(draw, (4, top + grid_h / 2), "block", "black", small, "lm")
     x0 = left + grid_w + 12
     for i in range(grid_h):
         value = high - (high - low) * (i + 0.5) / grid_h
         draw.line([x0, top + i, x0 + bar, top + i], fill=colour(value, low, high, diverging))
-    draw.text((x0 + bar + 4, top), fmt(high), fill="black", font=small, anchor="lt")
-    draw.text((x0 + bar + 4, top + grid_h), fmt(low), fill="black", font=small, anchor="lb")
-    draw.text((left, height - 8), caption, fill="#555555", font=small, anchor="ls")
+    _text(draw, (x0 + bar + 4, top), fmt(high), "black", small, "lt")
+    _text(draw, (x0 + bar + 4, top + grid_h), fmt(low), "black", small, "lb")
+    _text(draw, (left, height - 8), caption, "#555555", small, "ls")
     return image
+
+
+def _font(size: int):
+    """Pillow's own font at `size` (Pillow >= 10.1), or its fixed bitmap font before that."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _length(font, text: str) -> int:
+    try:
+        return int(font.getlength(text))
+    except AttributeError:
+        return 6 * len(text)
+
+
+def _text(draw, xy, text: str, fill: str, font, anchor: str) -> None:
+    """Text placed by its anchor; a bitmap font (Pillow < 10.1) takes none: placed at its corner."""
+    try:
+        draw.text(xy, text, fill=fill, font=font, anchor=anchor)
+    except ValueError:
+        draw.text(xy, text, fill=fill, font=font)
 
 
 def chw(image: Image.Image) -> np.ndarray:
