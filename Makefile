@@ -95,6 +95,7 @@ bench: install
 	$(PY) experiments/bench_loader.py --out docs/benchmarks.md
 	$(PY) experiments/bench_step_ops.py --out docs/benchmarks.md
 	$(PY) experiments/bench_scale.py --out docs/benchmarks.md
+	$(PY) experiments/bench_atlas.py --out docs/benchmarks.md
 
 # On a machine with a CUDA GPU (never in CI): the shipped-config matrix on it (bf16-mixed, 1 GPU;
 # 2-process DDP when 2 GPUs are there), the HAP / plain LoRA / full fine-tune training step on

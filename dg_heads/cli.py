@@ -31,6 +31,7 @@ TOOLS = {
     "prepare": ("dg_heads.data_cli:prepare_main", "download (where possible) and verify a benchmark's copy"),
     "splits": ("dg_heads.data_cli:splits_main", "print a dataset's DomainBed in/out splits as JSON"),
     "export": ("dg_heads.export_cli:main", "a checkpoint to a plain open_clip weights file"),
+    "atlas": ("dg_heads.atlas.cli:main", "every head of a model on one HTML page: TextSpan, AAT, HAP measures"),
     "weights": ("dg_heads.weights:main", "fetch open_clip's pretrained weights MODEL TAG into the cache (login node)"),
 }
 

@@ -1,0 +1,155 @@
+"""`dg-heads atlas` through the real CLI on the tiny CLIP: a HAP checkpoint against zero-shot
+(bf16 autocast on the CPU), the page in a real browser, 2 processes = 1, bad input."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, demo_configs, run_cli, run_main
+
+BLOCKS, HEADS = 4, 4  # dg-tiny-vit
+FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1",
+       "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0"]
+SMALL = ["--images_per_domain", "12", "--batch_size", "8"]
+
+
+@pytest.fixture(scope="module")
+def hap_atlas(data_root, tmp_path_factory):
+    """A HAP run on the demo data, then its atlas against zero-shot CLIP under bf16 autocast."""
+    work = tmp_path_factory.mktemp("atlas")
+    fit = run_cli("fit", *demo_configs("hap"), *FIT, cwd=work)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run = work / "runs/rotated_digits/hap/version_0"
+    atlas = run_cli("atlas", str(run / "checkpoints/last.ckpt"), "--compare", "zero_shot", "--precision",
+                    "bf16-mixed", "--words_blocks", "2", *SMALL, cwd=work)
+    assert atlas.returncode == 0, atlas.stderr[-3000:]
+    return run, atlas
+
+
+@pytest.mark.slow
+def test_atlas_of_a_hap_checkpoint_against_zero_shot(hap_atlas):
+    run, result = hap_atlas
+    out = run / "atlas"
+    assert f"wrote {out / 'atlas.html'}" in result.stdout
+    atlas = json.loads((out / "atlas.json").read_text())
+    assert atlas["meta"]["domains"] == ["0", "15", "30", "45", "60"]  # the held-out 75 is not read
+    assert atlas["meta"]["images"] == 5 * 12 and atlas["meta"]["precision"] == "bf16-mixed"
+    measures = {"head_accuracy", "mean_ablation", "zero_ablation", "domain_mmd", "domain_probe", "contribution_norm"}
+    assert set(atlas["measures"]) == measures
+    for matrix in atlas["measures"].values():
+        assert len(matrix) == BLOCKS and all(len(row) == HEADS and None not in row for row in matrix)
+    assert atlas["decomposition_error"] < 0.1  # bf16: the terms still sum to the embedding
+    gates = atlas["views"]["gate"]  # HAP's own view: H * softmax(theta) per block
+    assert all(abs(sum(row) - HEADS) < 1e-3 for row in gates) and "lora_norm" in atlas["views"]
+    assert set(atlas["compare"]["difference"]) == measures and "gate" in atlas["compare"]["summary"]
+    assert set(atlas["words"]) == {"general", "class prompts"}
+    assert set(atlas["words"]["general"]) == {f"{b},{h}" for b in (2, 3) for h in range(HEADS)}  # the last 2 blocks
+    assert all(len(w) == 5 for w in atlas["words"]["class prompts"].values())
+    rows = list(csv.DictReader((out / "atlas.csv").open()))
+    assert len(rows) == BLOCKS * HEADS
+    assert {"block", "head", "gate", "diff domain_mmd", "words (general)"} <= set(rows[0])
+    for name in ("head_accuracy", "domain_mmd", "view_gate", "diff_domain_mmd"):
+        assert Image.open(out / f"{name}.png").size[0] > 100
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run)).Reload()  # the run's own TensorBoard log
+    assert {"atlas/domain_mmd", "atlas/view_gate", "atlas/diff_head_accuracy"} <= set(events.Tags()["images"])
+    page = (out / "atlas.html").read_text()
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page  # self-contained
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Headless Chromium, or a skip saying why (a failure when DG_HEADS_REQUIRE_BROWSER=1, as in CI);
+    listed before `hap_atlas`, so a skip costs no training run."""
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
+        if os.environ.get("DG_HEADS_REQUIRE_BROWSER") == "1":
+            pytest.fail("DG_HEADS_REQUIRE_BROWSER=1 but no chromium binary is on PATH")
+        pytest.skip("no chromium binary on PATH (apt-get install chromium); DG_HEADS_REQUIRE_BROWSER=1 makes this fail")
+    return found
+
+
+@pytest.mark.slow
+def test_the_page_renders_in_headless_chromium(browser, hap_atlas, tmp_path):
+    page = (hap_atlas[0] / "atlas/atlas.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600"]
+    shot = tmp_path / "atlas.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    non_white = sum(count for count, rgb in colours if rgb != (255, 255, 255))
+    assert len(colours) > 50 and non_white > 0.05 * image.size[0] * image.size[1]  # heatmaps drawn, not blank
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    table = re.search(r'<table[^>]*id="heads".*?<tbody>(.*?)</tbody>', dom, re.S)
+    assert table is not None and table.group(1).count("<tr>") == BLOCKS * HEADS
+    assert dom.count("<svg") >= 6 + 2 + 6  # measures, HAP's views, the differences
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_atlas_of_one(data_root, tmp_path):
+    configs = [*(c for c in demo_configs("zero_shot")), "--set", "data.init_args.num_workers=0", *SMALL,
+               "--images_per_domain", "9", "--words_blocks", "1"]
+    one = run_cli("atlas", *configs, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "dg_heads", "atlas", *configs, "--out", str(tmp_path / "two")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / name / "atlas.json").read_text()) for name in ("one", "two"))
+    assert a["meta"]["processes"] == 1 and b["meta"]["processes"] == 2 and a["meta"]["images"] == b["meta"]["images"]
+    for name, matrix in a["measures"].items():
+        for row_a, row_b in zip(matrix, b["measures"][name]):
+            assert row_b == pytest.approx(row_a, abs=2e-5), name
+    assert a["base_accuracy"] == pytest.approx(b["base_accuracy"], abs=1e-6)
+    for pool, per_head in a["words"].items():
+        for head, words in per_head.items():
+            other = b["words"][pool][head]
+            assert [t for t, _ in other] == [t for t, _ in words]  # the same texts, shares to float rounding
+            assert [s for _, s in other] == pytest.approx([s for _, s in words], abs=1e-6)
+
+
+def test_bad_input_is_one_error_line(tmp_path):
+    missing = run_main("atlas", str(tmp_path / "nope.ckpt"), cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"error: checkpoint {tmp_path / 'nope.ckpt'} does not exist"]
+    pool = tmp_path / "pool.txt"
+    pool.write_text("# only a comment\n")
+    bad_pool = run_main("atlas", *demo_configs("zero_shot"), "--text_pool", str(pool), cwd=tmp_path)
+    assert bad_pool.returncode == 2 and bad_pool.stderr.strip().splitlines() == [
+        f"error: text pool file {pool} has 0 description(s); expected one per line, at least 2"]
+    no_data = run_main("atlas", str(REPO / "configs/method/zero_shot.yaml"), "--set",
+                       "model.init_args.clip.model_name=dg-tiny-vit", "--set", "model.init_args.clip.pretrained=null",
+                       cwd=tmp_path)
+    assert no_data.returncode == 2 and "no data" in no_data.stderr and "--data" in no_data.stderr
+
+
+@pytest.mark.slow
+def test_an_aat_mask_is_applied_and_mapped(data_root, tmp_path):
+    """An AAT model with a saved mask: its heads are ablated in the decomposition (the terms
+    still sum to its embedding), the mask is its view, and zero-ablating a head it already
+    ablates loses nothing; the scorer's cache needs a pass of its own (without the mask)."""
+    mask = tmp_path / "ablation.json"
+    mask.write_text('{"3": [1], "1": [0]}')
+    result = run_cli("atlas", *demo_configs("aat_scan"), "--set", f"model.init_args.mask={mask}",
+                     "--set", "data.init_args.num_workers=0", "--images_per_domain", "4", "--words_blocks", "0",
+                     "--out", str(tmp_path / "atlas"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    atlas = json.loads((tmp_path / "atlas/atlas.json").read_text())
+    assert atlas["views"]["aat_mask"] == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    assert atlas["measures"]["zero_ablation"][3][1] == 0 and atlas["measures"]["zero_ablation"][1][0] == 0
+    norms = atlas["measures"]["contribution_norm"]  # an ablated head writes nothing
+    assert norms[3][1] == norms[1][0] == 0 and min(v for row in norms for v in row if v) > 0.01
+    assert atlas["decomposition_error"] < 1e-4 and atlas["words"] == {}
+    # 1 (decomposition) + 1 (the cache, unmasked) + the scan from block 1 (or 0), masks already scored skipped:
+    # base 3/4 + block 0: 4 x 1 + blocks 1 and 3: 3 x 3/4 each + block 2: 4 x 3/4
+    assert atlas["cost"]["passes_over_data"] == pytest.approx(1 + 1 + 0.75 + 4 + 2.25 + 3 + 2.25)
