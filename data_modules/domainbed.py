@@ -77,10 +77,15 @@ def job_cpus() -> int:
     return len(affinity(0)) if affinity else (os.cpu_count() or 1)
 
 
-def default_num_workers() -> int:
+def default_num_workers(local_processes: int = 1) -> int:
     """Loader worker processes when the config leaves `num_workers` unset: the job's CPUs less one
-    (the training process's own), at least 0."""
-    return max(0, job_cpus() - 1)
+    (the training process's own), at least 0. Under SLURM `--cpus-per-task` is each process's own;
+    otherwise the affinity mask is shared by the node's `local_processes` DDP processes (`lightning
+    fit --trainer.devices 4` on a 64-core machine: 15 each, not 63)."""
+    cpus = job_cpus()
+    if not os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        cpus //= max(1, local_processes)
+    return max(0, cpus - 1)
 
 
 def load_table(info: DatasetInfo, root: Path, hf: HFSource | None = None) -> SampleTable:
@@ -177,12 +182,24 @@ class DomainBedDataModule(L.LightningDataModule):
         self.test_domain_names = [str(d) for d in test_domains]
         self.trial_seed, self.holdout_fraction, self.test_split = trial_seed, holdout_fraction, test_split
         self.batch_size_per_domain, self.eval_batch_size = batch_size_per_domain, eval_batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self._num_workers = num_workers
         self.image_size, self.train_augment = image_size, train_augment
         self.bad_images = bad_images
         self._class_names_override = class_names
         self._table: SampleTable | None = None
         self._ready = False
+
+    @property
+    def num_workers(self) -> int:
+        """The configured `num_workers`, else `default_num_workers` for this node's DDP processes."""
+        if self._num_workers is not None:
+            return self._num_workers
+        trainer = getattr(self, "trainer", None)
+        return default_num_workers(getattr(trainer, "num_devices", 1) if trainer is not None else 1)
+
+    @num_workers.setter
+    def num_workers(self, value: int | None) -> None:
+        self._num_workers = value
 
     @property
     def dataset_dir(self) -> Path:

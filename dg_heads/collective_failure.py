@@ -37,8 +37,15 @@ def is_collective_failure(error: BaseException) -> bool:
     """True for the errors a collective (or the processes' first meeting) raises when another
     process never joined it."""
     return _is_rendezvous_failure(error) or any(
-        type(e).__name__ == "DistBackendError" or (isinstance(e, RuntimeError) and _SIGNS.search(str(e)))
+        type(e).__name__ == "DistBackendError"
+        or (isinstance(e, RuntimeError) and _SIGNS.search(str(e)) and _raised_in_torch_distributed(e))
         for e in _chain(error))
+
+
+def _raised_in_torch_distributed(error: BaseException) -> bool:
+    """Raised from torch.distributed (a collective's `wait`): not a file system or a data stream
+    that lost its connection with the same words."""
+    return any("/torch/distributed/" in frame.filename for frame in traceback.extract_tb(error.__traceback__))
 
 
 def _rank() -> str:

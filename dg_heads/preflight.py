@@ -88,7 +88,7 @@ def preflight(jobs) -> list[str]:
     from data_modules.domainbed import default_root
 
     problems: dict[str, None] = {}
-    seen = set()
+    seen, checked = set(), {}  # checked: (dataset, root) -> its problem: a folder is walked once per sweep
     for job in jobs:
         configs, args = job.configs, [*job.extra_args, *(a for k, v in job.hparams.items()
                                                          for a in (f"--{k}", v if isinstance(v, str) else str(v)))]
@@ -99,7 +99,9 @@ def preflight(jobs) -> list[str]:
         if config_value(configs, args, "data.init_args.hf") is None:
             root = config_value(configs, args, "data.init_args.root")
             root = Path(str(root)).expanduser() if root else default_root()
-            problem = dataset_problem(job.dataset, root)
+            if (job.dataset, root) not in checked:
+                checked[job.dataset, root] = dataset_problem(job.dataset, root)
+            problem = checked[job.dataset, root]
             if problem:
                 problems[problem] = None
         model_name = config_value(configs, args, "model.init_args.clip.model_name", "dg-tiny-vit")

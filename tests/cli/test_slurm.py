@@ -124,7 +124,7 @@ def test_requeue_mid_run_resumes_from_the_checkpoint_without_double_logging(slur
                                           and int(progress.read_text()) >= 8):
         time.sleep(0.2)
     assert progress.exists(), "the job never started training"
-    # what SLURM sends 90 s before the time limit (--signal=SIGUSR1@90): Lightning checkpoints and requeues
+    # what SLURM sends before the time limit (--signal=SIGUSR1@300): all ranks checkpoint, rank 0 requeues
     subprocess.run(["scancel", "--signal=USR1", f"{job_id}_0"], env=slurm, check=True, timeout=30)
     (run,) = _run_dirs(tmp_path)
     while time.time() < deadline and not (run / "done").exists():

@@ -3,6 +3,7 @@ and the one training loader gives each step exactly the images of DomainBed's pe
 
 import json
 import multiprocessing
+import types
 
 import pytest
 import torch
@@ -57,8 +58,13 @@ def test_num_workers_defaults_to_the_jobs_cpus_less_one(monkeypatch, data_root):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     assert DomainBedDataModule("rotated_digits", ["75"]).num_workers == 5
+    # 2 DDP processes on this node without SLURM share the 6 CPUs: 3 each, less one
+    dm = DomainBedDataModule("rotated_digits", ["75"])
+    dm.trainer = types.SimpleNamespace(num_devices=2)
+    assert dm.num_workers == 2
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")  # `--cpus-per-task 3`: a rank has 3 CPUs, whatever the node has
     assert DomainBedDataModule("rotated_digits", ["75"]).num_workers == 2
+    assert dm.num_workers == 2  # `--cpus-per-task` is each process's own: not divided
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert DomainBedDataModule("rotated_digits", ["75"]).num_workers == 0
     assert DomainBedDataModule("rotated_digits", ["75"], num_workers=4).num_workers == 4

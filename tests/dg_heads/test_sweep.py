@@ -476,3 +476,20 @@ def test_collect_tells_failed_jobs_from_pending_ones(tmp_path):
     assert f"  failed   {bug.run_dir}: RuntimeError: CUDA out of memory" in out
     assert f"  pending  {waiting.run_dir}: no done marker (not finished)" in out
     assert "tables written to" in out and "pacs.{md,tex,csv,png}" in out
+
+
+def test_preflight_walks_each_dataset_folder_once_per_sweep(tmp_path, monkeypatch):
+    """DomainNet's 586,575 files on a network file system, walked once per sweep, not once per
+    (method, hyper-parameters) job group."""
+    import types
+
+    from dg_heads import preflight
+
+    calls = []
+    monkeypatch.setattr(preflight, "dataset_problem", lambda dataset, root: calls.append((dataset, root)))
+    jobs = [types.SimpleNamespace(configs=[], method=m, dataset="pacs", hparams={"model.init_args.optim.lr": lr},
+                                  extra_args=["--data.init_args.root", str(tmp_path),
+                                              "--model.init_args.clip.pretrained", "null"])
+            for m in ("hap", "lora", "finetune") for lr in (1e-4, 1e-5)]
+    assert preflight.preflight(jobs) == []
+    assert calls == [("pacs", tmp_path)]
