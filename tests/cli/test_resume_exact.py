@@ -42,15 +42,17 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-# 2 source domains (0 and 15 degrees) x 1437 images, 256 a domain a step: 5 steps an epoch in one
-# process, 2 in two; validation (and so `last.ckpt`) every 3 steps, mid-epoch, the last at step 9;
-# killed at the start of step 5 (6 steps trained, 3 of them lost), resumed from step 3, the run
-# crosses an epoch boundary. DomainBed's random augmentation: its random state must match too.
+# 2 source domains (0 and 15 degrees) x 1437 images, 32 a domain a step, epochs of 4 steps
+# (limit_train_batches: a window of each domain's stream, as at full length); validation (and so
+# `last.ckpt`) every 3 steps, mid-epoch, the last at step 9; killed at the start of step 5 (6 steps
+# trained, 3 of them lost), resumed from step 3, the run crosses an epoch boundary. DomainBed's
+# random augmentation: its random state must match too.
 STEPS = 9
 RUN = ["--trainer.max_steps", str(STEPS), "--trainer.max_epochs", "-1", "--trainer.val_check_interval", "3",
        "--trainer.check_val_every_n_epoch", "null", "--trainer.limit_val_batches", "1",
        "--trainer.limit_test_batches", "1", "--trainer.log_every_n_steps", "1",
-       "--data.init_args.test_domains", "[30, 45, 60, 75]", "--data.init_args.batch_size_per_domain", "256",
+       "--data.init_args.test_domains", "[30, 45, 60, 75]", "--data.init_args.batch_size_per_domain", "32",
+       "--trainer.limit_train_batches", "4",
        "--data.init_args.eval_batch_size", "64", "--data.init_args.train_augment", "domainbed",
        "--test_after_fit", "true", "--ckpt_path", "last"]
 
@@ -121,7 +123,7 @@ def test_a_run_killed_mid_epoch_resumes_exactly(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(data_root, tmp_path):
-    # 2 steps an epoch on 2 processes: the checkpoint at step 3 is in the middle of epoch 1
+    # the checkpoint at step 3 is in the middle of epoch 0
     _assert_resumed_exactly(tmp_path, ["--trainer.devices", "2", "--trainer.strategy", "ddp",
                                        "--data.init_args.num_workers", "0"],
                             ranks=2, kill_at=5, checkpoint_step=3)
@@ -130,7 +132,7 @@ def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(data_root, tmp_p
 @pytest.mark.slow
 def test_a_two_process_ddp_run_requeued_mid_epoch_resumes_exactly(data_root, tmp_path):
     # the signal reaches rank 1 after step 4; flags are read every 5 steps: all ranks checkpoint at
-    # step 5, in the middle of epoch 2 (2 steps an epoch; no validation there), and stop;
+    # step 5, in the middle of epoch 1 (no validation there), and stop;
     # `--ckpt_path last` resumes from that `hpc_ckpt_1.ckpt`
     _assert_resumed_exactly(tmp_path, ["--trainer.devices", "2", "--trainer.strategy", "ddp",
                                        "--data.init_args.num_workers", "0", "--trainer.log_every_n_steps", "5"],
