@@ -1,6 +1,9 @@
 """Class prompts belong with the data: the demo preset composed with another dataset carries none
 of RotatedDigits' digit prompts."""
 
+import types
+
+import torch
 import yaml
 
 from tests.conftest import CONFIGS, run_main
@@ -30,6 +33,7 @@ def test_a_model_without_templates_takes_the_datas(data_root):
     class Trainer:  # what `setup` reads of the trainer
         def __init__(self, datamodule):
             self.datamodule = datamodule
+            self.strategy = types.SimpleNamespace(root_device=torch.device("cpu"))  # where the text head is built
 
     for templates, expected in ((["a photo of the digit {}."], ["a photo of the digit {}."]),
                                 (None, ["a photo of a {}."])):
