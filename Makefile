@@ -41,7 +41,7 @@ lint: install
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup -m "not slurm"
+	$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup -m "not slurm"
 	@# The SLURM tests after, in one process: one cluster at a time (two workers' clusters share
 	@# the machine's munged, and one's teardown broke the other's requeue test in a CI run).
 	$(PY) -m pytest -q -ra -m slurm
