@@ -239,9 +239,13 @@ class DGHeadsCLI(LightningCLI):
             trainer.callbacks.append(DoneMarker(config["done_marker"], stage=stage))
         return trainer
 
-    def _check_leakage(self) -> None:
+    def _check_leakage(self, checkpoint_path=None) -> None:
         config = self._subcommand_config()
-        check_test_domains(config.get("ckpt_path"), self.datamodule, bool(config.get("strict")))
+        strict = bool(config.get("strict"))
+        if checkpoint_path is None:
+            check_test_domains(config.get("ckpt_path"), self.datamodule, strict)
+        # a model that starts from another run's weights (AAT's `init_checkpoint`): the same check
+        check_test_domains(getattr(self.model, "init_checkpoint", None), self.datamodule, strict)
 
     def before_test(self) -> None:
         """A test domain the checkpoint trained on: one warning line (`--strict true`: an error)."""
@@ -251,7 +255,9 @@ class DGHeadsCLI(LightningCLI):
         self._check_leakage()
 
     def before_fit(self) -> None:
-        """`--ckpt_path last` resumes from the furthest of the last and the SLURM-requeue checkpoints."""
+        """`--ckpt_path last` resumes from the furthest of the last and the SLURM-requeue checkpoints.
+        A model that starts from a checkpoint that trained on a test domain: one warning line."""
+        self._check_leakage(checkpoint_path=False)
         if self.config_init["fit"].get("ckpt_path") == "last":
             self.config_init["fit"]["ckpt_path"] = resume_checkpoint(self.trainer)
 

@@ -366,3 +366,15 @@ def test_the_init_weights_a_checkpoint_holds_survive_a_reload_and_a_second_save(
     again = {"state_dict": {}}
     second.on_save_checkpoint(again)
     assert torch.equal(again["dg_heads"]["init_weights"]["visual.conv1.weight"], first.clip.visual.conv1.weight)
+
+
+@pytest.mark.slow
+def test_an_init_checkpoint_that_trained_on_the_test_domain_is_flagged_before_any_work(finetuned, tmp_path):
+    """The fine-tuned model held out 75 and trained on 0: an AAT run that tests on 0 from it is no
+    domain generalisation. `--strict true`: one error line, before the search (without: a warning)."""
+    result = run_cli("fit", *demo_configs("aat_scan"), *RUN, "--model.init_args.init_checkpoint", str(finetuned),
+                     "--data.init_args.test_domains", "[0]", "--strict", "true", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "test_domains ['0']" in errors[0] and "trained on this domain" in errors[0], errors
+    assert not list(tmp_path.rglob("head_importance*")) and not list(tmp_path.rglob("*.ckpt"))
