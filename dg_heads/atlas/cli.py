@@ -35,6 +35,7 @@ from dg_heads import heads
 from dg_heads.atlas import measures as M
 from dg_heads.atlas import page, textspan
 from dg_heads.atlas.decomposition import decompose
+from dg_heads.backbone import DEFAULT_TEMPLATES, resolve_templates
 from dg_heads.errors import DGHeadsError
 from dg_heads.methods.aat.scorer import MaskScorer, ScoringBatch
 
@@ -196,6 +197,8 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
         module.apply_mask()
     base_mask = heads.ablation_mask(model)
     aat_mode = getattr(getattr(module, "search_spec", None), "mode", "zero")
+    if module.templates is None:  # a model that takes the data's prompts (as `DGModule.setup` resolves them)
+        module.templates = resolve_templates(getattr(datamodule, "templates", None) or DEFAULT_TEMPLATES)
     classifier = module.classifier if module.classifier is not None else module.text_classifier(datamodule.class_names)
     text = F.normalize(classifier.detach().float().cpu(), dim=-1)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16-mixed"
@@ -228,7 +231,7 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
             forwards += len(labels)
             if scan_blocks:
                 if keep is not None:  # the same forward's block inputs: no second pass
-                    scorer.batches.append(ScoringBatch(index, labels.to(device), keep))
+                    scorer.batches.append(ScoringBatch(index, labels.to(device), dict(enumerate(keep))))
                     scorer.block_forwards += len(labels) * blocks
                 else:  # the method's own ablation is on: MaskScorer caches its inputs without it
                     scorer.add(images, labels.to(device), index)
