@@ -43,9 +43,10 @@ def is_collective_failure(error: BaseException) -> bool:
 
 
 def _raised_in_torch_distributed(error: BaseException) -> bool:
-    """Raised from torch.distributed (a collective's `wait`): not a file system or a data stream
-    that lost its connection with the same words."""
-    return any("/torch/distributed/" in frame.filename for frame in traceback.extract_tb(error.__traceback__))
+    """Raised from torch.distributed (a collective's `wait`) or DDP's reducer (its bucket
+    all-reduces): not a file system or a data stream that lost its connection with the same words."""
+    return any(part in frame.filename for frame in traceback.extract_tb(error.__traceback__)
+               for part in ("/torch/distributed/", "/torch/nn/parallel/"))
 
 
 def _rank() -> str:
