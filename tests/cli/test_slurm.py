@@ -120,8 +120,11 @@ def test_requeue_mid_run_resumes_from_the_checkpoint_without_double_logging(slur
     _, stdout = _sweep(tmp_path, slurm, ["75"], args)
     job_id = _sbatch(stdout, slurm, wait=False).stdout.strip().split(";")[0]
     deadline = time.time() + 300
-    while time.time() < deadline and not (progress.exists() and progress.read_text()
-                                          and int(progress.read_text()) >= 8):
+    def reached() -> int:  # read once: the file may be mid-rewrite (empty) between two reads
+        text = progress.read_text().strip() if progress.exists() else ""
+        return int(text) if text.isdigit() else -1
+
+    while time.time() < deadline and reached() < 8:
         time.sleep(0.2)
     assert progress.exists(), "the job never started training"
     # what SLURM sends before the time limit (--signal=SIGUSR1@300): all ranks checkpoint, rank 0 requeues

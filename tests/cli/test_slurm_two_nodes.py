@@ -97,10 +97,15 @@ def _wait_gone(job: str, env: dict, timeout: float = 420) -> None:
 
 def _wait_step(progress: Path, step: int, timeout: float = 300) -> None:
     deadline = time.time() + timeout
-    while time.time() < deadline and not (progress.exists() and progress.read_text() and
-                                          int(progress.read_text()) >= step):
+    while time.time() < deadline and _progress(progress) < step:
         time.sleep(0.1)
-    assert progress.exists() and int(progress.read_text()) >= step, "the job did not reach step {step}"
+    assert _progress(progress) >= step, f"the job did not reach step {step}"
+
+
+def _progress(path: Path) -> int:
+    """The step a job's SlowSteps callback wrote last (-1 before, or while the file is being rewritten)."""
+    text = path.read_text().strip() if path.exists() else ""
+    return int(text) if text.isdigit() else -1
 
 
 def _logs(folder: Path) -> str:
@@ -137,7 +142,12 @@ def two_node_run(cluster, tmp_path_factory):
     folder, env = tmp_path_factory.mktemp("sweep2"), cluster["env"]
     stdout, run = _sweep(folder, env, ARGS)
     job = _job_id(stdout)
-    shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True, timeout=30)
+    deadline = time.time() + 120  # until the scheduler has placed it (just submitted, it is PENDING, no nodes)
+    while True:
+        shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True, timeout=30)
+        if "JobState=PENDING" not in shown.stdout or time.time() > deadline:
+            break
+        time.sleep(0.5)
     assert "NumNodes=2" in shown.stdout and "NodeList=dgn[1-2]" in shown.stdout, shown.stdout + shown.stderr
     _wait_gone(job, env)
     log = _logs(folder)
