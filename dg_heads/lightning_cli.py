@@ -59,8 +59,7 @@ TRAINER_DEFAULTS = {
 def trainer_defaults() -> dict:
     """TRAINER_DEFAULTS with its callbacks built, fresh for every CLI: a checkpoint callback keeps
     its run's best score, so two runs in one process (tests, notebooks) must not share one."""
-    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]],
-            "plugins": [instantiate_class((), c) for c in TRAINER_DEFAULTS["plugins"]]}
+    return {**TRAINER_DEFAULTS, "callbacks": [instantiate_class((), c) for c in TRAINER_DEFAULTS["callbacks"]]}
 
 
 def name_run_folder(config) -> None:
