@@ -91,8 +91,11 @@ def suggest(message: str, parser) -> str:
 
 
 def _suggestion(message: str, parser) -> str | None:
-    accepted = re.match(r"(?:([\w.]+): )?Option '([\w.]+)' is not accepted", message)
-    unknown = re.match(r"(?:([\w.]+): )?unrecognized arguments: --([\w.]+)", message)
+    # jsonargparse's words vary across the supported range (4.40: `Unrecognized arguments`,
+    # `Validation failed: Key 'x' is not expected`)
+    accepted = (re.match(r"(?:([\w.]+): )?Option '([\w.]+)' is not accepted", message)
+                or re.match(r"(?:([\w.]+): )?Validation failed: Key '([\w.]+)' is not expected", message))
+    unknown = re.match(r"(?:([\w.]+): )?unrecognized arguments: --([\w.]+)", message, re.IGNORECASE)
     if accepted or unknown:
         prefix, key = (accepted or unknown).groups()
     else:

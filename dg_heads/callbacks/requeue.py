@@ -12,8 +12,9 @@ reduce their flags
 - in training every `trainer.log_every_n_steps` steps (where the non-finite guard already syncs, so
   a step makes no extra host sync) and at the end of each validation: when any process was
   signalled, all of them save `hpc_ckpt_N.ckpt` together, into the run's checkpoint folder (where
-  `--ckpt_path last` looks; a run never picks up another run's), rank 0 requeues the job
-  (`scontrol requeue`) and the run ends with exit code 143;
+  `--ckpt_path last` looks; a run never picks up another run's); at the next batch's start (the
+  saved step's logs written by then, so none is lost) rank 0 requeues the job (`scontrol
+  requeue`) and the run ends with exit code 143;
 - at the end of a `validate`, `test` or `predict` stage (e.g. `--test_after_fit`): nothing to save;
   rank 0 requeues and the run ends the same way, to be run again.
 
@@ -71,6 +72,7 @@ class RequeueOnSignal(Callback):
     def __init__(self, signum: int = signal.SIGUSR1) -> None:
         self.signum = signum
         self._last_checked = -1
+        self._saved: str | None = None  # in training: checkpointed; the run stops at the next batch's start
 
     @property
     def signalled(self) -> bool:
@@ -91,33 +93,47 @@ class RequeueOnSignal(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
-        if step == self._last_checked or step % max(1, trainer.log_every_n_steps):
+        if self._saved is not None or step == self._last_checked or step % max(1, trainer.log_every_n_steps):
             return
         self._last_checked = step
         if self._agreed(trainer, pl_module):
-            self._stop(trainer, save=True)
+            self._save(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._saved is not None:  # the saved step's own logs are written by now: stop before the next
+            self._stop(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._saved is not None:  # training ended right after the checkpoint: still requeue (the test is left)
+            self._stop(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self._saved is not None:
             return
         if self._agreed(trainer, pl_module):  # in fit: a point where ModelCheckpoint saves too
-            self._stop(trainer, save=trainer.state.fn == "fit")
+            if trainer.state.fn == "fit":
+                self._save(trainer)
+            else:
+                self._stop(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
         if self._agreed(trainer, pl_module):
-            self._stop(trainer, save=False)
+            self._stop(trainer)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._agreed(trainer, pl_module):
-            self._stop(trainer, save=False)
+            self._stop(trainer)
 
-    def _stop(self, trainer, save: bool) -> None:
-        saved = ""
-        if save:
-            folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
-            path = trainer._checkpoint_connector.hpc_save_path(str(folder))
-            trainer.save_checkpoint(path)  # every process: a collective-safe point (rank 0 writes)
-            saved = f"checkpoint {Path(path)} at global step {trainer.global_step}; "
+    def _save(self, trainer) -> None:
+        """Every process saves `hpc_ckpt_N.ckpt` (a collective-safe point; rank 0 writes it)."""
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
+        path = trainer._checkpoint_connector.hpc_save_path(str(folder))
+        trainer.save_checkpoint(path)
+        self._saved = f"checkpoint {Path(path)} at global step {trainer.global_step}; "
+
+    def _stop(self, trainer) -> None:
+        """Rank 0 requeues (only now: `scontrol requeue` ends the running job soon after), all stop."""
+        saved, self._saved = self._saved or "", None
         if trainer.is_global_zero:
             job = slurm_job_id()
             if job is not None:

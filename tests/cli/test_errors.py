@@ -119,7 +119,10 @@ SUGGESTIONS = {
 def test_an_unknown_option_suggests_the_nearest_one(case, tmp_path):
     args, expected = SUGGESTIONS[case]
     result = run_main("fit", *demo_configs("hap"), *args, "--print_config", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr[-3000:]
+    said = result.stderr.strip()
+    # jsonargparse's own words before the hint vary across the supported range (the floor's 4.40)
+    assert result.returncode == 2 and len(said.splitlines()) == 1 and said.startswith("error: "), said
+    assert said.endswith(expected.split(";", 1)[1]), said
 
 
 def test_a_yaml_syntax_error_names_the_file(tmp_path):

@@ -86,7 +86,9 @@ def _assert_resumed_exactly(tmp_path, extra: list[str], ranks: int, kill_at: int
     assert killed.returncode == (143 if requeue else -signal.SIGKILL), killed.stderr[-3000:]
     last = next(stopped.rglob("hpc_ckpt_*.ckpt")) if requeue else stopped / "version_0/checkpoints/last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == checkpoint_step
-    trained = checkpoint_step if requeue else kill_at + 1
+    # batches whose start the stopped run logged: a requeued run stops at the start of the batch after
+    # its checkpoint (that step's logs written), a killed one at the start of `kill_at`; both untrained
+    trained = checkpoint_step + 1 if requeue else kill_at + 1
     for rank in range(ranks):  # a killed run trained past its checkpoint: those steps are lost
         assert [s for s, _ in _steps(stopped / f"batches.{rank}")] == list(range(trained))
         (stopped / f"batches.{rank}").rename(stopped / f"killed.{rank}")
