@@ -16,7 +16,7 @@ from tests.conftest import REPO, demo_configs, run_cli, run_main
 
 BLOCKS, HEADS = 4, 4  # dg-tiny-vit
 FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1",
-       "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0"]
+       "--data.init_args.num_workers", "0"]
 SMALL = ["--images_per_domain", "12", "--batch_size", "8"]
 
 

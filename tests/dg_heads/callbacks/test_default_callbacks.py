@@ -23,6 +23,7 @@ def _trainer(save_dir: Path, callbacks=(), **overrides):
     from lightning import Trainer
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    # (bar off: an in-process unit test of hooks, its output unread; every CLI test runs with it on)
     return Trainer(**{**LIMITS, **overrides}, accelerator="cpu", devices=1, enable_progress_bar=False,
                    enable_model_summary=False, callbacks=list(callbacks),
                    logger=TensorBoardLogger(save_dir, name="run", default_hp_metric=False))

@@ -64,6 +64,7 @@ def test_a_non_finite_loss_skips_its_update_on_the_device_and_stops_within_n_ste
     probe = _NaNAt(step=1)
     trainer = L.Trainer(accelerator="cpu", max_steps=10, log_every_n_steps=3, limit_val_batches=0,
                         num_sanity_val_steps=0, enable_checkpointing=False, logger=False,
+                        # (bar off: an in-process unit test of hooks, its output unread; every CLI test runs with it on)
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
                         default_root_dir=tmp_path)
     fused = fused_adamw_available(torch.device("cpu"))  # torch < 2.4: no fused CPU kernel, the fallback

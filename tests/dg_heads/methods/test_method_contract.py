@@ -74,6 +74,7 @@ def _data(root) -> DomainBedDataModule:
 def _trainer(folder) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, max_steps=1, limit_train_batches=1, limit_val_batches=1,
                      limit_test_batches=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                     # (bar off: an in-process unit test of hooks, its output unread; every CLI test runs with it on)
                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=folder)
 
 

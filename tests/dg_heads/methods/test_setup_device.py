@@ -53,6 +53,7 @@ def test_setup_builds_the_text_head_on_the_strategy_root_device(method, gpu_like
     data = DomainBedDataModule("rotated_digits", test_domains=["75"], image_size=32, num_workers=0,
                                eval_batch_size=256)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        # (bar off: an in-process unit test of hooks, its output unread; every CLI test runs with it on)
                         default_root_dir=tmp_path, enable_progress_bar=False, limit_val_batches=1,
                         enable_model_summary=False)
     trainer.validate(model, datamodule=data, verbose=False)

@@ -153,6 +153,7 @@ def test_bp_reports_and_keeps_the_mask_of_the_checkpoint_validation_selected(dat
                                eval_batch_size=16, num_workers=0, train_augment="none")
     selection = ModelCheckpoint(dirpath=tmp_path / "selected", monitor="step", mode="min")  # the first validation
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
+                        # (bar off: an in-process unit test of hooks, its output unread; every CLI test runs with it on)
                         limit_test_batches=1, num_sanity_val_steps=0, enable_progress_bar=False,
                         enable_model_summary=False, logger=TensorBoardLogger(tmp_path, name="run"),
                         callbacks=[selection, StrengthsMoveOnAfterTheFirstValidation()])
