@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -188,6 +190,7 @@ class DomainBedDataModule(L.LightningDataModule):
         self._class_names_override = class_names
         self._table: SampleTable | None = None
         self._ready = False
+        self.oracle_pass = False  # `oracle_test()`: the test loaders are each test domain's `in` and `out` splits
 
     @property
     def num_workers(self) -> int:
@@ -271,12 +274,16 @@ class DomainBedDataModule(L.LightningDataModule):
         self.train_sets: dict[str, TableDataset] = {}
         self.val_sets: dict[str, TableDataset] = {}
         self.test_sets: dict[str, TableDataset] = {}
+        self.oracle_sets: dict[str, TableDataset] = {}  # `<domain>/in`, `<domain>/out` of each test domain
         for env_index, domain in enumerate(self.domain_names):
             rows = self.table.rows_of(domain)
             in_idx, out_idx = holdout_split(len(rows), self.trial_seed, env_index, self.holdout_fraction)
             if domain in self.test_domains:
                 test_rows = rows if self.test_split == "all" else rows[in_idx]
                 self.test_sets[domain] = TableDataset(self.table, test_rows, eval_tf, self.bad_images)
+                for part, idx in (("in", in_idx), ("out", out_idx)):
+                    self.oracle_sets[f"{domain}/{part}"] = TableDataset(self.table, rows[idx], eval_tf,
+                                                                        self.bad_images)
                 continue
             if not in_idx or not out_idx:
                 raise DGHeadsError(
@@ -373,7 +380,19 @@ class DomainBedDataModule(L.LightningDataModule):
         return [self._loader(s, self.eval_batch_size) for s in sets]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.test_sets[d], self.eval_batch_size) for d in self.test_domains]
+        sets = self.oracle_sets if self.oracle_pass else self.test_sets
+        return [self._loader(sets[d], self.eval_batch_size) for d in self.eval_domains("test")]
+
+    @contextmanager
+    def oracle_test(self) -> Iterator[None]:
+        """Inside it, `test` reads each test domain's DomainBed `in` and `out` splits, named
+        `<domain>/in` and `<domain>/out` (`eval_domains("test")`), whatever `test_split` says:
+        what DomainBed's test-domain validation (oracle) selects by (`out`) and reports (`in`)."""
+        self.oracle_pass = True
+        try:
+            yield
+        finally:
+            self.oracle_pass = False
 
     def predict_dataloader(self) -> list[DataLoader]:
         """The test domains' loaders, each batch also carrying its samples' table rows
@@ -388,9 +407,12 @@ class DomainBedDataModule(L.LightningDataModule):
 
     def eval_domains(self, stage: str) -> list[str]:
         """Domain names of the loaders of `stage`, in loader order (for per-domain metrics)."""
-        return self.source_domains if stage == "val" else self.test_domains
+        if stage == "val":
+            return self.source_domains
+        return [f"{d}/{part}" for d in self.test_domains for part in ("in", "out")] if self.oracle_pass \
+            else self.test_domains
 
     def eval_sizes(self, stage: str) -> dict[str, int]:
         """Images per evaluation domain: what a run must have scored if nothing was skipped."""
-        sets = self.val_sets if stage == "val" else self.test_sets
+        sets = self.val_sets if stage == "val" else self.oracle_sets if self.oracle_pass else self.test_sets
         return {d: len(s) for d, s in sets.items()}

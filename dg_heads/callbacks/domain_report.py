@@ -17,7 +17,11 @@ from dg_heads.run_files import write_run_file
 class DomainReport(Callback):
     """Reports the accuracies (`val/acc*`, `test/acc*`, images scored per domain) at the end of
     `fit` (the last validation), `validate` and `test`, as `metrics_fit.json`,
-    `metrics_validate.json` and `metrics_test.json` (plus `global_step` and `epoch`).
+    `metrics_validate.json` and `metrics_test.json` (plus `global_step` and `epoch`). A test of
+    each test domain's `in` and `out` splits (the DataModule's `oracle_test()`, which
+    `selection.evaluate_selected_checkpoint` runs on the last weights) is `metrics_oracle.json`
+    instead: `test/acc/<domain>/in`, `test/acc/<domain>/out` (no mean of the two), never
+    `metrics_test.json`.
 
     `metrics_test.json` also holds the `val/*` accuracies when they were measured on the same
     weights: the latest validation loaded the same checkpoint (`validate(ckpt_path="best")` then
@@ -56,6 +60,10 @@ class DomainReport(Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         accs = {k: v for k, v in accuracy_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+        if getattr(trainer.datamodule, "oracle_pass", False):
+            accs.pop("test/acc", None)  # the mean of `in` and `out` splits means nothing
+            self.report(trainer, pl_module, "oracle", accs)
+            return
         if self._validated is not None and self._validated[0] == self._weights(trainer):
             accs = {**self._validated[1], **accs}
         self.report(trainer, pl_module, "test", accs)
@@ -87,7 +95,7 @@ class DomainReport(Callback):
                   + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
         for note in notes:
             print(f"warning: {note}", file=sys.stderr, flush=True)
-        if trainer.logger is not None and hasattr(pl_module, "hparams_for_logging"):
+        if stage != "oracle" and trainer.logger is not None and hasattr(pl_module, "hparams_for_logging"):
             hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
