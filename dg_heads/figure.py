@@ -1,5 +1,6 @@
 """A result table as a figure: per test domain, each method's mean test accuracy as a bar with
-its standard error as an error bar. Drawn with Pillow (no plotting dependency), as heatmaps are."""
+its standard error as an error bar, and (for `collect --compare`) a paper's figure as a
+horizontal mark across the bar. Drawn with Pillow (no plotting dependency), as heatmaps are."""
 
 from __future__ import annotations
 
@@ -11,21 +12,24 @@ from PIL import Image, ImageDraw, ImageFont
 COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
            (213, 94, 0), (240, 228, 66), (0, 0, 0)]
 BAR, GAP, LEFT, RIGHT, TOP, BOTTOM, PLOT_H = 18, 22, 52, 16, 34, 44, 260
-AXIS, GRID, TEXT = (60, 60, 60), (225, 225, 225), (20, 20, 20)
+AXIS, GRID, TEXT, MARK = (60, 60, 60), (225, 225, 225), (20, 20, 20), (200, 0, 0)
 
 
 def colour(index: int) -> tuple[int, int, int]:
     return COLOURS[index % len(COLOURS)]
 
 
-def draw_table(table) -> tuple[Image.Image, dict[tuple[str, str], tuple[int, int, int, int]]]:
+def draw_table(table, marks: dict[tuple[str, str], float] | None = None, title: str | None = None,
+               ) -> tuple[Image.Image, dict[tuple[str, str], tuple[int, int, int, int]]]:
     """The figure of a `collect.Table` and where each (method, domain) bar is (x0, y0, x1, y1);
-    the y axis is accuracy in percent, 0 to 100."""
+    the y axis is accuracy in percent, 0 to 100. `marks`: a figure per (method, domain), drawn
+    as a red line 3 pixels wide across that bar (and past it), e.g. a paper's."""
     methods, domains = list(table.rows), list(table.domains)
     group_w = max(1, len(methods)) * BAR + GAP
     font = ImageFont.load_default()
     legend_w = max([_text_w(font, m) for m in methods] + [0]) + 40
-    title = f"{table.dataset}: test accuracy (%) per held-out domain, mean ± standard error over trial seeds"
+    title = title or (f"{table.dataset}: test accuracy (%) per held-out domain, mean ± standard error over "
+                      f"trial seeds ({table.selection})")
     width = max(LEFT + len(domains) * group_w + RIGHT + legend_w, _text_w(font, title) + 12)
     height = TOP + PLOT_H + BOTTOM
     image = Image.new("RGB", (width, height), "white")
@@ -58,6 +62,9 @@ def draw_table(table) -> tuple[Image.Image, dict[tuple[str, str], tuple[int, int
                 draw.line([(xc, y_of(mean + se)), (xc, y_of(mean - se))], fill=AXIS, width=1)
                 for value in (mean + se, mean - se):
                     draw.line([(xc - 3, y_of(value)), (xc + 3, y_of(value))], fill=AXIS, width=1)
+            if marks and (method, domain) in marks:
+                y = y_of(marks[(method, domain)])
+                draw.rectangle((x0 - 1, y - 1, x1 + 1, y + 1), fill=MARK)
         label = str(domain)
         xc = x_group + (len(methods) * BAR) // 2
         draw.text((xc - _text_w(font, label) // 2, y_of(0) + 6), label, fill=TEXT, font=font)
@@ -75,7 +82,8 @@ def _text_w(font, text: str) -> int:
     return right - left
 
 
-def write_figure(table, path: Path) -> Path:
-    image, _ = draw_table(table)
+def write_figure(table, path: Path, marks: dict[tuple[str, str], float] | None = None,
+                 title: str | None = None) -> Path:
+    image, _ = draw_table(table, marks, title)
     image.save(path, format="PNG")
     return path

@@ -1,0 +1,215 @@
+"""`dg-heads collect`: DomainBed's two model selections on hand-built run records, `--compare`
+against hand-computed tables, and ordinary `lightning fit` run folders."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import QUICK, demo_configs, run_cli, run_main
+
+PACS = ["art_painting", "cartoon", "photo", "sketch"]
+
+
+def _job(runs, method, dataset, domain, seed, hp, val, test, oracle=None, done=True):
+    """A sweep job folder as `dg-heads sweep` and a finished run leave it: job.json, done and
+    version_0/metrics_test.json (val/acc, test/acc), with `oracle` = (test `out`, test `in`) of
+    the last weights as metrics_oracle.json."""
+    folder = runs / dataset / method / f"{domain}_seed{seed}_hp{hp}"
+    (folder / "version_0").mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps({"method": method, "dataset": dataset, "test_domain": domain,
+                                                 "trial_seed": seed, "hparams_index": hp}))
+    (folder / "version_0/metrics_test.json").write_text(json.dumps({"val/acc": val, "test/acc": test}))
+    (folder / "version_0/splits.json").write_text(json.dumps({"test_split": "in"}))
+    if oracle is not None:
+        (folder / "version_0/metrics_oracle.json").write_text(json.dumps(
+            {f"test/acc/{domain}/out": oracle[0], f"test/acc/{domain}/in": oracle[1], "global_step": 100}))
+    if done:
+        (folder / "done").write_text("{}")
+
+
+def test_training_domain_and_oracle_selection_follow_domainbed(tmp_path):
+    """Per (method, dataset, test domain, trial seed), over hyper-parameter sets: DomainBed's
+    IIDAccuracySelectionMethod takes the run with the best source-domain validation accuracy and
+    reports its test accuracy; OracleSelectionMethod takes the LAST checkpoint of each run, the
+    run with the best test-domain `out` accuracy, and reports its test-domain `in` accuracy.
+    The two disagree here on purpose, in both trial seeds."""
+    runs = tmp_path / "runs"
+    #                                          val   test   (oracle out, oracle in)
+    _job(runs, "erm", "pacs", "photo", 0, 0, 0.90, 0.70, (0.60, 0.65))
+    _job(runs, "erm", "pacs", "photo", 0, 1, 0.80, 0.75, (0.80, 0.78))
+    _job(runs, "erm", "pacs", "photo", 1, 0, 0.70, 0.60, (0.90, 0.88))
+    _job(runs, "erm", "pacs", "photo", 1, 1, 0.95, 0.66, (0.50, 0.55))
+    _job(runs, "erm", "pacs", "sketch", 0, 0, 0.50, 0.40)  # an old run: no metrics_oracle.json
+    result = run_main("collect", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # training-domain validation: seed 0 -> hp0 (val .90) test 70; seed 1 -> hp1 (val .95) test 66
+    #   mean 68.0, SE = std([70, 66]) / sqrt(2) = 2 / 1.414 = 1.4
+    # oracle: seed 0 -> hp1 (out .80) in 78; seed 1 -> hp0 (out .90) in 88: mean 83.0, SE 5 / 1.414 = 3.5
+    md = (runs / "results/pacs.md").read_text()
+    training, oracle = md.split("\n\n## ")
+    assert training.startswith("## PACS: test accuracy (%) on their DomainBed `in` split, model selection: "
+                               "training-domain validation set; mean ± SE over trial seeds\n")
+    assert ("| Method | photo | sketch | Avg |\n|---|---|---|---|\n"
+            "| erm | 68.0 ± 1.4 | 40.0 ± 0.0 (1/2 seeds) | 54.0 |") in training
+    assert oracle.startswith("PACS: test accuracy (%) on the test domains' DomainBed `in` split, model selection: "
+                             "test-domain validation set (oracle); mean ± SE over trial seeds\n")
+    assert "| Method | photo | sketch | Avg |\n|---|---|---|---|\n| erm | 83.0 ± 3.5 | - | - |" in oracle
+    csv = (runs / "results/pacs.csv").read_text().splitlines()
+    assert "training-domain validation set,erm,photo,68.0000,1.4142,2" in csv
+    assert "test-domain validation set (oracle),erm,photo,83.0000,3.5355,2" in csv
+    tex = (runs / "results/pacs.tex").read_text()
+    assert tex.count("\\caption{") == 2 and "model selection: test-domain validation set (oracle)" in tex
+    assert (runs / "results/pacs.png").is_file() and (runs / "results/pacs_oracle.png").is_file()
+    assert "1 finished run(s) have no metrics_oracle.json" in result.stdout
+    assert "model selection: test-domain validation set (oracle)" in result.stdout
+
+
+def _hap_runs(runs):
+    """hap on all of PACS, 2 trial seeds, and on 2 of OfficeHome's 4 domains; zero_shot on PACS,
+    2 seeds; lora (no figure in the paper) on PACS, 1 seed. One hyper-parameter set each."""
+    accs = {("hap", 0): [0.96, 0.98, 1.00, 0.94], ("hap", 1): [0.98, 0.98, 0.99, 0.97],  # means 97, 98
+            ("zero_shot", 0): [0.90] * 4, ("zero_shot", 1): [0.92] * 4, ("lora", 0): [0.80] * 4}
+    for (method, seed), values in accs.items():
+        for domain, acc in zip(PACS, values):
+            _job(runs, method, "pacs", domain, seed, 0, 0.5, acc, (0.5, acc - 0.10))
+    for domain in ("Art", "Clipart"):
+        _job(runs, "hap", "office_home", domain, 0, 0, 0.5, 0.85, (0.5, 0.85))
+
+
+def test_compare_hap_prints_the_papers_figures_beside_ours(tmp_path):
+    """Hand-computed: hap PACS per seed 97.0 and 98.0: 97.5 ± 0.5 / sqrt(2) = 0.35; HAP's 98.1:
+    -0.6, within 2 SE (0.71). zero_shot 90, 92: 91.0 ± 0.71; HAP's 96.1: -5.1, not within. lora:
+    the paper has no figure. OfficeHome: 2 of 4 domains: X. Avg over five benchmarks: X."""
+    runs = tmp_path / "runs"
+    _hap_runs(runs)
+    result = run_main("collect", str(runs), "--compare", "hap", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (runs / "results/compare_hap.md").read_text()
+    assert md.startswith("### HAP main table: ours beside the paper, model selection: training-domain validation set\n"
+                         "\nPaper: Yingfan Wang, Guoliang Kang, \"Attention Head Purification: A New Perspective to "
+                         "Harness CLIP for Domain Generalization\", arXiv 2412.07226, the paper's main results table "
+                         "(table number not given in our sources); CLIP ViT-B/16 (OpenAI weights), "
+                         "leave-one-domain-out, mean of 3 trials. Ours:")
+    main = """| Method | Dataset | Ours | n | Paper | Ours − paper | Within 2 SE |
+|---|---|---|---|---|---|---|
+| zero_shot | PACS | 91.0 ± 0.7 | 2 | 96.1 | -5.1 | no |
+| zero_shot | OfficeHome | — |  | 82.4 | — | — |
+| zero_shot | DomainNet | — |  | 56.6 | — | — |
+| zero_shot | Avg | X |  | 70.2 | — | — |
+| hap | PACS | 97.5 ± 0.4 | 2 | 98.1 | -0.6 | yes |
+| hap | OfficeHome | X (2/4 domains) |  | 87.0 | — | — |
+| hap | DomainNet | — |  | 61.1 | — | — |
+| hap | Avg | X |  | 78.2 | — | — |
+| lora | PACS | 80.0 ± 0.0 | 1 | — | — | — |
+| lora | Avg | X |  | — | — | — |
+
+Notes:
+- hap with PromptStyler's prompts (not ours): five-benchmark average 79.0, DomainNet 62.0; not compared"""
+    assert main in md
+    mmd = """### HAP's MMD routing (which parameters the MMD loss updates): ours beside the paper, model selection: \
+training-domain validation set"""
+    assert mmd in md
+    assert md.endswith("""| Method | Dataset | Ours | n | Paper | Ours − paper | Within 2 SE |
+|---|---|---|---|---|---|---|
+| hap | OfficeHome | X (2/4 domains) |  | 87.0 | — | — |
+| mmd_on_lora | OfficeHome | — |  | 85.8 | — | — |
+| mmd_on_both | OfficeHome | — |  | 86.0 | — | — |
+""")
+    assert "| plain_lora_gating | OfficeHome | — |  | about 86.0 | — | — |" in md
+    # the oracle: each run's test-domain `in` accuracy is 10 points lower, so hap PACS 87.5, -10.6
+    assert "| hap | PACS | 87.5 ± 0.4 | 2 | 98.1 | -10.6 | no |" in md
+    assert md.count("model selection: test-domain validation set (oracle)") == 3  # one per paper table
+    assert main in result.stdout
+    rows = (runs / "results/compare_hap.csv").read_text().splitlines()
+    assert rows[0] == ("selection,table,method,dataset,ours_mean,ours_std_error,trial_seeds,ours_note,paper,"
+                       "paper_about,difference,within_2se")
+    assert "training-domain validation set,main,hap,pacs,97.5000,0.3536,2,,98.1,false,-0.6000,true" in rows
+    assert "training-domain validation set,main,zero_shot,pacs,91.0000,0.7071,2,,96.1,false,-5.1000,false" in rows
+    assert "training-domain validation set,main,hap,Avg,,,,X,78.2,false,," in rows
+    assert "training-domain validation set,ablation,plain_lora_gating,office_home,,,,—,86.0,true,," in rows
+    assert "\\caption{HAP main table" in (runs / "results/compare_hap.tex").read_text()
+    check_bars(runs / "results/compare_hap_main.png", {"zero_shot": [91.0], "hap": [97.5], "lora": [80.0]},
+                marks={"zero_shot": 96.1, "hap": 98.1})
+
+
+def test_an_unknown_paper_is_one_error_line_naming_the_known_ones(tmp_path):
+    runs = tmp_path / "runs"
+    _hap_runs(runs)
+    result = run_main("collect", str(runs), "--compare", "happ", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --compare happ: no such paper; known: hap"
+    assert not (runs / "results").exists()
+
+
+def test_the_paper_figures_ship_with_the_package():
+    """pyproject's package-data names the YAML files (a wheel without them knows no paper)."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["dg_heads"]
+    assert "papers/*.yaml" in data and (REPO / "dg_heads/papers/hap.yaml").is_file()
+
+
+def check_bars(path, means, marks=None):
+    """An independent reading of a result figure (PNG): decoded with Pillow; each method's bars
+    found by its colour (Okabe-Ito, in table order), left to right; bar heights in pixels in the
+    ratio of the means (2 px), all bars on one baseline; a paper's mark (red, 3 px) across the
+    method's first bar at the height of its figure."""
+    from PIL import Image
+
+    palette = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167)]
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert image.shape[0] > 200 and image.shape[1] > 200
+    assert (image != 255).any(axis=2).mean() > 0.02  # not blank: axes, text, bars
+    heights, bases = {}, set()
+    for colour, (method, values) in zip(palette, means.items()):
+        mask = (image == colour).all(axis=2)
+        cols = np.flatnonzero(mask[:, :].sum(axis=0) > 12)  # bar columns (the legend swatch is 11 px high)
+        groups = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+        assert len(groups) == len(values), (method, len(groups))
+        heights[method] = [int(mask[:, g].sum(axis=0).max()) for g in groups]
+        bases |= {int(np.flatnonzero(mask[:, g].any(axis=1)).max()) for g in groups}
+        if marks and method in marks:
+            red = (image == (200, 0, 0)).all(axis=2)
+            rows = np.flatnonzero(red[:, groups[0]].any(axis=1))
+            assert len(rows) == 3, rows
+            above = max(bases) - rows.mean()
+            assert abs(above / heights[method][0] - marks[method] / values[0]) < 0.02
+    assert len(bases) == 1
+    flat = [(h, v) for m in means for h, v in zip(heights[m], means[m])]
+    top_h, top_v = max(flat, key=lambda x: x[1])
+    for h, v in flat:
+        assert abs(h - top_h * v / top_v) <= 2, (h, v, top_h, top_v)
+
+
+@pytest.mark.slow
+def test_collect_reads_ordinary_runs_of_lightning_fit(data_root, tmp_path):
+    """Two real runs (tiny CLIP, a few steps, the progress bar on), as a user starts them: the
+    same method and test domain with two learning rates, in runs/rotated_digits/finetune/version_{0,1}.
+    `collect runs/rotated_digits` picks, for training-domain validation, the run with the better
+    val/acc (its test/acc) and, for the oracle, the one whose LAST weights scored better on the
+    test domain's `out` split (its `in` accuracy)."""
+    for lr in ("1.0e-3", "1.0e-5"):
+        result = run_cli("fit", *demo_configs("finetune"), *QUICK, "--trainer.limit_test_batches", "2",
+                         "--model.init_args.optim.lr", lr, "--test_after_fit", "true", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Epoch 0: 100%" in result.stdout + result.stderr  # the progress bar is on
+    runs = [tmp_path / f"runs/rotated_digits/finetune/version_{i}" for i in (0, 1)]
+    tests = [json.loads((r / "metrics_test.json").read_text()) for r in runs]
+    oracles = [json.loads((r / "metrics_oracle.json").read_text()) for r in runs]
+    fits = [json.loads((r / "metrics_fit.json").read_text()) for r in runs]
+    for oracle, fit in zip(oracles, fits):  # the last weights: the end of training
+        assert oracle["global_step"] == fit["global_step"] == 3
+        assert set(oracle) == {"global_step", "epoch", "test/acc/75/in", "test/acc/75/out", "test/n/75/in",
+                               "test/n/75/out"}
+    training = max(tests, key=lambda m: m["val/acc"])["test/acc"]
+    oracle = max(oracles, key=lambda m: m["test/acc/75/out"])["test/acc/75/in"]
+    result = run_cli("collect", "runs/rotated_digits", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "model selection: training-domain validation set" in out
+    assert f"| finetune | {100 * training:.1f} ± 0.0 | {100 * training:.1f} |" in out
+    assert f"| finetune | {100 * oracle:.1f} ± 0.0 | {100 * oracle:.1f} |" in out.split("(oracle)")[1]
+    assert (tmp_path / "runs/rotated_digits/results/rotated_digits.md").is_file()
