@@ -56,7 +56,7 @@ def test_a_plain_trainer_leaves_the_files_the_cli_leaves(data_root, tmp_path):
     run = Path(trainer.logger.log_dir)
 
     expected = {"checkpoints", "events", "hparams", "hparams.yaml", "splits.json", "gates.json", "gates.csv",
-                "metrics_fit.json", "metrics_validate.json", "metrics_test.json"}
+                "metrics_fit.json", "metrics_validate.json", "metrics_test.json", "metrics_oracle.json"}
     assert _names(run) == expected
     assert _names(cli_run) == expected | {"config.yaml"}  # the resolved config: LightningCLI's own
     for name in ("metrics_fit.json", "metrics_validate.json", "metrics_test.json", "gates.json"):
