@@ -213,3 +213,24 @@ def test_collect_reads_ordinary_runs_of_lightning_fit(data_root, tmp_path):
     assert f"| finetune | {100 * training:.1f} ± 0.0 | {100 * training:.1f} |" in out
     assert f"| finetune | {100 * oracle:.1f} ± 0.0 | {100 * oracle:.1f} |" in out.split("(oracle)")[1]
     assert (tmp_path / "runs/rotated_digits/results/rotated_digits.md").is_file()
+
+
+def test_the_oracle_pass_reads_each_test_domains_in_and_out_splits(data_root):
+    """Inside `oracle_test()` the test loaders are the held-out domain's DomainBed `in` and `out`
+    splits (those of `dg-heads splits`), named `<domain>/in` and `<domain>/out`, whatever
+    `test_split` says; outside it, the test split as configured."""
+    from data_modules import DomainBedDataModule
+
+    data = DomainBedDataModule("rotated_digits", ["75"], trial_seed=1, test_split="all", num_workers=0,
+                               image_size=32)
+    data.prepare_data()
+    data.setup("test")
+    manifest = data.split_manifest["domains"]["75"]
+    assert data.eval_domains("test") == ["75"] and data.eval_sizes("test") == {"75": 1797}
+    with data.oracle_test():
+        assert data.eval_domains("test") == ["75/in", "75/out"]
+        assert data.eval_sizes("test") == {"75/in": len(manifest["in"]), "75/out": len(manifest["out"])}
+        loaders = data.test_dataloader()
+        rows = [loader.dataset.rows for loader in loaders]
+        assert [data.table.ids_of(r) for r in rows] == [manifest["in"], manifest["out"]]
+    assert data.eval_domains("test") == ["75"] and len(data.test_dataloader()) == 1
