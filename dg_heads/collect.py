@@ -447,10 +447,10 @@ def main(argv: list[str]) -> None:
     found = gather(args.runs_dir)
     out = args.out or args.runs_dir / "results"
     write_results(found, out, args.compare)
-    for selection in SELECTIONS:
-        for table in found.tables[selection]:
-            print(f"\n## {table.caption()}\n")
-            print(table.markdown())
+    for table in sorted((t for s in SELECTIONS for t in found.tables[s]),  # each dataset's two tables together
+                        key=lambda t: (t.dataset, SELECTIONS.index(t.selection))):
+        print(f"\n## {table.caption()}\n")
+        print(table.markdown())
     no_oracle = [r for r in found.runs if r.metrics is not None and not r.oracle]
     if no_oracle:
         print(f"\n{len(no_oracle)} finished run(s) have no metrics_oracle.json (run before dg-heads tested the "

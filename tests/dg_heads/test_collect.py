@@ -133,6 +133,33 @@ training-domain validation set"""
                 marks={"zero_shot": 96.1, "hap": 98.1})
 
 
+def test_the_five_benchmark_average_is_per_trial_seed_over_complete_benchmarks(tmp_path):
+    """hap on every domain of the five benchmarks, 2 trial seeds. Per seed, each benchmark's mean
+    over its domains is (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet) = (98, 80, 86, 50, 60)
+    and (98, 82, 88, 52, 62): five-benchmark averages 74.8 and 76.4, so 75.6 ± 0.8 / sqrt(2) = 0.57;
+    HAP's 78.2: -2.6, outside 2 SE (1.13)."""
+    from data_modules.registry import get_dataset
+
+    runs = tmp_path / "runs"
+    per_seed = {"pacs": (0.98, 0.98), "vlcs": (0.80, 0.82), "office_home": (0.86, 0.88),
+                "terra_incognita": (0.50, 0.52), "domain_net": (0.60, 0.62)}
+    for dataset, accs in per_seed.items():
+        for domain in get_dataset(dataset).domains:
+            for seed, acc in enumerate(accs):
+                _job(runs, "hap", dataset, domain, seed, 0, 0.5, acc, (0.5, acc))
+    result = run_main("collect", str(runs), "--compare", "hap", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (runs / "results/compare_hap.md").read_text()
+    assert """| hap | PACS | 98.0 ± 0.0 | 2 | 98.1 | -0.1 | no |
+| hap | VLCS | 81.0 ± 0.7 | 2 | — | — | — |
+| hap | OfficeHome | 87.0 ± 0.7 | 2 | 87.0 | +0.0 | yes |
+| hap | TerraIncognita | 51.0 ± 0.7 | 2 | — | — | — |
+| hap | DomainNet | 61.0 ± 0.7 | 2 | 61.1 | -0.1 | yes |
+| hap | Avg | 75.6 ± 0.6 | 2 | 78.2 | -2.6 | no |""" in md
+    assert "training-domain validation set,main,hap,Avg,75.6000,0.5657,2,,78.2,false,-2.6000,false" in \
+        (runs / "results/compare_hap.csv").read_text().splitlines()
+
+
 def test_an_unknown_paper_is_one_error_line_naming_the_known_ones(tmp_path):
     runs = tmp_path / "runs"
     _hap_runs(runs)
