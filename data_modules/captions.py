@@ -99,23 +99,10 @@ class CaptionSplit:
         return len(self.captions)
 
     def head(self, n: int | None) -> "CaptionSplit":
-        """The first `n` images (all with None)."""
+        """The first `n` images (all with None): image `i` stays image `i`."""
         if n is None or n >= len(self):
             return self
-        return dataclasses.replace(self, reader=_Head(self.reader), captions=self.captions[:n], ids=self.ids[:n])
-
-
-class _Head:
-    """A reader's first images (the indices are the same; only the length changes)."""
-
-    def __init__(self, reader) -> None:
-        self.inner = reader
-
-    def read(self, i: int):
-        return self.inner.read(i)
-
-    def describe(self, i: int) -> str:
-        return self.inner.describe(i)
+        return dataclasses.replace(self, captions=self.captions[:n], ids=self.ids[:n])
 
 
 def builtin_split(dataset: str, split: str, name: str | None = None) -> CaptionSplit:
@@ -206,49 +193,59 @@ def _split_values(source: CaptionSource, split: str) -> list[str]:
     return list(values) if values else DEFAULT_SPLIT_VALUES.get(split, [split])
 
 
+def _values(dataset, column: str, rows: np.ndarray | None = None) -> list:
+    """A column's values (of `rows`), read from Arrow without decoding any other column."""
+    values = dataset.select_columns([column]).data.column(column)
+    if rows is not None:
+        values = values.take(rows)
+    return values.to_pylist()
+
+
 def _native(parts: dict, source: CaptionSource, split: str):
-    """(rows, how) of `split` as the source has it: the split of that name (val: also `validation`,
-    `dev`), narrowed to the rows whose split column says so; (None, why not) where there are none."""
+    """(dataset, rows, how) of `split` as the source has it: the split of that name (val: also
+    `validation`, `dev`), narrowed to the rows whose split column says so; (dataset, None, why not)
+    where there are none. Rows are row numbers of `dataset` (nothing is copied)."""
     import datasets
 
     names = [s for s in dict.fromkeys([split, *_split_values(source, split)]) if s in parts]
     chosen = [parts[names[0]]] if names else list(parts.values())
+    chosen = [d.flatten_indices() if d._indices is not None else d for d in chosen]
     dataset = datasets.concatenate_datasets(chosen) if len(chosen) > 1 else chosen[0]
     split_column = source.split_column or ("split" if "split" in dataset.column_names else None)
     if split_column is None:
         if names:
-            return dataset, f"split {names[0]!r}"
-        return None, f"its splits are {list(parts)} and it has no split column"
+            return dataset, np.arange(len(dataset)), f"split {names[0]!r}"
+        return dataset, None, f"its splits are {list(parts)} and it has no split column"
     if split_column not in dataset.column_names:
         raise DGHeadsError(f"caption dataset {source.describe()} has no split column {split_column!r}; its "
                            f"columns are {list(dataset.column_names)}: set split_column")
     wanted = sorted(set(_split_values(source, split)))
-    values = [str(v) for v in dataset.select_columns([split_column]).data.column(split_column).to_pylist()]
-    rows = [i for i, v in enumerate(values) if v in wanted]
-    if not rows:
-        return None, f"no row has {split_column} in {wanted} (it holds {sorted(set(values))})"
+    values = [str(v) for v in _values(dataset, split_column)]
+    rows = np.asarray([i for i, v in enumerate(values) if v in wanted], dtype=np.int64)
+    if not len(rows):
+        return dataset, None, f"no row has {split_column} in {wanted} (it holds {sorted(set(values))})"
     where = f"split {names[0]!r}, " if names else ""
-    return dataset.select(rows), f"{where}rows with {split_column} in {wanted}"
+    return dataset, rows, f"{where}rows with {split_column} in {wanted}"
 
 
 def _pick(parts: dict, source: CaptionSource, split: str):
-    """The rows of `split`, and how they were chosen; with `holdout_val` and no val split of its
-    own, val is a fixed share of the training rows and train the rest."""
-    if source.holdout_val and split in ("train", "val") and _native(parts, source, "val")[0] is None:
-        train, how = _native(parts, source, "train")
+    """(dataset, rows, how) of `split`; with `holdout_val` and no val split of its own, val is a
+    fixed share of the training rows and train the rest."""
+    if source.holdout_val and split in ("train", "val") and _native(parts, source, "val")[1] is None:
+        dataset, train, how = _native(parts, source, "train")
         if train is None:
             raise DGHeadsError(f"caption dataset {source.describe()} has no train split to hold val out of: {how}")
         held = holdout_rows(len(train), source.holdout_val, source.describe())
         if split == "val":
-            return train.select(held), f"{len(held)} images held out of {how}"
+            return dataset, train[held], f"{len(held)} images held out of {how}"
         keep = np.setdiff1d(np.arange(len(train)), held)
-        return train.select(keep), f"{how}, less {len(held)} held out as val"
-    rows, how = _native(parts, source, split)
+        return dataset, train[keep], f"{how}, less {len(held)} held out as val"
+    dataset, rows, how = _native(parts, source, split)
     if rows is None:
         raise DGHeadsError(f"split {split!r} of caption dataset {source.describe()} is empty or missing: {how}; "
                            f"choose another split (the entry's split, or data.init_args.train_split), set "
                            f"holdout_val, or set split_column")
-    return rows, how
+    return dataset, rows, how
 
 
 def holdout_rows(n: int, count: int, what: str) -> np.ndarray:
@@ -265,25 +262,20 @@ def source_split(source: CaptionSource, split: str, name: str, dataset: str,
     from data_modules.hf_source import HFReader
 
     parts = _load(source, cache_dir)
-    rows, how = _pick(parts, source, split)
+    data, rows, how = _pick(parts, source, split)
     if len(rows) == 0:
         raise DGHeadsError(f"split {split!r} of caption dataset {source.describe()} is empty ({how})")
-    image_column = _column(rows, source.image_column, IMAGE_COLUMNS, "image", "the source's image_column", source)
-    caption_column = _column(rows, source.caption_column, CAPTION_COLUMNS, "caption",
+    image_column = _column(data, source.image_column, IMAGE_COLUMNS, "image", "the source's image_column", source)
+    caption_column = _column(data, source.caption_column, CAPTION_COLUMNS, "caption",
                              "the source's caption_column", source)
-    values = rows.select_columns([caption_column]).data.column(caption_column).to_pylist()
-    caps = [_as_captions(v, i, caption_column, source) for i, v in enumerate(values)]
+    caps = [_as_captions(v, int(r), caption_column, source) for r, v in zip(rows, _values(data, caption_column, rows))]
     id_column = source.id_column
     if id_column is None:
         id_column = next((c for c in ("__key__", "filename", "file_name", "img_id", "cocoid")
-                          if c in rows.column_names), None)
-    elif id_column not in rows.column_names:
+                          if c in data.column_names), None)
+    elif id_column not in data.column_names:
         raise DGHeadsError(f"caption dataset {source.describe()} has no id column {id_column!r}; its columns are "
-                           f"{list(rows.column_names)}: set id_column")
-    ids = ([str(v) for v in rows.select_columns([id_column]).data.column(id_column).to_pylist()]
-           if id_column else [f"{i:08d}" for i in range(len(rows))])
-    images = rows.select_columns([image_column])
-    if images._indices is not None:
-        images = images.flatten_indices()
-    reader = HFReader(images, image_column, np.arange(len(rows)), f"{source.describe()} ({split}: {how})")
+                           f"{list(data.column_names)}: set id_column")
+    ids = [str(v) for v in _values(data, id_column, rows)] if id_column else [f"{int(r):08d}" for r in rows]
+    reader = HFReader(data.select_columns([image_column]), image_column, rows, f"{source.describe()} ({how})")
     return CaptionSplit(name, dataset, split, reader, caps, ids)
