@@ -16,6 +16,7 @@ on a machine with network access).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from data_modules.errors import DGHeadsError
+from data_modules.own import looks_like_path
+from data_modules.registry import CAPTION_DATASETS, CaptionDatasetInfo
 
 IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img")
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "txt", "text", "raw")
@@ -105,6 +108,53 @@ class CaptionSplit:
         return dataclasses.replace(self, captions=self.captions[:n], ids=self.ids[:n])
 
 
+def known_caption_names() -> str:
+    return f"{sorted(CAPTION_DATASETS)}, a local path or a Hugging Face dataset id (owner/name)"
+
+
+def resolve(dataset: str, source: CaptionSource | dict | None = None, where: str = "data.init_args.dataset"
+            ) -> tuple[str, CaptionSource | None, CaptionDatasetInfo | None]:
+    """(name, source, registry entry) of a dataset reference: a registry name (its source unless
+    `source` is given), a local path (a saved dataset, an imagefolder or a folder of data files),
+    or a hub id `owner/name`."""
+    if source is not None:
+        source = source_from(source, where + " source")
+    text = str(dataset)
+    info = CAPTION_DATASETS.get(text)
+    if info is not None:
+        if source is None and info.source is not None:
+            source = CaptionSource(**info.source)
+        return text, source, info
+    if source is not None:
+        return text, source, None
+    if looks_like_path(text) and os.path.exists(os.path.expanduser(text)):
+        return os.path.basename(os.path.normpath(text)), local_source(os.path.expanduser(text)), None
+    if "/" in text and not text.startswith(("/", ".", "~")):  # owner/name on the hub
+        return text, CaptionSource(name=text), None
+    raise DGHeadsError(f"{where}: unknown caption dataset {text!r}; expected one of {known_caption_names()}"
+                       + (" (no such path)" if looks_like_path(text) else ""))
+
+
+def local_source(path: str) -> CaptionSource:
+    """A local caption dataset by what the path holds."""
+    if os.path.isfile(path):
+        return CaptionSource(data_files=[path])
+    entries = set(os.listdir(path))
+    if entries & {"dataset_info.json", "state.json", "dataset_dict.json"}:
+        return CaptionSource(path=path)
+    return CaptionSource(name=path)  # `datasets` infers imagefolder (metadata.jsonl), parquet, webdataset
+
+
+def load_split(dataset: str, source: CaptionSource | None, split: str, name: str,
+               cache_dir: str | None = None) -> CaptionSplit:
+    if source is None:
+        info = CAPTION_DATASETS.get(dataset)
+        if info is None or not info.builtin:
+            raise DGHeadsError(f"caption dataset {dataset!r} has no source")
+        return builtin_split(dataset, split, name)
+    return source_split(source, split, name, dataset, cache_dir)
+
+
 def builtin_split(dataset: str, split: str, name: str | None = None) -> CaptionSplit:
     from data_modules import digit_captions
 
@@ -154,8 +204,12 @@ def _load(source: CaptionSource, cache_dir: str | None):
     except DGHeadsError:
         raise
     except Exception as error:  # datasets raises many types; the user needs to know which source failed
+        offline = os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0") or \
+            os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        hint = (" (offline: fetch it into the cache first, on a machine with network access, with "
+                "`dg-heads prepare <dataset>` and the same HF_DATASETS_CACHE)" if offline else "")
         raise DGHeadsError(f"cannot load caption dataset {source.describe()}: {type(error).__name__}: "
-                           f"{error}") from None
+                           f"{error}{hint}") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)

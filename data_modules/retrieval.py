@@ -33,11 +33,10 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from data_modules.captions import CaptionSource, CaptionSplit, builtin_split, source_from, source_split
+from data_modules.captions import CaptionSource, CaptionSplit, load_split, resolve
 from data_modules.domainbed import default_num_workers
 from data_modules.errors import DGHeadsError
-from data_modules.own import looks_like_path
-from data_modules.registry import CAPTION_DATASETS, CaptionDatasetInfo
+from data_modules.registry import CAPTION_DATASETS
 from data_modules.table import BAD_IMAGE_POLICIES, BadImagePolicy
 from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 
@@ -53,43 +52,6 @@ class EvalSpec:
     source: CaptionSource | None  # None: the registry's (or built-in)
     split: str
     max_images: int | None = None
-
-
-def known_caption_names() -> str:
-    return f"{sorted(CAPTION_DATASETS)}, a local path or a Hugging Face dataset id (owner/name)"
-
-
-def resolve(dataset: str, source: CaptionSource | dict | None = None, where: str = "data.init_args.dataset"
-            ) -> tuple[str, CaptionSource | None, CaptionDatasetInfo | None]:
-    """(name, source, registry entry) of a dataset reference: a registry name (its source unless
-    `source` is given), a local path (a saved dataset, an imagefolder or a folder of data files),
-    or a hub id `owner/name`."""
-    if source is not None:
-        source = source_from(source, where + " source")
-    text = str(dataset)
-    info = CAPTION_DATASETS.get(text)
-    if info is not None:
-        if source is None and info.source is not None:
-            source = CaptionSource(**info.source)
-        return text, source, info
-    if source is not None:
-        return text, source, None
-    if looks_like_path(text) and os.path.exists(os.path.expanduser(text)):
-        return os.path.basename(os.path.normpath(text)), local_source(os.path.expanduser(text)), None
-    if "/" in text and not text.startswith(("/", ".", "~")):  # owner/name on the hub
-        return text, CaptionSource(name=text), None
-    raise DGHeadsError(f"{where}: unknown caption dataset {text!r}; expected one of {known_caption_names()}"
-                       + (" (no such path)" if looks_like_path(text) else ""))
-
-
-def local_source(path: str) -> CaptionSource:
-    """A local caption dataset by what the path holds."""
-    if os.path.isfile(path):
-        return CaptionSource(data_files=[path])
-    entries = set(os.listdir(path))
-    if entries & {"dataset_info.json", "state.json", "dataset_dict.json"}:
-        return CaptionSource(path=path)
-    return CaptionSource(name=path)  # `datasets` infers imagefolder (metadata.jsonl), parquet, webdataset
 
 
 def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSource | None], split: str,
@@ -125,16 +87,6 @@ def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSour
         raise DGHeadsError(f"{key}: dataset name(s) {repeated} appear more than once; give each entry its own "
                            f"name (metrics are logged as <stage>/<name>/...)")
     return specs
-
-
-def load_split(dataset: str, source: CaptionSource | None, split: str, name: str,
-               cache_dir: str | None = None) -> CaptionSplit:
-    if source is None:
-        info = CAPTION_DATASETS.get(dataset)
-        if info is None or not info.builtin:
-            raise DGHeadsError(f"caption dataset {dataset!r} has no source")
-        return builtin_split(dataset, split, name)
-    return source_split(source, split, name, dataset, cache_dir)
 
 
 # ------------------------------------------------------------------ datasets and loaders
