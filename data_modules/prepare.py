@@ -237,8 +237,9 @@ CAPTION_SPLITS = ("train", "val", "test")
 
 @dataclass
 class CaptionReport:
-    """What each split of a caption dataset holds; `ok` when every split loaded, its first image
-    decodes and its image count is the registry's (where tabulated)."""
+    """What each split of a caption dataset holds; `ok` when its image counts are the registry's
+    (where tabulated). A split that cannot be used (no caption column, empty, its first image
+    unreadable) is an error, not a problem listed here."""
 
     dataset: str
     where: str
@@ -290,8 +291,8 @@ def prepare_captions(dataset: str, source=None, splits: list[str] | None = None,
         try:
             loaded.reader.read(0)
         except Exception as error:  # noqa: BLE001 - any failure to decode it is the finding
-            report.problems.append(f"{split}: the first image ({loaded.reader.describe(0)}) does not decode: "
-                                   f"{type(error).__name__}: {error}")
+            raise DGHeadsError(f"{split} split of {name}: its first image ({loaded.reader.describe(0)}) cannot be "
+                               f"read: {type(error).__name__}: {error}") from None
         expected = info.images.get(split) if info is not None else None
         if expected is not None and expected != len(loaded):
             report.problems.append(f"{split}: {len(loaded)} images, expected {expected}")
