@@ -90,23 +90,49 @@ class RetrievalEmbeddings(Metric):
         def cat(state):
             return torch.cat(state) if isinstance(state, list) else state
 
-        image_emb, image_index = cat(self.image_emb), cat(self.image_index)
-        text_emb, text_image, text_pos = cat(self.text_emb), cat(self.text_image), cat(self.text_pos)
-        order = torch.argsort(image_index, stable=True)
-        image_index, image_emb = image_index[order], image_emb[order]
-        first = torch.ones_like(image_index, dtype=torch.bool)
-        first[1:] = image_index[1:] != image_index[:-1]
-        image_index, image_emb = image_index[first], image_emb[first]
-        text_key = text_image * (int(text_pos.max()) + 1 if len(text_pos) else 1) + text_pos
-        order = torch.argsort(text_key, stable=True)
-        text_key, text_emb, text_image = text_key[order], text_emb[order], text_image[order]
-        first = torch.ones_like(text_key, dtype=torch.bool)
-        first[1:] = text_key[1:] != text_key[:-1]
-        text_emb, text_image = text_emb[first], text_image[first]
-        # image index -> row of `image_emb` (a caption whose image is missing, e.g. skipped, is dropped)
-        row = torch.searchsorted(image_index, text_image).clamp(max=max(len(image_index) - 1, 0))
-        known = image_index[row] == text_image if len(image_index) else torch.zeros_like(text_image, dtype=torch.bool)
-        return image_emb, text_emb[known], row[known]
+        return ordered(cat(self.image_emb), cat(self.image_index), cat(self.text_emb), cat(self.text_image),
+                       cat(self.text_pos))
+
+
+def ordered(image_emb, image_index, text_emb, text_image, text_pos):
+    """Gathered embeddings in index order, each image and caption once (a process's repeated
+    image counts once): `(image_emb [N, D], text_emb [T, D], text_image [T])`, `text_image` the
+    row of each caption's image in `image_emb` (a caption whose image is missing is dropped)."""
+    order = torch.argsort(image_index, stable=True)
+    image_index, image_emb = image_index[order], image_emb[order]
+    first = torch.ones_like(image_index, dtype=torch.bool)
+    first[1:] = image_index[1:] != image_index[:-1]
+    image_index, image_emb = image_index[first], image_emb[first]
+    text_key = text_image * (int(text_pos.max()) + 1 if len(text_pos) else 1) + text_pos
+    order = torch.argsort(text_key, stable=True)
+    text_key, text_emb, text_image = text_key[order], text_emb[order], text_image[order]
+    first = torch.ones_like(text_key, dtype=torch.bool)
+    first[1:] = text_key[1:] != text_key[:-1]
+    text_emb, text_image = text_emb[first], text_image[first]
+    row = torch.searchsorted(image_index, text_image).clamp(max=max(len(image_index) - 1, 0))
+    known = image_index[row] == text_image if len(image_index) else torch.zeros_like(text_image, dtype=torch.bool)
+    return image_emb, text_emb[known], row[known]
+
+
+def caption_layout(image_index: torch.Tensor, captions: list[list[str]]):
+    """An evaluation batch's captions flattened: `(texts, text_image, text_pos)`, each caption's
+    image index and its place among that image's captions."""
+    flat = [caption for image_captions in captions for caption in image_captions]
+    per_image = torch.tensor([len(c) for c in captions], device=image_index.device)
+    text_image = image_index.repeat_interleave(per_image)
+    starts = torch.cumsum(per_image, 0) - per_image
+    text_pos = torch.arange(len(flat), device=image_index.device) - starts.repeat_interleave(per_image)
+    return flat, text_image, text_pos
+
+
+def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` of every process concatenated (uneven first dimensions allowed); itself with one."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+            or torch.distributed.get_world_size() == 1:
+        return tensor
+    from torchmetrics.utilities.distributed import gather_all_tensors
+
+    return torch.cat(gather_all_tensors(tensor.contiguous()))
 
 
 class RetrievalTask(Task):
@@ -129,11 +155,7 @@ class RetrievalTask(Task):
         images, image_index, captions = batch["images"], batch["image_index"], batch["captions"]
         if not len(image_index):
             return
-        flat = [caption for image_captions in captions for caption in image_captions]
-        per_image = torch.tensor([len(c) for c in captions], device=image_index.device)
-        text_image = image_index.repeat_interleave(per_image)
-        starts = torch.cumsum(per_image, 0) - per_image
-        text_pos = torch.arange(len(flat), device=image_index.device) - starts.repeat_interleave(per_image)
+        flat, text_image, text_pos = caption_layout(image_index, captions)
         module.metrics[split][dataloader_idx].update(
             module.image_features(images), image_index, module.text_features(flat), text_image, text_pos)
 
