@@ -172,8 +172,18 @@ def _format_of(files: list[str]) -> str | None:
     return None
 
 
-def _load(source: CaptionSource, cache_dir: str | None):
-    """Every split of the source, as `{split name: datasets.Dataset}`."""
+_LOADED: dict[str, dict] = {}  # a source's splits, once per process (train, val and test read the same)
+
+
+def _load(source: CaptionSource, cache_dir: str | None) -> dict:
+    """Every split of the source, as `{split name: datasets.Dataset}` (memory-mapped from the cache)."""
+    key = repr((source, cache_dir))
+    if key not in _LOADED:
+        _LOADED[key] = _load_uncached(source, cache_dir)
+    return _LOADED[key]
+
+
+def _load_uncached(source: CaptionSource, cache_dir: str | None) -> dict:
     import datasets
 
     given = [x for x in (source.name, source.path) if x]

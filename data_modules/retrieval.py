@@ -52,6 +52,7 @@ class EvalSpec:
     source: CaptionSource | None  # None: the registry's (or built-in)
     split: str
     max_images: int | None = None
+    key: str = ""  # the config key it came from, for messages
 
 
 def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSource | None], split: str,
@@ -80,7 +81,7 @@ def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSour
         if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
             raise DGHeadsError(f"{where}.max_images: expected a whole number >= 1 or null, got {max_images!r}")
         specs.append(EvalSpec(label, ref if ref in CAPTION_DATASETS else name, source,
-                              str(entry.get("split") or split), max_images))
+                              str(entry.get("split") or split), max_images, where))
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -276,20 +277,24 @@ class RetrievalDataModule(L.LightningDataModule):
         return {s.name: len(self._split_of(s)) for s in self._specs(stage)}
 
     # ------------------------------------------------------------ loading
-    def _load(self, dataset: str, source: CaptionSource | None, split: str, name: str, max_images: int | None
-              ) -> CaptionSplit:
+    def _load(self, dataset: str, source: CaptionSource | None, split: str, name: str, max_images: int | None,
+              where: str) -> CaptionSplit:
         key = (dataset, repr(source), split, name, max_images)
         if key not in self._splits:
-            loaded = load_split(dataset, source, split, name, self.cache_dir)
+            try:
+                loaded = load_split(dataset, source, split, name, self.cache_dir)
+            except DGHeadsError as error:
+                raise DGHeadsError(error.detail, key=where) from None
             caps = [m for m in (max_images, self.max_images) if m is not None]
             self._splits[key] = loaded.head(min(caps) if caps else None)
         return self._splits[key]
 
     def _split_of(self, spec: EvalSpec) -> CaptionSplit:
-        return self._load(spec.dataset, spec.source, spec.split, spec.name, spec.max_images)
+        return self._load(spec.dataset, spec.source, spec.split, spec.name, spec.max_images, spec.key)
 
     def train_set(self) -> CaptionSplit:
-        return self._load(self.dataset_name, self.source, self.train_split, self.dataset_name, None)
+        return self._load(self.dataset_name, self.source, self.train_split, self.dataset_name, None,
+                          "data.init_args.dataset (train_split)")
 
     def prepare_data(self) -> None:
         """Read (and so check) every split the run uses, before Lightning's logger writes the run

@@ -251,7 +251,8 @@ def test_prepare_reports_a_caption_dataset(tmp_path):
                           "  test: 2 images, 6 captions (3 per image)"]
 
 
-@pytest.mark.parametrize("case", ["no_caption_column", "empty_split", "unreadable_image", "unknown_name"])
+@pytest.mark.parametrize("case", ["no_caption_column", "empty_split", "unreadable_image", "unknown_name",
+                                  "registry_offline"])
 def test_bad_caption_data_is_one_error_line(tmp_path, case):
     parquet = make_caption_parquet(tmp_path / "d.parquet", ["train", "test"], caption_column="words")
     if case == "no_caption_column":
@@ -265,8 +266,11 @@ def test_bad_caption_data_is_one_error_line(tmp_path, case):
         (folder / "test" / "000.png").write_bytes(b"not a png")
         args, expected = ["mine", "--source", f"{{name: {folder}}}", "--split", "test"], \
             ["test split of mine", "cannot be read", str(folder)]
-    else:
+    elif case == "unknown_name":
         args, expected = ["flickr31k"], ["flickr31k", "flickr30k"]
+    else:  # not in this (empty) cache, and offline (conftest): say how to fill the cache
+        args, expected = ["flickr30k", "--cache-dir", str(tmp_path / "empty_cache")], \
+            ["clip-benchmark/wds_flickr30k", "offline", "dg-heads prepare"]
     result = _prepare(tmp_path, *args)
     assert result.returncode == 2, (result.stdout, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -282,3 +286,38 @@ def test_unknown_caption_dataset_in_a_config_is_one_error_line(tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "flickr31k" in errors[0] and "flickr30k" in errors[0], result.stderr
+
+
+TINY = ["--model.init_args.clip.model_name", "dg-tiny-vit", "--model.init_args.clip.pretrained", "null",
+        "--data.init_args.num_workers", "0", "--data.init_args.image_size", "32"]
+
+
+@pytest.mark.parametrize("case", ["no_caption_column", "unreadable_image"])
+def test_bad_caption_data_in_a_run_is_one_error_line(tmp_path, case):
+    """Through `validate` (zero-shot): a missing caption column fails before the run starts; an
+    unreadable image (not the first: met while scoring) names the file."""
+    if case == "no_caption_column":
+        ref = make_caption_parquet(tmp_path / "d.parquet", ["val", "val"], caption_column="words")
+        expected = ["has no caption column", "'words'", str(ref)]
+    else:
+        ref = make_caption_imagefolder(tmp_path / "if", 3, as_list=True)
+        (ref / "test" / "002.png").write_bytes(b"not a png")
+        expected = ["cannot read image", "image 2 of", "bad_images"]
+    args = ["--data.init_args.val", json.dumps([{"name": "mine", "dataset": str(ref), "split": "test"}])] \
+        if case == "unreadable_image" else ["--data.init_args.val", json.dumps([str(ref)])]
+    result = run_main("validate", "--config", str(REPO / "configs/data/digit_captions.yaml"),
+                      "--config", str(REPO / "configs/method/zero_shot.yaml"), *TINY, *args,
+                      "--trainer.default_root_dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert all(e in errors[0] for e in expected), errors[0]
+
+
+def test_skipped_unreadable_image_leaves_its_captions_out(tmp_path):
+    ref = make_caption_imagefolder(tmp_path / "if", 3, as_list=True)
+    (ref / "test" / "001.png").write_bytes(b"not a png")
+    dm = _module(dataset=str(ref), val=[], test=[{"name": "mine", "dataset": str(ref)}], bad_images="skip")
+    (batch,) = _eval_batches(dm, "test")[0]
+    assert batch["image_index"].tolist() == [0, 2] and batch["captions"] == [_captions(0), _captions(2)]
+    assert batch["images"].shape == (2, 3, 16, 16)
