@@ -246,13 +246,15 @@ class CaptionReport:
     splits: dict[str, dict] = field(default_factory=dict)  # split -> images, captions, how
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    registered: bool = True  # in the registry (its counts checked), else one's own
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def lines(self) -> list[str]:
-        head = f"{self.dataset} at {self.where}: " + ("complete" if self.ok else f"{len(self.problems)} problem(s)")
+        verdict = "complete" if self.registered else "usable"
+        head = f"{self.dataset} at {self.where}: " + (verdict if self.ok else f"{len(self.problems)} problem(s)")
         rows = [f"  {split}: {s['images']} images, {s['captions']} captions ({s['per_image']} per image)"
                 for split, s in self.splits.items()]
         return [head, *rows] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
@@ -282,7 +284,7 @@ def prepare_captions(dataset: str, source=None, splits: list[str] | None = None,
             os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         say(f"{name}: reading {where} through Hugging Face datasets, cache {caption_cache(cache_dir)} "
             + ("(offline: the cache only)" if offline else "(downloading what the cache lacks)"))
-    report = CaptionReport(name, where)
+    report = CaptionReport(name, where, registered=info is not None)
     for split in splits or CAPTION_SPLITS:
         loaded = load_split(name, source, split, name, cache_dir)
         counts = [len(c) for c in loaded.captions]

@@ -273,10 +273,21 @@ class RetrievalDataModule(L.LightningDataModule):
         return [s.name for s in self._specs(stage)]
 
     def eval_sizes(self, stage: str) -> dict[str, int]:
-        """Images per evaluation dataset of `stage`."""
-        return {s.name: len(self._split_of(s)) for s in self._specs(stage)}
+        """Images per evaluation dataset of `stage`. A stage the trainer's entry point does not
+        run (`val` under `lightning test`) gives only the datasets already read: none is read
+        (and so none fails) for it."""
+        specs = self._specs(stage)
+        used = {None: ("val", "test"), "fit": ("val",), "validate": ("val",), "test": ("test",),
+                "predict": ("test",)}.get(self._stage(), ("val", "test"))
+        if ("val" if specs is self.val_specs else "test") not in used:
+            return {s.name: len(self._splits[self._key(s)]) for s in specs if self._key(s) in self._splits}
+        return {s.name: len(self._split_of(s)) for s in specs}
 
     # ------------------------------------------------------------ loading
+    @staticmethod
+    def _key(spec: EvalSpec) -> tuple:
+        return spec.dataset, repr(spec.source), spec.split, spec.name, spec.max_images
+
     def _load(self, dataset: str, source: CaptionSource | None, split: str, name: str, max_images: int | None,
               where: str) -> CaptionSplit:
         key = (dataset, repr(source), split, name, max_images)
@@ -298,8 +309,14 @@ class RetrievalDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Read (and so check) every split the run uses, before Lightning's logger writes the run
-        folder: a missing column, an empty split or an unreadable first image fails here."""
-        self._check(self._needed())
+        folder: a missing column, an empty split or an unreadable first image fails here. Only the
+        splits the trainer's entry point uses (`test` reads no training split)."""
+        self._check(self._needed(self._stage()))
+
+    def _stage(self) -> str | None:
+        """The trainer's entry point (`fit`, `validate`, `test`, `predict`); None without a trainer."""
+        fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        return getattr(fn, "value", None)
 
     def _needed(self, stage: str | None = None) -> list[CaptionSplit]:
         splits = []
@@ -324,13 +341,19 @@ class RetrievalDataModule(L.LightningDataModule):
 
     @property
     def split_manifest(self) -> dict:
-        """The images of every split this run uses, by id (`splits.json`)."""
+        """The images of every split this run's entry point uses, by id (`splits.json`)."""
         def one(split: CaptionSplit) -> dict:
             return {"dataset": split.dataset, "split": split.split, "images": len(split), "ids": split.ids}
 
-        return {"task": self.task, "train": one(self.train_set()),
-                "val": {s.name: one(self._split_of(s)) for s in self.val_specs},
-                "test": {s.name: one(self._split_of(s)) for s in self.test_specs}}
+        stage = self._stage()
+        out: dict = {"task": self.task}
+        if stage in (None, "fit"):
+            out["train"] = one(self.train_set())
+        if stage in (None, "fit", "validate"):
+            out["val"] = {s.name: one(self._split_of(s)) for s in self.val_specs}
+        if stage in (None, "test", "predict"):
+            out["test"] = {s.name: one(self._split_of(s)) for s in self.test_specs}
+        return out
 
     # ------------------------------------------------------------ loaders
     def _world(self) -> tuple[int, int]:

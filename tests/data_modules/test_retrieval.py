@@ -246,7 +246,7 @@ def test_prepare_reports_a_caption_dataset(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"mine: reading {folder} through Hugging Face datasets") and "offline" in lines[0]
-    assert lines[1] == f"mine at {folder}: complete"
+    assert lines[1] == f"mine at {folder}: usable"
     assert lines[2:5] == ["  train: 4 images, 12 captions (3 per image)", "  val: 1 images, 3 captions (3 per image)",
                           "  test: 2 images, 6 captions (3 per image)"]
 
@@ -321,3 +321,17 @@ def test_skipped_unreadable_image_leaves_its_captions_out(tmp_path):
     (batch,) = _eval_batches(dm, "test")[0]
     assert batch["image_index"].tolist() == [0, 2] and batch["captions"] == [_captions(0), _captions(2)]
     assert batch["images"].shape == (2, 3, 16, 16)
+
+
+def test_lightning_test_on_test_only_data_reads_no_other_split(tmp_path):
+    """A folder of one's own with only a test split: `lightning test` reads the test split alone
+    (no train or val split is looked for), and splits.json lists its images."""
+    ref = make_caption_imagefolder(tmp_path / "mine", 3, as_list=True)
+    result = run_main("test", "--config", str(REPO / "configs/data/digit_captions.yaml"),
+                      "--config", str(REPO / "configs/method/zero_shot.yaml"), *TINY,
+                      "--data.init_args.dataset", str(ref),
+                      "--trainer.default_root_dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (splits,) = (tmp_path / "runs").rglob("splits.json")
+    manifest = json.loads(splits.read_text())
+    assert set(manifest) == {"task", "test"} and manifest["test"][str(ref)]["images"] == 3
