@@ -40,7 +40,8 @@ class CaptionSource:
         name: a hub dataset (`owner/name`, read with `datasets.load_dataset`) or a local folder
             (an `imagefolder` with `metadata.jsonl`, or a folder of parquet or tar files).
         path: a dataset written by `Dataset.save_to_disk` (read with `load_from_disk`).
-        data_files: parquet or webdataset `.tar` files (paths or globs).
+        data_files: parquet or webdataset `.tar` files (paths or globs), or `{split: files}`; with
+            `name`, files of that hub dataset or folder (e.g. `{test: test/*.tar}`: its test split alone).
         format: the `datasets` builder for `data_files` or a folder: `parquet`, `webdataset`,
             `imagefolder`; null: from the file names.
         config / revision: the hub dataset's configuration and commit (or tag).
@@ -58,7 +59,7 @@ class CaptionSource:
 
     name: str | None = None
     path: str | None = None
-    data_files: list[str] | None = None
+    data_files: list[str] | dict[str, str | list[str]] | None = None
     format: str | None = None
     config: str | None = None
     revision: str | None = None

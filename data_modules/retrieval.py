@@ -76,7 +76,12 @@ def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSour
             raise DGHeadsError(f"{where}: needs a name (a registry name, a path or a hub id)")
         ref = str(entry.get("dataset") or entry["name"])
         name, source, _ = resolve(ref, entry.get("source"), where)
-        label = str(entry.get("name") or name)
+        # how metrics name it: the entry's own name, else the registry name, a path's folder or
+        # file name, a hub id's dataset name (`test/<name>/...`: no `/` in it)
+        label = str(entry["name"]) if entry.get("dataset") and entry.get("name") else name.split("/")[-1]
+        if "/" in label or not label:
+            raise DGHeadsError(f"{where}.name: {label!r} names the metrics (<stage>/<name>/...): give a name "
+                               f"with no '/'")
         max_images = entry.get("max_images")
         if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
             raise DGHeadsError(f"{where}.max_images: expected a whole number >= 1 or null, got {max_images!r}")

@@ -325,7 +325,7 @@ def test_skipped_unreadable_image_leaves_its_captions_out(tmp_path):
 
 def test_lightning_test_on_test_only_data_reads_no_other_split(tmp_path):
     """A folder of one's own with only a test split: `lightning test` reads the test split alone
-    (no train or val split is looked for), and splits.json lists its images."""
+    (no train or val split is looked for), and splits.json lists its images under the folder's name."""
     ref = make_caption_imagefolder(tmp_path / "mine", 3, as_list=True)
     result = run_main("test", "--config", str(REPO / "configs/data/digit_captions.yaml"),
                       "--config", str(REPO / "configs/method/zero_shot.yaml"), *TINY,
@@ -334,4 +334,5 @@ def test_lightning_test_on_test_only_data_reads_no_other_split(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (splits,) = (tmp_path / "runs").rglob("splits.json")
     manifest = json.loads(splits.read_text())
-    assert set(manifest) == {"task", "test"} and manifest["test"][str(ref)]["images"] == 3
+    # named by its folder (a path would put '/' into the metric names `test/<name>/...`)
+    assert set(manifest) == {"task", "test"} and manifest["test"]["mine"]["images"] == 3
