@@ -118,9 +118,13 @@ class DGModule(L.LightningModule):
             else int(self.clip.visual.output_dim)
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
-        """Normalised embeddings of `texts` (captions) by the text tower, on the model's device."""
+        """Normalised embeddings of `texts` (captions) by the text tower, on the model's device.
+        Tokenised on the host; on CUDA the tokens go over from pinned memory without a blocking copy
+        (a training step makes no host sync)."""
         device = self.pixel_mean.device
-        return F.normalize(self.clip.encode_text(self.tokenizer(list(texts)).to(device)), dim=-1)
+        tokens = self.tokenizer(list(texts))
+        tokens = tokens.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tokens.to(device)
+        return F.normalize(self.clip.encode_text(tokens), dim=-1)
 
     @torch.no_grad()
     def text_classifier(self, class_names: list[str]) -> torch.Tensor:
