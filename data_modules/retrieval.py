@@ -58,11 +58,12 @@ class EvalSpec:
 def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSource | None], split: str,
                key: str) -> list[EvalSpec]:
     """The evaluation datasets of `val` or `test` (default: the training dataset's `split`)."""
+    given = entries is not None
     if entries is None:
         entries = [{"name": default[0], "source": default[1]}]
     specs = []
     for i, entry in enumerate(entries):
-        where = f"{key}[{i}]"
+        where = f"{key}[{i}]" if given else f"data.init_args.dataset ({split} split)"
         if isinstance(entry, str):
             entry = {"name": entry}
         if not isinstance(entry, dict):

@@ -80,6 +80,24 @@ def make_caption_saved(folder: Path, count: int) -> Path:
     return folder
 
 
+def make_caption_copy(folder: Path, sizes: dict[str, int] | None = None) -> Path:
+    """A small fake copy of a registry caption dataset (`flickr30k`, `mscoco`): a `save_to_disk`
+    folder with train, val and test splits in CLIP_benchmark's columns (`jpg`, `txt`: one caption a
+    line). A run reads it instead of the hub copy with `--data.init_args.source '{path: FOLDER}'`."""
+    import datasets
+
+    parts, start = {}, 0
+    for split, count in (sizes or {"train": 24, "val": 8, "test": 8}).items():
+        numbers = range(start, start + count)
+        parts[split] = datasets.Dataset.from_dict(
+            {"jpg": [{"bytes": _png(i), "path": None} for i in numbers],
+             "txt": ["\n".join(_captions(i)) for i in numbers]},
+            features=datasets.Features({"jpg": datasets.Image(), "txt": datasets.Value("string")}))
+        start += count
+    datasets.DatasetDict(parts).save_to_disk(str(folder))
+    return folder
+
+
 def _trainer(rank: int, world: int) -> SimpleNamespace:
     return SimpleNamespace(global_rank=rank, world_size=world, num_devices=world,
                            strategy=SimpleNamespace(root_device=torch.device("cpu")))
@@ -336,3 +354,13 @@ def test_lightning_test_on_test_only_data_reads_no_other_split(tmp_path):
     manifest = json.loads(splits.read_text())
     # named by its folder (a path would put '/' into the metric names `test/<name>/...`)
     assert set(manifest) == {"task", "test"} and manifest["test"]["mine"]["images"] == 3
+
+
+def test_a_registry_caption_dataset_reads_a_fake_copy_given_as_source(tmp_path):
+    """What the shipped-config matrix does for flickr30k and mscoco: the registry's name, a local copy."""
+    copy = make_caption_copy(tmp_path / "copy")
+    dm = _module(dataset="flickr30k", source={"path": str(copy)})
+    assert dm.eval_domains("test") == ["flickr30k"]
+    assert [len(dm.train_set()), dm.eval_sizes("val")["flickr30k"], dm.eval_sizes("test")["flickr30k"]] == [24, 8, 8]
+    (batch,) = _eval_batches(dm, "test")[0]
+    assert batch["captions"] == [_captions(n) for n in range(32, 40)]
