@@ -35,7 +35,9 @@ def prepare_main(argv: list[str]) -> None:
         description="Download a benchmark where a stable source exists (else print the manual steps), "
                     "then verify the copy against the registry: domains, classes, images per domain and class. "
                     "For a dataset of your own: print the domains, classes and images per domain and class "
-                    "it holds, and what is wrong with it. Exit 0: usable, 1: problems listed.")
+                    "it holds, and what is wrong with it. Image-caption data (retrieval): load every split through "
+                    "Hugging Face datasets (downloading into its cache what it lacks, unless offline) and print "
+                    "the images and captions of each. Exit 0: usable, 1: problems listed.")
     parser.add_argument("dataset", help=DATASET_HELP)
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
     parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML", help=HF_HELP)
