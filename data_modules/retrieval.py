@@ -7,7 +7,7 @@ a seeded `DistributedSampler` (under DDP each process a disjoint share; an epoch
 split once).
 
 Validation and test hold one loader per evaluation dataset (`val`, `test`: each a registry name,
-a path or hub id, or `{name, source, split, max_images}`), in the order given, whose batches are
+a path or hub id, or `{name, dataset, source, split, max_images}`), in the order given, whose batches are
 `{"images": uint8 [B, 3, H, W], "image_index": LongTensor [B] (0..N-1 in that split), "captions":
 list[list[str]] (every caption of each image, in a fixed order)}`. Under DDP every image goes to
 exactly one process, with no padding (`UnrepeatedDistributedSampler`, as the classification
@@ -92,7 +92,8 @@ def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSour
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DGHeadsError(f"{key}: dataset name(s) {repeated} appear more than once; give each entry its own "
-                           f"name (metrics are logged as <stage>/<name>/...)")
+                           f"name and the dataset it reads, e.g. {{name: mscoco_first1k, dataset: mscoco, "
+                           f"max_images: 1000}} (metrics are logged as <stage>/<name>/...)")
     return specs
 
 
