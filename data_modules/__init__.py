@@ -3,9 +3,10 @@
 The registry is plain Python; the DataModule (Lightning, torch) is imported on first use, so
 tools that only need dataset facts (`dg-heads sweep`) start fast."""
 
-from data_modules.registry import DATASETS, DatasetInfo, get_dataset
+from data_modules.registry import CAPTION_DATASETS, DATASETS, CaptionDatasetInfo, DatasetInfo, get_dataset
 
-__all__ = ["DATASETS", "DatasetInfo", "DomainBedDataModule", "default_root", "get_dataset"]
+__all__ = ["CAPTION_DATASETS", "DATASETS", "CaptionDatasetInfo", "DatasetInfo", "DomainBedDataModule",
+           "RetrievalDataModule", "default_root", "get_dataset"]
 
 
 def __getattr__(name: str):
@@ -13,4 +14,8 @@ def __getattr__(name: str):
         from data_modules import domainbed
 
         return getattr(domainbed, name)
+    if name == "RetrievalDataModule":
+        from data_modules import retrieval
+
+        return retrieval.RetrievalDataModule
     raise AttributeError(f"module 'data_modules' has no attribute {name!r}")

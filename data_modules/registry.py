@@ -154,7 +154,7 @@ _ALIASES = {alias: info.name for info in DATASETS.values() for alias in (_plain(
 def known_names() -> str:
     """The registry's names, for messages about a name it does not hold."""
     return (f"{sorted(DATASETS)} (or DomainBed's PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, "
-            f"in any case)")
+            f"in any case); image-caption data for retrieval (RetrievalDataModule): {sorted(CAPTION_DATASETS)}")
 
 
 def dataset_name(name: str) -> str:
@@ -170,6 +170,56 @@ def dataset_name(name: str) -> str:
 
 def get_dataset(name: str) -> DatasetInfo:
     return DATASETS[dataset_name(name)]
+
+
+# ------------------------------------------------------------------ image-caption (retrieval) data
+@dataclass(frozen=True)
+class CaptionDatasetInfo:
+    """An image-caption dataset for retrieval (`data_modules.RetrievalDataModule`).
+
+    `source`: the fields of `data_modules.captions.CaptionSource` it is read from by default (a
+    plain mapping: this module imports nothing heavy); None for a built-in one. `images`: images
+    per split in a complete copy, where known."""
+
+    name: str
+    source: dict | None
+    images: dict[str, int] = field(default_factory=dict)
+    captions_per_image: int = 5
+    counts_source: str = ""
+    builtin: bool = False
+    about: str = ""
+
+
+CAPTION_DATASETS: dict[str, CaptionDatasetInfo] = {
+    info.name: info
+    for info in [
+        CaptionDatasetInfo(
+            "digit_captions", None, images={"train": 500, "val": 100, "test": 100}, builtin=True,
+            counts_source="scikit-learn's bundled digits, rotated; fixed splits (data_modules.digit_captions)",
+            about="built in (no download): rotated handwritten digits, five captions naming digit and rotation",
+        ),
+        CaptionDatasetInfo(
+            "flickr30k", {"name": "clip-benchmark/wds_flickr30k", "holdout_val": 1014},
+            images={"train": 27986, "val": 1014, "test": 1000},
+            counts_source="CLIP_benchmark's webdataset copy: Karpathy's train (29,000) and test (1,000 images, "
+                          "5,000 captions: the Flickr30k 1K test); it has no val split, so 1,014 training "
+                          "images (Karpathy's val size) are held out as val",
+            about="Flickr30k, Karpathy splits; test = the 1K test (1,000 images, 5 captions each)",
+        ),
+        CaptionDatasetInfo(
+            "mscoco", {"name": "clip-benchmark/wds_mscoco_captions", "holdout_val": 5000},
+            images={"val": 5000, "test": 5000},
+            counts_source="CLIP_benchmark's webdataset copy: Karpathy's 5K test (5,000 images, ~25,000 "
+                          "captions) and a train split of ~30.6k images (not Karpathy's 113k); it has no "
+                          "val split, so 5,000 training images are held out as val",
+            about="MS-COCO captions; test = Karpathy's 5K test (5,000 images, ~5 captions each)",
+        ),
+    ]
+}
+
+
+def caption_dataset_names() -> list[str]:
+    return sorted(CAPTION_DATASETS)
 
 
 def manual_steps(info: DatasetInfo) -> str:

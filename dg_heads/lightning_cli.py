@@ -27,12 +27,14 @@ from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvi
 from lightning.pytorch.strategies import DDPStrategy
 
 from data_modules.registry import dataset_name
-from dg_heads.callbacks import DomainReport, DoneMarker
+from dg_heads.callbacks import DoneMarker
 from dg_heads.cli_hints import expand_help, name_yaml_file, suggest
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 from dg_heads.leakage import check_test_domains
 from dg_heads.resume import resume_checkpoint, resume_run_folder
 from dg_heads.selection import evaluate_selected_checkpoint
+from dg_heads.tasks import task_of
+from dg_heads.tasks.metrics import SELECTION
 
 # Every run's logger and checkpoints, for any composition of configs/ (the one place they are set).
 # `{dataset}` and `{method}` in the logger's save_dir and name are filled in by `name_run_folder`.
@@ -44,8 +46,11 @@ TRAINER_DEFAULTS = {
     # Always installed, after any callbacks a config adds (LightningCLI appends trainer_defaults'
     # callbacks: a config's `trainer.callbacks` list adds to these, it cannot drop them).
     "callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",  # the model selected by val/acc
-         "init_args": {"monitor": "val/acc", "mode": "max", "filename": "best-{step}"}},
+        # the model selected by validation: classification's val/acc here, the data's task's metric at
+        # run time (`select_by_task`: retrieval's val/rsum)
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"monitor": SELECTION["classification"][0], "mode": SELECTION["classification"][1],
+                       "filename": "best-{step}"}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",  # the latest state, to resume from
          "init_args": {"filename": "last", "enable_version_counter": False}},
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
@@ -129,6 +134,18 @@ def check_slurm_layout(config) -> None:
                                f"or submit with {flag}={count}")
 
 
+def select_by_task(trainer, datamodule) -> None:
+    """Point the default checkpoint selection (a `ModelCheckpoint` monitoring classification's
+    `val/acc`) at the metric of the data's task (`dg_heads.tasks.metrics.SELECTION`: retrieval's
+    `val/rsum`). A monitor the user configured otherwise is left as it is."""
+    task = task_of(datamodule)
+    default_monitor, _ = SELECTION["classification"]
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor == default_monitor and task.monitor != default_monitor:
+            callback.monitor = task.monitor
+            callback._ModelCheckpoint__init_monitor_mode(task.mode)  # Lightning's own (its best-score start)
+
+
 class _NoTips(logging.Filter):
     """Lightning's advertisements (`💡 Tip: For seamless cloud logging ...`) look like messages about the run."""
 
@@ -185,7 +202,8 @@ class DGHeadsCLI(LightningCLI):
         int_before_float(parser)
         parser.add_argument(
             "--test_after_fit", type=bool, default=False,
-            help="After `fit`, test the checkpoint selected by val/acc (training-domain validation).",
+            help="After `fit`, test the checkpoint selected by validation (val/acc, training-domain validation; "
+                 "retrieval: val/rsum).",
         )
         parser.add_argument(
             "--ddp_timeout", type=Optional[timedelta], default=None,
@@ -231,8 +249,9 @@ class DGHeadsCLI(LightningCLI):
             kwargs.setdefault("plugins", [*plugins, SLURMEnvironment(auto_requeue=False)])
         trainer = super().instantiate_trainer(**kwargs)
         set_ddp_timeout(trainer.strategy, config.get("ddp_timeout"))
+        select_by_task(trainer, self.datamodule)
         if self.subcommand == "fit" and config.get("test_after_fit"):
-            trainer.callbacks.append(DomainReport(print_stages=("test",)))
+            trainer.callbacks.append(task_of(self.datamodule).report(print_stages=("test",)))
         if config.get("done_marker"):
             stage = "test" if self.subcommand == "fit" and config.get("test_after_fit") else self.subcommand
             trainer.callbacks.append(DoneMarker(config["done_marker"], stage=stage))

@@ -5,7 +5,9 @@ CLI and a plain `Trainer.fit(model, datamodule)` in a notebook leave the same fi
 
     splits_manifest.SplitsManifest   splits.json: the images each split holds (at setup)
     domain_report.DomainReport       the per-domain table (printed), metrics_<stage>.json and the
-                                     HParams tab, after fit, validate and test
+                                     HParams tab, after fit, validate and test (classification)
+    retrieval_report.RetrievalReport the same for retrieval: the recall table (the data's task
+                                     chooses the report: `dg_heads.tasks`)
     predictions.PredictionsWriter    predictions.csv (predict)
     gate_file.GateFile               HAP: the gates as a TensorBoard heatmap and gates.json/.csv
     requeue.RequeueOnSignal          SLURM's requeue signal: every process checkpoints at one agreed
@@ -29,6 +31,8 @@ from dg_heads.callbacks.done_marker import DoneMarker
 from dg_heads.callbacks.gate_file import GateFile
 from dg_heads.callbacks.predictions import PredictionsWriter
 from dg_heads.callbacks.requeue import RequeueOnSignal
+from dg_heads.callbacks.retrieval_report import RetrievalReport
 from dg_heads.callbacks.splits_manifest import SplitsManifest
 
-__all__ = ["DomainReport", "DoneMarker", "GateFile", "PredictionsWriter", "RequeueOnSignal", "SplitsManifest"]
+__all__ = ["DomainReport", "DoneMarker", "GateFile", "PredictionsWriter", "RequeueOnSignal", "RetrievalReport",
+           "SplitsManifest"]

@@ -1,10 +1,15 @@
-"""What every dg-heads method shares: a CLIP backbone, a class-prompt classifier, and
-per-domain evaluation logged by domain name.
+"""What every dg-heads method shares: a CLIP backbone and a task (`dg_heads.tasks`), chosen by
+the data (its DataModule's `task`): what a batch holds, how the model scores it, what is logged.
 
 Methods differ only in what they train and in their loss; subclasses override
-`configure_trainable` and `training_loss`. Logged metrics (the model-selection contract):
-`val/acc/<domain>` for each source domain's `out` split, `val/acc` (their mean, DomainBed's
-training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out domains.
+`configure_trainable` and `training_loss` (classification: images, labels, domains) and, where
+it differs from the base's CLIP contrastive loss, `retrieval_loss` (images, captions); a method
+that cannot serve a task refuses it in `check_task`. The seam: `setup` builds the task's scoring
+and metric states, and the training step, evaluation steps and epoch ends hand the batch to it.
+Logged metrics (the model-selection contract; the names in `dg_heads.tasks.metrics`):
+classification `val/acc/<domain>` for each source domain's `out` split, `val/acc` (their mean,
+DomainBed's training-domain validation), `test/acc/<domain>` and `test/acc` for the held-out
+domains; retrieval `val/i2t_r1` ... `val/rsum` (which selects checkpoints) and `test/...`.
 The run's files (tables, `metrics_*.json`, `splits.json`, `predictions.csv`, a method's own)
 come from `default_callbacks` (`dg_heads.callbacks`), which `configure_callbacks` hands to
 whatever Trainer runs the model: the CLI's or a plain one in Python.
@@ -36,8 +41,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
-from torchmetrics import SumMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 from dg_heads.backbone import (
@@ -48,16 +51,18 @@ from dg_heads.backbone import (
     image_size_of,
     resolve_templates,
 )
-from dg_heads.callbacks import DomainReport, PredictionsWriter, RequeueOnSignal, SplitsManifest
+from dg_heads.callbacks import PredictionsWriter, RequeueOnSignal, SplitsManifest
 from dg_heads.errors import DGHeadsError, keyed
+from dg_heads.losses.contrastive import contrastive_loss
 from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.resume import latest_checkpoint_file
-
-STAGES = ("val", "test")
+from dg_heads.tasks import Task, task_of
+from dg_heads.tasks.metrics import STAGES  # noqa: F401  (re-exported: the evaluation stages)
 
 
 class DGModule(L.LightningModule):
-    """Base LightningModule: CLIP image features scored against class-prompt text embeddings."""
+    """Base LightningModule: CLIP image features scored against class-prompt text embeddings
+    (classification) or caption embeddings (retrieval), as the data's task says."""
 
     def __init__(self, clip: CLIPSpec | None = None, optim: OptimSpec | None = None) -> None:
         super().__init__()
@@ -72,7 +77,8 @@ class DGModule(L.LightningModule):
         self.classifier: nn.Parameter | None = None  # [classes, embed_dim], built from prompts in setup
         self.metrics = nn.ModuleDict()
         self.counts = nn.ModuleDict()  # images scored per domain: shows skipped or double-counted ones
-        self.eval_domains: dict[str, list[str]] = {}
+        self.eval_domains: dict[str, list[str]] = {}  # evaluation domains (classification) or datasets (retrieval)
+        self.task: Task | None = None  # the data's task (`dg_heads.tasks`), set in setup
         # uint8 images are normalised on the device with these (not saved: constants)
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
@@ -95,24 +101,30 @@ class DGModule(L.LightningModule):
                 f"data.image_size is {datamodule.image_size} but {self.clip_spec.model_name} expects "
                 f"{expected}: set data.init_args.image_size: {expected}"
             )
-        if self.templates is None:
+        self.task = task_of(datamodule)
+        self.check_task(self.task.name, stage)
+        if self.templates is None and self.task.name == "classification":
             with keyed("data.init_args.templates"):
                 self.templates = resolve_templates(getattr(datamodule, "templates", None) or DEFAULT_TEMPLATES)
-        if self.classifier is None:
-            self.classifier = nn.Parameter(self.text_classifier(datamodule.class_names), requires_grad=False)
-        elif self.classifier.shape[0] != len(datamodule.class_names):
-            raise DGHeadsError(
-                f"the checkpoint's classifier has {self.classifier.shape[0]} classes, the data "
-                f"{len(datamodule.class_names)}"
-            )
-        for split in STAGES:
-            domains = datamodule.eval_domains(split)
-            self.eval_domains[split] = domains
-            self.metrics[split] = nn.ModuleList(
-                MulticlassAccuracy(num_classes=len(datamodule.class_names), average="micro") for _ in domains
-            )
-            self.counts[split] = nn.ModuleList(SumMetric() for _ in domains)
+        self.task.setup(self, datamodule, stage)
         self.configure_trainable()
+
+    def check_task(self, task: str, stage: str) -> None:
+        """Refuse, with one `error:` line, a task this method cannot serve; every task by default."""
+
+    def embed_dim(self) -> int:
+        """The dimension of the joint image-text embedding."""
+        return int(self.clip.text_projection.shape[-1]) if getattr(self.clip, "text_projection", None) is not None \
+            else int(self.clip.visual.output_dim)
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        """Normalised embeddings of `texts` (captions) by the text tower, on the model's device.
+        Tokenised on the host; on CUDA the tokens go over from pinned memory without a blocking copy
+        (a training step makes no host sync)."""
+        device = self.pixel_mean.device
+        tokens = self.tokenizer(list(texts))
+        tokens = tokens.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tokens.to(device)
+        return F.normalize(self.clip.encode_text(tokens), dim=-1)
 
     @torch.no_grad()
     def text_classifier(self, class_names: list[str]) -> torch.Tensor:
@@ -156,13 +168,14 @@ class DGModule(L.LightningModule):
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "frozen_fingerprint": self.frozen_fingerprint(),
             "seed": int(seed) if seed is not None else None,
+            "task": self.task.name if self.task is not None else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         weights = checkpoint.get("state_dict", {}).get("classifier")
         if weights is not None and self.classifier is None:  # loaded before setup (export, load_from_checkpoint)
             self.classifier = nn.Parameter(torch.zeros_like(weights), requires_grad=False)
-        if self.classifier is not None:
+        if self.classifier is not None or checkpoint.get("dg_heads", {}).get("task") == "retrieval":
             self.configure_trainable()  # the fingerprint must see the same frozen set as at saving
         stored = checkpoint.get("dg_heads", {}).get("frozen_fingerprint")
         if stored is not None and stored != self.frozen_fingerprint():
@@ -205,17 +218,24 @@ class DGModule(L.LightningModule):
         acc = (logits.argmax(-1) == labels).float().mean()
         return loss, {"train/ce": loss, "train/acc": acc}
 
+    def retrieval_loss(self, images, captions: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss on image-caption pairs (retrieval) and what to log beside it; the
+        base is CLIP's symmetric contrastive loss (`dg_heads.losses.contrastive`)."""
+        loss = contrastive_loss(self.image_features(images), self.text_features(captions),
+                                self.clip.logit_scale.exp())
+        return loss, {"train/contrastive": loss}
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], dict):
             batch = batch[0]  # CombinedLoader outside the trainer yields (batch, idx, loader_idx)
-        images, labels, domains = self.merge_domains(batch)
-        loss, logs = self.training_loss(images, labels, domains)
+        task = self.task or task_of(getattr(self._trainer, "datamodule", None) if self._trainer else None)
+        loss, logs, batch_size = task.training_step(self, batch)
         self._watch_loss(loss)
         # No per-step progress-bar value: the bar would call `.item()` on it every step. The bar
         # shows the previous epoch's mean loss; `train/loss` goes to the logger every N steps.
         self.log("train/loss", loss)
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(labels), sync_dist=True)  # reduced once, at the epoch's end
+                 batch_size=batch_size, sync_dist=True)  # reduced once, at the epoch's end
         self.log_dict(logs)
         return loss
 
@@ -322,11 +342,7 @@ class DGModule(L.LightningModule):
 
     # ------------------------------------------------------------ evaluation
     def _eval_step(self, split: str, batch, dataloader_idx: int) -> None:
-        images, labels = batch
-        if len(labels):
-            self.metrics[split][dataloader_idx].update(self(images), labels)
-        # a fill on the device (torch.tensor(n, device=...) would be a blocking host-to-device copy)
-        self.counts[split][dataloader_idx].update(torch.full((), float(len(labels)), device=labels.device))
+        self.task.eval_step(self, split, batch, dataloader_idx)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
@@ -336,7 +352,11 @@ class DGModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Predicted class, class probabilities and label of each image, and its table row when the
-        DG DataModule's predict loaders give one (`callbacks.PredictionsWriter` writes the file)."""
+        DG DataModule's predict loaders give one (`callbacks.PredictionsWriter` writes the file).
+        Classification only."""
+        if self.task is not None and self.task.name != "classification":
+            raise DGHeadsError(f"`predict` writes class predictions; the data's task is {self.task.name!r}: "
+                               "use `lightning test` for its metrics")
         images, labels, *rows = batch
         probs = self(images).softmax(-1) if len(labels) else torch.empty(0, 0)
         out = {"pred": probs.argmax(-1) if len(labels) else labels, "prob": probs, "label": labels}
@@ -344,34 +364,26 @@ class DGModule(L.LightningModule):
             out["row"] = rows[0]
         return out
 
-    def _log_domain_accuracies(self, split: str) -> None:
-        accs = {}
-        for domain, metric, count in zip(self.eval_domains[split], self.metrics[split], self.counts[split]):
-            accs[domain] = metric.compute()
-            metric.reset()
-            self.log(f"{split}/acc/{domain}", accs[domain], sync_dist=True)  # synced already; silences DDP warning
-            self.log(f"{split}/n/{domain}", count.compute(), sync_dist=True)  # summed over ranks already
-            count.reset()
-        self.log(f"{split}/acc", torch.stack(list(accs.values())).mean(), prog_bar=split == "val", sync_dist=True)
-
     def on_validation_epoch_end(self) -> None:
-        self._log_domain_accuracies("val")
+        self.task.epoch_end(self, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_domain_accuracies("test")
+        self.task.epoch_end(self, "test")
 
     # ------------------------------------------------------------ run files
     def default_callbacks(self) -> list[Callback]:
         """The callbacks that write this method's run files (`dg_heads.callbacks`); a method with
         files of its own returns them beside `super().default_callbacks()`."""
-        return [SplitsManifest(), DomainReport(), PredictionsWriter(), RequeueOnSignal()]
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return [SplitsManifest(), task_of(datamodule).report(), PredictionsWriter(), RequeueOnSignal()]
 
     def configure_callbacks(self) -> list[Callback]:
         """Lightning's hook: `default_callbacks` join whatever Trainer runs the model (the CLI's
-        or a plain `Trainer`), so both leave the same files. A trainer callback of a default's
-        type (configured by a user) is kept and that default left out; Lightning would otherwise
-        replace the user's with the default. Left out too on a second `fit`/`test` with the same
-        trainer: the first one's are still there (and `DomainReport` remembers the validation)."""
+        or a plain `Trainer`), so both leave the same files (the report: the data's task's). A
+        trainer callback of a default's type (configured by a user) is kept and that default left
+        out; Lightning would otherwise replace the user's with the default. Left out too on a
+        second `fit`/`test` with the same trainer: the first one's are still there (and
+        `DomainReport` remembers the validation)."""
         present = list(self.trainer.callbacks) if self._trainer is not None else []
         return [c for c in self.default_callbacks() if not any(isinstance(p, type(c)) for p in present)]
 

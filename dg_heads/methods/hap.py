@@ -144,6 +144,15 @@ class HeadPurification(DGModule):
                 if part is not None:
                     part.requires_grad_(True)
 
+    def check_task(self, task: str, stage: str) -> None:
+        """The MMD aligns source domains: retrieval data has none. LoRA and gates without it serve
+        any task (plain LoRA: configs/method/lora.yaml)."""
+        if task != "classification" and self.mmd_on:
+            raise DGHeadsError(
+                f"HAP's MMD aligns the source domains, and the data's task {task!r} has none: use plain LoRA "
+                "(configs/method/lora.yaml) or set model.init_args.gating.mmd_weight: 0",
+                "model.init_args.gating.mmd_weight")
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule

@@ -6,7 +6,9 @@ first; on a machine with a GPU, `make gpu-check` runs the same matrix on CUDA
 (DG_HEADS_TEST_ACCELERATOR=gpu).
 
 Shipped compositions: the GPU preset x every dataset x every method, the HAP variants on PACS,
-and every method's demo (RotatedDigits, the method, the demo preset last)."""
+and every method's demo (RotatedDigits, the method, the demo preset last); every retrieval data
+config (`data_modules.RetrievalDataModule`) x every method that applies to retrieval (not the
+linear probe nor HAP's MMD: they refuse it), fine-tuning and an AAT search also as 2-process DDP."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from data_modules.registry import DATASETS, get_dataset
+from data_modules.registry import CAPTION_DATASETS, DATASETS, get_dataset
 from tests.conftest import CONFIGS, make_benchmark, make_domainbed, run_cli, run_main
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,16 @@ pytestmark = pytest.mark.slow
 ACCELERATOR = os.environ.get("DG_HEADS_TEST_ACCELERATOR", "cpu")
 BENCHMARKS = [name for name in DATASETS if not get_dataset(name).builtin]
 METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
-DATASET_FILES = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml"))
+
+def _is_retrieval(stem: str) -> bool:
+    data = (yaml.safe_load((CONFIGS / "data" / f"{stem}.yaml").read_text()) or {}).get("data", {})
+    return str(data.get("class_path", "")).endswith("RetrievalDataModule")
+
+
+RETRIEVAL_FILES = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml") if _is_retrieval(p.stem))
+DATASET_FILES = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml") if not _is_retrieval(p.stem))
+NOT_FOR_RETRIEVAL = {"linear_probe", "hap"}  # no classes to probe; HAP's MMD needs source domains
+RETRIEVAL_METHODS = [m for m in METHODS if m not in NOT_FOR_RETRIEVAL]
 HAP_VARIANTS = sorted(p.stem for p in (CONFIGS / "method" / "hap_variants").glob("*.yaml"))
 # configs/data/my_folder.yaml: the example of an own dataset (no registry entry), run on a fake
 # folder of that name with these domains and classes
@@ -49,10 +60,13 @@ def _files(composition: str) -> list[Path]:
 COMPOSITIONS = ([f"gpu/{d}/{m}" for d in DATASET_FILES if d not in OWN for m in METHODS]
                 + [f"gpu/{d}/{m}" for d in OWN for m in ("lora", "hap")]
                 + [f"gpu/pacs/hap+{v}" for v in HAP_VARIANTS]
-                + [f"demo/rotated_digits/{m}" for m in METHODS])
+                + [f"demo/rotated_digits/{m}" for m in METHODS]
+                + [f"gpu/{d}/{m}" for d in RETRIEVAL_FILES for m in RETRIEVAL_METHODS])
 # 2-process DDP: every method once, the benchmarks taking turns (the data files differ only in
 # the dataset, which the in-process matrix covers with every method).
 DDP_COMPOSITIONS = [f"gpu/{BENCHMARKS[i % len(BENCHMARKS)]}/{m}" for i, m in enumerate(METHODS)]
+# retrieval under DDP: the contrastive training and an AAT search (its recall gathered over the processes)
+DDP_COMPOSITIONS += [f"gpu/{d}/{m}" for d in RETRIEVAL_FILES for m in ("finetune", "aat_scan")]
 
 
 def _composed(files: list[Path]) -> dict:
@@ -73,8 +87,9 @@ def test_the_matrix_covers_every_shipped_config():
     shipped = set(CONFIGS.rglob("*.yaml"))
     assert shipped == used, f"configs no composition runs: {sorted(map(str, shipped - used))}"
     assert set(DATASET_FILES) == set(DATASETS) | set(OWN)
+    assert "digit_captions" in RETRIEVAL_FILES and set(RETRIEVAL_FILES) <= set(CAPTION_DATASETS)
     assert {"zero_shot", "linear_probe", "finetune", "lora", "hap", "aat_scan", "aat_ga", "aat_bp"} <= set(METHODS)
-    assert {c.split("/")[1] for c in DDP_COMPOSITIONS} == set(BENCHMARKS)
+    assert {c.split("/")[1] for c in DDP_COMPOSITIONS} == set(BENCHMARKS) | set(RETRIEVAL_FILES)
     assert {c.split("/")[2] for c in DDP_COMPOSITIONS} == set(METHODS)
 
 
@@ -102,6 +117,8 @@ def _arguments(composition: str, root: Path, steps: list[str] = STEPS) -> tuple[
     files = _files(composition)
     composed = _composed(files)
     model, data = composed["model"], composed["data"]["init_args"]
+    if composition.split("/")[1] in RETRIEVAL_FILES:
+        return _retrieval_arguments(files, model, data, composition, steps)
     domains = list(OWN[data["dataset"]]) if data["dataset"] in OWN else get_dataset(data["dataset"]).domains
     test_domains = data.get("test_domains") or [domains[0]]
     args = [a for f in files for a in ("--config", str(f))]
@@ -116,6 +133,23 @@ def _arguments(composition: str, root: Path, steps: list[str] = STEPS) -> tuple[
         args += ["--model.init_args.search.max_scoring_batches", "1",
                  "--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "2"]
     return args, {"test_domains": test_domains, "model": model, "composition": composition}
+
+
+def _retrieval_arguments(files: list[Path], model: dict, data: dict, composition: str,
+                         steps: list[str]) -> tuple[list[str], dict]:
+    """A retrieval composition on a few images of its data (the built-in DigitCaptions)."""
+    args = [a for f in files for a in ("--config", str(f))]
+    args += ["--model.init_args.clip.model_name", "dg-tiny-vit", "--model.init_args.clip.pretrained", "null",
+             "--data.init_args.image_size", "32", "--data.init_args.num_workers", "0",
+             "--data.init_args.max_images", "24", "--data.init_args.batch_size", "4",
+             "--data.init_args.eval_batch_size", "8",
+             "--trainer.accelerator", ACCELERATOR, "--trainer.precision", "bf16-mixed", *steps,
+             "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+             "--trainer.log_every_n_steps", "1"]
+    if model["class_path"].endswith("AttentionAblation"):
+        args += ["--model.init_args.search.max_scoring_batches", "1",
+                 "--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "2"]
+    return args, {"test_domains": [data["dataset"]], "model": model, "composition": composition, "retrieval": True}
 
 
 def _trains(model: dict) -> bool:
@@ -139,6 +173,10 @@ def _check_run(folder: Path, meta: dict) -> None:
     _, dataset, method = meta["composition"].split("/")
     run_folder = folder / "runs" / dataset / RUN_NAMES.get(method, method)
     metrics = json.loads(next(run_folder.rglob("metrics_test.json")).read_text())
+    if meta.get("retrieval"):
+        assert 0.0 <= metrics["test/rsum"] <= 600.0 and 0.0 <= metrics["test/i2t_r1"] <= 100.0
+        assert all(metrics[f"test/n/{d}"] > 0 for d in meta["test_domains"])
+        return
     for domain in meta["test_domains"]:
         assert 0.0 <= metrics[f"test/acc/{domain}"] <= 1.0
         assert metrics[f"test/n/{domain}"] > 0
@@ -192,5 +230,5 @@ def test_method_runs_as_two_process_ddp(composition, fake_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     _check_run(tmp_path, meta)
     if _takes_steps(meta["model"]):  # it ran what it was asked to: 4 steps, validated at steps 2 and 4
-        events = _scalar_steps(tmp_path, meta, "val/acc")
+        events = _scalar_steps(tmp_path, meta, "val/rsum" if meta.get("retrieval") else "val/acc")
         assert events[:2] == [1, 3], events  # steps 2 and 4 (TensorBoard: the global step - 1); then --test_after_fit

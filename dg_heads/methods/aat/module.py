@@ -15,6 +15,13 @@ Strategies (`search.strategy`), all run by `lightning fit`:
         threshold or top-k, and the binary mask is what validation and test use. The result is
         the state of the checkpoint that val/acc selected (DomainBed's training-domain
         validation, what `--test_after_fit` tests), not the last step's.
+Retrieval data (`dg_heads.tasks.retrieval`): scan and GA score masks by validation recall (the
+mean over the validation datasets of `search.metric`: `rsum` or one recall, e.g. `i2t_r1`) on
+the first `max_scoring_batches` x `eval_batch_size` images of each validation dataset, the
+captions embedded once (only the image tower's heads are ablated; the text tower's are a
+follow-up); bp learns its strengths with CLIP's symmetric contrastive loss on the training pairs
+(+ the sparsity term), the checkpoint selected by `val/rsum`.
+
 The search (package `dg_heads.methods.aat`: scorer, scan, genetic, backprop) chooses a
 `HeadMask`; the `SearchReport` callback this module installs says what was chosen (the heads,
 the source-validation accuracy with and without them, or a warning when every mask scored the
@@ -51,9 +58,10 @@ from dg_heads.methods.aat import backprop
 from dg_heads.methods.aat.genetic import GASpec, genetic_search
 from dg_heads.methods.aat.report import SearchOutcome, SearchReport
 from dg_heads.methods.aat.scan import scan, top_heads
-from dg_heads.methods.aat.scorer import GB, CachePlan, MaskScorer, plan_cache
+from dg_heads.methods.aat.scorer import GB, CachePlan, MaskScorer, RetrievalMaskScorer, plan_cache
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
+from dg_heads.tasks.metrics import RETRIEVAL_METRICS
 
 Strategy = Literal["scan", "ga", "bp"]  # how heads are chosen: every head alone, a genetic search, learned strengths
 STRATEGIES = get_args(Strategy)
@@ -73,6 +81,7 @@ class SearchSpec:
     bp_binarize: backprop.Binarize = "threshold"
     bp_threshold: float = 0.5
     bp_top_k: int = 5
+    metric: str = "rsum"  # retrieval data: what scan and GA maximise (rsum, i2t_r1, ..., t2i_r10)
 
 
 def leave_out_ddp_wrapper(strategy) -> None:
@@ -104,6 +113,9 @@ class AttentionAblation(DGModule):
         if self.search_spec.max_scoring_batches is not None and self.search_spec.max_scoring_batches < 1:
             raise DGHeadsError(
                 f"search.max_scoring_batches must be >= 1 or null, got {self.search_spec.max_scoring_batches}")
+        if self.search_spec.metric not in RETRIEVAL_METRICS:
+            raise DGHeadsError(
+                f"search.metric must be one of {list(RETRIEVAL_METRICS)}, got {self.search_spec.metric!r}")
         if not self.search_spec.cache_budget_gb > 0:
             raise DGHeadsError(f"search.cache_budget_gb must be > 0, got {self.search_spec.cache_budget_gb}")
         heads.convert(self.clip)
@@ -172,6 +184,15 @@ class AttentionAblation(DGModule):
         logs = {"train/ce": ce, "train/strength_mean": sparsity, "train/acc": accuracy}
         return ce + self.search_spec.bp_sparsity * sparsity, logs
 
+    def retrieval_loss(self, images, captions):
+        """bp on retrieval data: CLIP's symmetric contrastive loss on the training pairs under the
+        soft ablation, + `bp_sparsity` x the mean strength."""
+        backprop.apply_soft(self.clip, self.ablation_logits, self.search_spec.mode, self.search_spec.alpha)
+        loss, logs = super().retrieval_loss(images, captions)
+        sparsity = backprop.strengths(self.ablation_logits).mean()
+        logs["train/strength_mean"] = sparsity
+        return loss + self.search_spec.bp_sparsity * sparsity, logs
+
     def on_validation_epoch_start(self) -> None:
         if self.ablation_logits is not None:  # select and validate what test will use
             self.mask = self.binarize()
@@ -218,8 +239,13 @@ class AttentionAblation(DGModule):
         self.apply_mask()
         self.trainer.should_stop = True
 
+    @property
+    def retrieval(self) -> bool:
+        return self.task is not None and self.task.name == "retrieval"
+
     def _scorer(self) -> MaskScorer:
-        """Cache the source `out` splits' block inputs; the held-out domains are never read.
+        """Cache the source `out` splits' block inputs; the held-out domains are never read
+        (retrieval: the validation datasets' images, and their captions' embeddings once).
 
         Under DDP each process caches its share of the scoring images and every mask's counts
         are summed over all processes, so all of them score the same masks the same way (and
@@ -229,22 +255,46 @@ class AttentionAblation(DGModule):
         loaders = self._scoring_loaders()
         plan = self.cache_plan or self._plan_cache(loaders)
         strategy = trainer.strategy
+        device = self.pixel_mean.device  # the weights' device (on_fit_start: after the strategy moved them)
+        if self.retrieval:
+            return self._retrieval_scorer(loaders, plan, device)
         scorer = MaskScorer(
             self.clip, lambda f: self.logits(F.normalize(f, dim=-1)), self.search_spec.mode, self.search_spec.alpha,
             num_domains=len(loaders), autocast=trainer.precision_plugin.forward_context,
             reduce=(lambda t: strategy.reduce(t, reduce_op="sum")) if trainer.world_size > 1 else (lambda t: t),
             levels=plan.levels,
         )
-        device = self.classifier.device  # the weights' device (on_fit_start: after the strategy moved them)
         for domain_index, loader in enumerate(loaders):
             for images, labels in loader:
                 # uint8 from the loaders: normalised here (the scorer runs the blocks, not `image_features`)
                 scorer.add(self.prepare_images(images.to(device)), labels.to(device), domain_index)
         return scorer
 
+    def _retrieval_scorer(self, loaders: list, plan: CachePlan, device) -> RetrievalMaskScorer:
+        from dg_heads.tasks.retrieval import caption_layout, gather_cat
+
+        trainer = self.trainer
+        scorer = RetrievalMaskScorer(
+            self.clip, lambda f: F.normalize(f.float(), dim=-1), self.search_spec.mode, self.search_spec.alpha,
+            num_domains=len(loaders), autocast=trainer.precision_plugin.forward_context, levels=plan.levels,
+            metric=self.search_spec.metric, gather=gather_cat)
+        for domain_index, loader in enumerate(loaders):
+            for batch in loader:
+                index = batch["image_index"].to(device)
+                scorer.add(self.prepare_images(batch["images"].to(device)), index, domain_index)
+                texts, text_image, text_pos = caption_layout(index, batch["captions"])
+                with torch.no_grad(), trainer.precision_plugin.forward_context():
+                    scorer.add_texts(domain_index, self.text_features(texts), text_image, text_pos)
+        return scorer
+
     def _scoring_loaders(self) -> list:
+        """Classification: the source `out` splits; retrieval: the validation datasets. The first
+        `max_scoring_batches` x `eval_batch_size` images of each, the same whatever the processes."""
         datamodule, limit = self.trainer.datamodule, self.search_spec.max_scoring_batches
-        return datamodule.source_val_dataloaders(None if limit is None else limit * datamodule.eval_batch_size)
+        max_images = None if limit is None else limit * datamodule.eval_batch_size
+        if not self.retrieval:
+            return datamodule.source_val_dataloaders(max_images)
+        return [_first_images(loader, max_images, self.trainer) for loader in datamodule.val_dataloader()]
 
     def _plan_cache(self, loaders: list | None = None) -> CachePlan:
         """The scorer's cache, sized before any scoring image is read: this process's scoring images
@@ -256,7 +306,7 @@ class AttentionAblation(DGModule):
         trainer, spec = self.trainer, self.search_spec
         loaders = self._scoring_loaders() if loaders is None else loaders
         images = sum(len(loader.sampler) if loader.sampler is not None else len(loader.dataset) for loader in loaders)
-        device = self.classifier.device
+        device = self.pixel_mean.device
         size = image_size_of(self.clip)
         with torch.no_grad(), trainer.precision_plugin.forward_context():  # one blank image: shape and dtype
             probe = heads.run_blocks(self.clip, heads.embed(self.clip, torch.zeros(1, 3, size, size, device=device)),
@@ -321,7 +371,7 @@ class AttentionAblation(DGModule):
         checkpoint = self.trainer.strategy.load_checkpoint(path)
         saved = checkpoint["state_dict"].get("ablation_logits")
         if saved is None:
-            raise DGHeadsError(f"{path} (the val/acc-selected checkpoint) holds no ablation_logits: "
+            raise DGHeadsError(f"{path} (the {callback.monitor}-selected checkpoint) holds no ablation_logits: "
                                "not a checkpoint of this bp run")
         with torch.no_grad():
             self.ablation_logits.copy_(saved)  # in place (the optimiser's parameter), to its device and dtype
@@ -355,6 +405,24 @@ class AttentionAblation(DGModule):
         if saved is not None:  # `{"block": [heads]}`, as every version wrote it
             self.mask = heads.validate_mask(self.clip, HeadMask.from_dict(saved, source="the checkpoint's ablation"))
             self.apply_mask()
+
+
+def _first_images(loader, max_images: int | None, trainer):
+    """`loader` over its split's first `max_images` images (all: None), shared out over the
+    processes without padding as the DataModule's evaluation loaders are."""
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    from torch.utils.data import DataLoader, Subset
+
+    dataset = loader.dataset
+    if max_images is None or len(dataset) <= max_images:
+        return loader
+    dataset = Subset(dataset, range(max_images))
+    sampler = None
+    if trainer.world_size > 1:
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                               shuffle=False)
+    return DataLoader(dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
 
 
 def _free_bytes(device: torch.device, processes: int) -> float | None:

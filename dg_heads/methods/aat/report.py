@@ -41,36 +41,38 @@ class SearchOutcome:
     cost: dict | None = None  # search_cost.json (scan, ga)
     history: list[dict] | None = None  # ga_history.csv
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)  # stem -> [blocks, heads]
-    selected: str | None = None  # bp: whose strengths (the val/acc-selected checkpoint's; None: the final ones)
+    selected: str | None = None  # bp: whose strengths (the validation-selected checkpoint's; None: the final ones)
+    measure: str = "source validation accuracy"  # what the scores are (retrieval: `validation RSUM`, ...)
+    measure_key: str = "source_acc"  # its name in the `search/*` metrics
 
     @classmethod
     def from_scorer(cls, strategy: str, mask: HeadMask, scorer: MaskScorer, **extra) -> SearchOutcome:
         ablated = [score for candidate, score in scorer.scores.items() if candidate]
         return cls(strategy, scorer.grid, mask, unmasked=scorer.score(HeadMask()), masked=scorer.score(mask),
                    best_ablated=max(ablated, default=None), masks_scored=len(scorer.scores),
-                   all_equal=scorer.all_equal, **extra)
+                   all_equal=scorer.all_equal, measure=scorer.measure, measure_key=scorer.measure_key, **extra)
 
     def lines(self) -> tuple[list[str], str | None]:
         """(what to print on stdout, the `warning:` line for stderr or None)."""
         name = f"AAT {self.strategy}" + (f" ({self.selected})" if self.selected else "")
         if self.all_equal:
-            return [], (f"warning: {name}: all {self.masks_scored} head masks scored give the same source "
-                        f"validation accuracy ({self.unmasked:.4f}): this model has nothing to ablate (a randomly "
+            return [], (f"warning: {name}: all {self.masks_scored} head masks scored give the same "
+                        f"{self.measure} ({self.unmasked:.4f}): this model has nothing to ablate (a randomly "
                         f"initialised backbone? start from a trained run with model.init_args.init_checkpoint); "
                         + ("nothing is ablated" if not self.mask else f"ablated anyway: {self.mask.describe()}"))
         if not self.mask:
             best = "no mask that ablates a head was scored" if self.best_ablated is None else \
                 f"the best mask that ablates heads scored {self.best_ablated:.4f}"
-            return [f"dg-heads: {name}: no head mask improved the source validation accuracy "
+            return [f"dg-heads: {name}: no head mask improved the {self.measure} "
                     f"({self.unmasked:.4f} with no head ablated; {best} of {self.masks_scored} masks scored): "
                     f"nothing is ablated"], None
         plural = "s" if len(self.mask) > 1 else ""
         return [f"dg-heads: {name} ablates {len(self.mask)} head{plural}: {self.mask.describe()}",
-                f"dg-heads: source validation accuracy {self.unmasked:.4f} without the mask, {self.masked:.4f} "
+                f"dg-heads: {self.measure} {self.unmasked:.4f} without the mask, {self.masked:.4f} "
                 f"with it ({self.masks_scored} masks scored)"], None
 
     def metrics(self) -> dict[str, float]:
-        out = {"search/source_acc_unmasked": self.unmasked, "search/source_acc_masked": self.masked,
+        out = {f"search/{self.measure_key}_unmasked": self.unmasked, f"search/{self.measure_key}_masked": self.masked,
                "search/heads_ablated": float(len(self.mask)), "search/all_masks_equal": float(self.all_equal)}
         if self.best_ablated is not None:
             out["search/best_ablated_score"] = self.best_ablated

@@ -1,4 +1,6 @@
-"""`MaskScorer`: the source accuracy of a frozen model under a head mask, with caches.
+"""`MaskScorer`: the source accuracy of a frozen model under a head mask, with caches;
+`RetrievalMaskScorer`: the same for retrieval, scoring a mask by validation recall (RSUM or one
+recall) with the caption embeddings computed once (the text tower is never ablated).
 
 It caches block inputs for the scoring data (one full pass) and evaluates a mask from the input
 of its first ablated block onwards, and it remembers the score of every mask it has seen. `cost`
@@ -190,26 +192,34 @@ class MaskScorer:
                     self.block_forwards += len(labels)
         self.batches.append(ScoringBatch(domain, labels, inputs))
 
-    @torch.no_grad()
-    def counts(self, mask: HeadMask) -> torch.Tensor:
-        """[2, domains]: right answers and images per domain under `mask`, summed over processes."""
+    measure = "source validation accuracy"  # what `score` is, in the search's report
+    measure_key = "source_acc"  # its name in the `search/*` metrics
+
+    def outputs(self, mask: HeadMask):
+        """(batch, `classify(features)`) of every cached batch under `mask` (a generator: the
+        ablation holds while it runs, and is cleared after)."""
         num_blocks = self.num_blocks
         start = mask.first_block(default=num_blocks)
         heads.ablate(self.model, mask, mode=self.mode, alpha=self.alpha)
-        device = next(self.model.parameters()).device
-        totals = torch.zeros(2, self.num_domains, dtype=torch.float64, device=device)
         try:
             with self.autocast():
                 for batch in self.batches:
                     # the nearest kept block at or before `start`: the blocks up to `start` are not ablated
                     level = max(k for k in batch.block_inputs if k <= start)
                     tokens = heads.run_blocks(self.model, batch.block_inputs[level], level)
-                    logits = self.classify(heads.features(self.model, tokens))
-                    totals[0, batch.domain] += (logits.argmax(-1) == batch.labels).sum()
-                    totals[1, batch.domain] += len(batch.labels)
                     self.block_forwards += len(batch.labels) * (num_blocks - level)
+                    yield batch, self.classify(heads.features(self.model, tokens))
         finally:
             heads.clear_ablation(self.model)
+
+    @torch.no_grad()
+    def counts(self, mask: HeadMask) -> torch.Tensor:
+        """[2, domains]: right answers and images per domain under `mask`, summed over processes."""
+        device = next(self.model.parameters()).device
+        totals = torch.zeros(2, self.num_domains, dtype=torch.float64, device=device)
+        for batch, logits in self.outputs(mask):
+            totals[0, batch.domain] += (logits.argmax(-1) == batch.labels).sum()
+            totals[1, batch.domain] += len(batch.labels)
         return self.reduce(totals)
 
     def score(self, mask: HeadMask) -> float:
@@ -230,3 +240,79 @@ class MaskScorer:
         """True when at least two masks were scored and all got the same score: ablation
         changes nothing this scorer can see (e.g. a randomly initialised backbone)."""
         return len(self.scores) > 1 and len(set(self.scores.values())) == 1
+
+
+@dataclass
+class RetrievalMaskScorer(MaskScorer):
+    """Validation recall of the frozen model under a head mask: `metric` (`rsum`, or one recall
+    such as `i2t_r1`; `dg_heads.tasks.metrics`), the mean over the evaluation datasets
+    (`num_domains`). A cached batch's `labels` are its images' indices in their split; `classify`
+    maps the image tower's output to the joint embedding (normalised). The captions' embeddings
+    are added once (`add_texts`): the text tower is never ablated. Under DDP each process caches
+    its share of the images; `gather` concatenates a tensor over the processes, so every mask's
+    image embeddings are ranked together against every caption, the same on every process (and
+    the same as with one)."""
+
+    metric: str = "rsum"
+    gather: Callable[[torch.Tensor], torch.Tensor] = _no_reduce  # concatenation over processes
+    texts: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    _gathered_texts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def measure(self) -> str:
+        return f"validation {self.metric.upper() if self.metric == 'rsum' else self.metric}"
+
+    @property
+    def measure_key(self) -> str:
+        return f"val_{self.metric}"
+
+    def add_texts(self, domain: int, text_emb: torch.Tensor, text_image: torch.Tensor, text_pos: torch.Tensor) -> None:
+        """This process's captions of one cached batch: their embeddings, image indices and places."""
+        self.texts.setdefault(domain, []).append((text_emb.float(), text_image.long(), text_pos.long()))
+
+    def _all_texts(self, domain: int, dim: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._gathered_texts is None:  # once, every process together (the first score)
+            self._gathered_texts = {}
+            for d in range(self.num_domains):
+                parts = self.texts.get(d, [])
+                emb = torch.cat([p[0] for p in parts]) if parts else torch.empty(0, dim, device=device)
+                image = torch.cat([p[1] for p in parts]) if parts else torch.empty(0, dtype=torch.long, device=device)
+                pos = torch.cat([p[2] for p in parts]) if parts else torch.empty(0, dtype=torch.long, device=device)
+                self._gathered_texts[d] = (self.gather(emb), self.gather(image), self.gather(pos))
+        return self._gathered_texts[domain]
+
+    @torch.no_grad()
+    def recalls(self, mask: HeadMask) -> list[dict[str, float]]:
+        """Every recall and RSUM of each evaluation dataset under `mask` (`tasks.retrieval`)."""
+        from dg_heads.tasks.retrieval import ordered, retrieval_recalls
+
+        device = next(self.model.parameters()).device
+        local: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {d: [] for d in range(self.num_domains)}
+        for batch, features in self.outputs(mask):
+            local[batch.domain].append((features.float(), batch.labels))
+        dim = next((f.shape[1] for parts in local.values() for f, _ in parts), None)
+        dim = dim if dim is not None else next(t[0].shape[1] for parts in self.texts.values() for t in parts)
+        out, total = [], 0
+        for domain in range(self.num_domains):
+            parts = local[domain]
+            emb = torch.cat([f for f, _ in parts]) if parts else torch.empty(0, dim, device=device)
+            index = torch.cat([i for _, i in parts]) if parts else torch.empty(0, dtype=torch.long, device=device)
+            text_emb, text_image, text_pos = self._all_texts(domain, dim, device)
+            image_emb, text_emb, text_row = ordered(self.gather(emb), self.gather(index), text_emb, text_image,
+                                                    text_pos)
+            total += len(image_emb)
+            if len(image_emb):
+                out.append(retrieval_recalls(image_emb, text_emb, text_row))
+        self.total_images = total
+        return out
+
+    def score(self, mask: HeadMask) -> float:
+        self.evaluations += 1
+        if mask in self.scores:
+            return self.scores[mask]
+        per_dataset = self.recalls(mask)
+        if not per_dataset:
+            raise DGHeadsError("the scoring set is empty: no validation images to score masks on")
+        value = sum(r[self.metric] for r in per_dataset) / len(per_dataset)
+        self.scores[mask] = value
+        return value

@@ -1,0 +1,42 @@
+"""Tasks: what a batch holds, how a model scores it, which metrics it logs and which one selects
+checkpoints. The data chooses the task (a DataModule's `task` class attribute; none means
+`classification`); every method (`dg_heads.methods`) works with either through its `Task`.
+
+    classification.py  DomainBed DG: class-prompt logits, per-domain accuracy, `val/acc`
+    retrieval.py       image-text retrieval: image and caption embeddings, Recall@1/5/10 both
+                       ways and RSUM (CLIP_benchmark's semantics, exact under DDP), `val/rsum`
+    metrics.py         every metric name, and the selection metric of each task (one place)
+
+A third task is one new file here (a `Task` subclass: `setup`, `training_step`, `eval_step`,
+`epoch_end`, `report`), its names and selection metric in `metrics.py`, its entry in `TASKS`,
+a DataModule with `task = "<name>"`, and configs (see the README's "Retrieval" section).
+"""
+
+from __future__ import annotations
+
+from dg_heads.errors import DGHeadsError
+from dg_heads.tasks import metrics
+from dg_heads.tasks.base import Task
+
+DEFAULT_TASK = "classification"
+
+
+def task_name(datamodule) -> str:
+    """The task a DataModule (or DataModule class) serves: its `task` attribute, else classification."""
+    return getattr(datamodule, "task", None) or DEFAULT_TASK
+
+
+def task_of(datamodule) -> Task:
+    """The `Task` of a DataModule (or DataModule class)."""
+    from dg_heads.tasks.classification import ClassificationTask
+    from dg_heads.tasks.retrieval import RetrievalTask
+
+    tasks = {ClassificationTask.name: ClassificationTask, RetrievalTask.name: RetrievalTask}
+    name = task_name(datamodule)
+    if name not in tasks:
+        raise DGHeadsError(f"the data's task {name!r} is not one of {sorted(tasks)} "
+                           f"({type(datamodule).__name__}.task)")
+    return tasks[name]()
+
+
+__all__ = ["DEFAULT_TASK", "Task", "metrics", "task_name", "task_of"]
