@@ -476,7 +476,7 @@ def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path
             devices |= {d for c in known for d in c.devices}
             lines.append(f"  {method:<18} {dataset:<16} {len(known):>4} jobs x {hours / len(known):7.2f} h = "
                          f"{hours:8.1f} h  ({known[0].detail})")
-    head = (f"estimate: {total:.1f} accelerator-hours for {counted} of {len(jobs)} jobs"
+    head = (f"estimate: {total:.1f} accelerator-hours for {counted} of the {len(jobs)} jobs to run"
             + (f" ({processes} processes each)" if processes > 1 else "")
             + f", from the step times measured on {', '.join(sorted(devices))} in {source}" if counted else
             f"estimate: none of the {len(jobs)} jobs to run has a measured step time"
