@@ -134,8 +134,8 @@ BENCHMARKS = ("pacs", "vlcs", "office_home", "terra_incognita", "domain_net")
 @pytest.fixture(scope="session")
 def five_benchmarks(tmp_path_factory) -> Path:
     """A data root with fake copies of the five DomainBed benchmarks (every domain and class folder
-    of the registry, 2 tiny images per class: every domain's `out` split holds an image of it)."""
+    of the registry, one tiny image per class)."""
     root = tmp_path_factory.mktemp("benchmarks")
     for name in BENCHMARKS:
-        make_benchmark(root, name, per_class=2, size=8)
+        make_benchmark(root, name, per_class=1, size=8)
     return root
