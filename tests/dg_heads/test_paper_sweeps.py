@@ -81,7 +81,8 @@ def test_new_spec_keys_name_the_bad_value(tmp_path):
 SMALL = ["--model.init_args.clip.model_name", "dg-tiny-vit", "--model.init_args.clip.pretrained", "null",
          "--model.init_args.clip.templates", '["a photo of a {}."]',
          "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "2",
-         "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
+         "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0",
+         "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
          "--data.init_args.image_size", "32", "--data.init_args.batch_size_per_domain", "2",
          "--data.init_args.eval_batch_size", "64", "--data.init_args.num_workers", "0"]
 SMALLER = {"aat_ga": ["--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "1"],
