@@ -429,7 +429,8 @@ def job_cost(job: Job, entries: list[dict]) -> JobCost:
     if value("model.init_args.search.strategy") in ("scan", "ga"):  # AAT: a search, no training steps
         searches = _latest(entries, kind="search", model=model, method=job.method, precision=precision)
         if not searches:
-            return JobCost(missing=f"no measured search time for {what} on a GPU yet")
+            return JobCost(missing=f"no measured search time for {what} on a GPU yet (experiments/bench_step_time.py "
+                                   f"does not time AAT's searches: add a `search` entry with s_per_search by hand)")
         if not evals:
             return no_eval
         eval_images = val_images + test_images  # the searched model's validation, then its test
@@ -475,7 +476,7 @@ def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path
             total, counted = total + hours, counted + len(known)
             devices |= {d for c in known for d in c.devices}
             lines.append(f"  {method:<18} {dataset:<16} {len(known):>4} jobs x {hours / len(known):7.2f} h = "
-                         f"{hours:8.1f} h  ({known[0].detail})")
+                         f"{hours:8.1f} h  (first job: {known[0].detail})")
     head = (f"estimate: {total:.1f} accelerator-hours for {counted} of the {len(jobs)} jobs to run"
             + (f" ({processes} processes each)" if processes > 1 else "")
             + f", from the step times measured on {', '.join(sorted(devices))} in {source}" if counted else
@@ -483,8 +484,31 @@ def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path
             + ("" if source.is_file() else f" ({source} does not exist)"))
     lines.insert(0, head)
     for reason, count in missing.items():
-        lines.append(f"  not estimated ({count} job(s)): {reason}: {GPU_CHECK}")
+        hint = "" if "bench_step_time" in reason else f": {GPU_CHECK}"
+        lines.append(f"  not estimated ({count} job(s)): {reason}{hint}")
+    limit = _hours(spec.slurm.get("time"))
+    longest = max(((c.seconds / 3600, m, d) for (m, d), costs in groups.items() for c in costs if c.seconds),
+                  default=None)
+    if limit and longest and longest[0] > limit:
+        lines.append(f"  note: the longest job ({longest[1]} on {longest[2]}, {longest[0]:.1f} h) is longer than "
+                     f"slurm.time {spec.slurm['time']}")
     return lines
+
+
+def _hours(time_limit) -> float | None:
+    """SLURM's `--time` (`MM`, `HH:MM:SS`, `D-HH:MM:SS`, `D-HH`) in hours; None when not given or not read."""
+    if not time_limit:
+        return None
+    text = str(time_limit)
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = [int(x) for x in clock.split(":") if x.isdigit()]
+    if not days.isdigit() or not parts:
+        return None
+    if "-" in text:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}.get(len(parts), (0, 0, 0))
+    return int(days) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def job_line(job: Job, command: str | None = None) -> str:

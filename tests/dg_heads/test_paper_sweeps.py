@@ -206,15 +206,19 @@ def test_the_estimate_scales_to_the_jobs_batch_and_counts_every_process(tmp_path
     160-image entry exactly: 9.0 s a step, 135000 s. Evaluation: 0.2 x (51605 + 72266 + 172500 +
     172947 + 69128) = 107689.2 images, validated 15000 / 1000 = 15 + 1 times, then clipart's 48129:
     16 x 107689.2 + 48129 = 1771156.2 images x 1 ms = 1771.1562 s. 136771.1562 s on one GPU; the
-    spec's DDP layout (2 nodes x 4 GPUs) runs 8 processes: 8 x 136771.1562 / 3600 = 303.936 h."""
+    spec's DDP layout (2 nodes x 4 GPUs) runs 8 processes: 8 x 136771.1562 / 3600 = 303.936 h.
+    A job longer than the spec's slurm.time is pointed out."""
     monkeypatch.chdir(REPO)
     spec_file = tmp_path / "dn.yaml"
     spec_file.write_text(f"configs: [{REPO}/configs/trainer/gpu.yaml, '{REPO}/configs/data/{{dataset}}.yaml', "
                          f"'{REPO}/configs/method/{{method}}.yaml']\nmethods: {{hap: }}\n"
                          "datasets: {domain_net: {domains: [clipart], args: [--trainer.max_steps, '15000', "
-                         "--trainer.val_check_interval, '1000']}}\nslurm: {gpus_per_node: 4, nodes: 2}\n")
+                         "--trainer.val_check_interval, '1000']}}\nslurm: {gpus_per_node: 4, nodes: 2, "
+                         "time: '12:00:00'}\n")
     spec = load_spec(spec_file)
     (job,) = jobs_of(spec, tmp_path / "runs")
     assert job_cost(job, FAKE_TIMES["entries"]).seconds == pytest.approx(136771.1562)
     lines = estimate(spec, [job], FAKE_TIMES["entries"], tmp_path / "t.json")
     assert lines[0].startswith("estimate: 303.9 accelerator-hours for 1 of the 1 jobs to run (8 processes each)")
+    # one job's own hours, 136771.1562 / 3600 = 37.99, against the array task's time limit
+    assert lines[-1] == "  note: the longest job (hap on domain_net, 38.0 h) is longer than slurm.time 12:00:00"
