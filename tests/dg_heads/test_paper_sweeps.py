@@ -222,3 +222,39 @@ def test_the_estimate_scales_to_the_jobs_batch_and_counts_every_process(tmp_path
     assert lines[0].startswith("estimate: 303.9 accelerator-hours for 1 of the 1 jobs to run (8 processes each)")
     # one job's own hours, 136771.1562 / 3600 = 37.99, against the array task's time limit
     assert lines[-1] == "  note: the longest job (hap on domain_net, 38.0 h) is longer than slurm.time 12:00:00"
+
+
+def test_the_step_time_bench_writes_what_the_estimate_reads(tmp_path, monkeypatch):
+    """experiments/bench_step_time.py (`make gpu-check`'s last step), here on the CPU with the tiny
+    CLIP and one timed step: its entries (device, model, method, precision, batch, s/step, date) are
+    what `dg-heads sweep` estimates from; an entry measured again replaces the old one, another
+    device's is kept."""
+    from experiments.bench_step_time import main as bench
+    from experiments.bench_step_time import write
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "measured/step_times.json"
+    argv = ["--methods", "hap", "zero_shot", "--model", "dg-tiny-vit", "--device", "cpu", "--precision", "32-true",
+            "--steps", "1", "--warmup", "0", "--per-domain", "2", "--domains", "3", "--eval-batch", "4",
+            "--out", str(out)]
+    bench(argv)
+    entries = json.loads(out.read_text())["entries"]
+    assert sorted((e["kind"], e.get("method")) for e in entries) == [("eval", None), ("train_step", "hap")]
+    step = next(e for e in entries if e["kind"] == "train_step")
+    assert step["device"] == "cpu" and step["model"] == "dg-tiny-vit" and step["precision"] == "32-true"
+    assert step["images_per_step"] == 6 and step["s_per_step"] > 0 and step["date"]
+    write(out, [{**step, "s_per_step": 123.0}, {**step, "device": "another"}])  # measured again; another GPU
+    merged = json.loads(out.read_text())["entries"]
+    steps = {e["device"]: e["s_per_step"] for e in merged if e["kind"] == "train_step"}
+    assert len(merged) == 3 and steps == {"cpu": 123.0, "another": step["s_per_step"]}
+
+    spec = tmp_path / "spec.yaml"  # HAP on the tiny CLIP, 10 steps: the bench's figures apply
+    spec.write_text(f"configs: [{REPO}/configs/data/pacs.yaml, {REPO}/configs/method/hap.yaml, "
+                    f"{REPO}/configs/trainer/demo.yaml]\nmethods: {{hap: }}\ndatasets: {{pacs: [sketch]}}\n"
+                    "args: [--trainer.max_steps, '10', --trainer.val_check_interval, '5', "
+                    "--data.init_args.batch_size_per_domain, '2']\nslurm: {cpu_only: true}\n")
+    (job,) = jobs_of(load_spec(spec), tmp_path / "runs")
+    # 10 steps x the measured step (6 images, as measured) + (2 + 1) validations of 1212.4 images + 3929 tested
+    eval_entry = next(e for e in entries if e["kind"] == "eval")
+    expected = 10 * step["s_per_step"] + (3 * 1212.4 + 3929) * eval_entry["s_per_image"]
+    assert job_cost(job, entries).seconds == pytest.approx(expected)
