@@ -102,12 +102,15 @@ bench: install
 # ViT-B/16 at 32 images x 3 domains (images/s, memory) and the ops and host syncs per step (on a GPU
 # the counter also sees device-to-host copies), and the scale rehearsal on CUDA (DomainNet through the
 # DataModule, the text head's build at 345 x 80 prompts, AAT's cache, HAP with activation checkpointing),
-# all written into docs/benchmarks.md with the device named.
+# all written into docs/benchmarks.md with the device named. Last, the seconds per training step of every
+# method of the papers' sweeps and per evaluated image (ViT-B/16, bf16-mixed; experiments/bench_step_time.py)
+# into experiments/measured/step_times.json, from which `dg-heads sweep` estimates accelerator-hours.
 gpu-check: install
 	$(PY) experiments/gpu_matrix.py --out docs/benchmarks.md
 	$(PY) experiments/bench_hap.py --model ViT-B-16 --per-domain 32 --device cuda --precision bf16-mixed --out docs/benchmarks.md
 	$(PY) experiments/bench_step_ops.py --model ViT-B-16 --per-domain 4 --device cuda --out docs/benchmarks.md
 	$(PY) experiments/bench_scale.py --device cuda --hap-per-domain 32 8 --out docs/benchmarks.md
+	$(PY) experiments/bench_step_time.py --device cuda --precision bf16-mixed --out experiments/measured/step_times.json
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

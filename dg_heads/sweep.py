@@ -10,13 +10,18 @@ A spec (YAML):
       - configs/trainer/gpu.yaml        #   `{dataset}` / `{method}` become each job's dataset / method)
       - "configs/data/{dataset}.yaml"
       - "configs/method/{method}.yaml"
-    methods:                            # name: {args: [...], grid: {...}, configs: [...]}, each optional
-      hap:                              #   (a method's own `configs` replace the spec's), or a list
-      lora: {}                          #   of config files
+    methods:                            # name: {args: [...], grid: {...}, configs: [...], subcommand: ...},
+      hap:                              #   each optional (a method's own `configs` replace the spec's),
+      lora: {}                          #   or a list of config files
+      zero_shot: {subcommand: test}     # `fit` (default: train, then test the selected checkpoint) or
+                                        #   `test` (nothing trains: the held-out domain is scored)
+      mmd_on_lora: {datasets: [office_home]}   # a method on some of the spec's datasets only
       ha_lora_only: [configs/trainer/gpu.yaml, "configs/data/{dataset}.yaml", configs/method/hap.yaml,
                      configs/method/hap_variants/ha_lora_only.yaml]
     datasets:                           # name: test domains, one job each (leave-one-domain-out);
-      pacs: [art_painting, cartoon, photo, sketch]   # `all` = every domain of the registry
+      pacs: [art_painting, cartoon, photo, sketch]   # `all` = every domain of the registry, or
+      domain_net: {domains: all, args: [--trainer.max_steps, "15000"]}  # with arguments of its own
+                                        #   (after the spec's `args`, before a method's: a method's win)
     trial_seeds: [0, 1, 2]              # DomainBed's trial seeds: the in/out split of every domain
     grid:                               # every combination of these dotted config keys, or
       model.init_args.optim.lr: [1.0e-4, 3.0e-5]
@@ -31,6 +36,12 @@ A spec (YAML):
                                         # every job gets --trainer.num_nodes / --trainer.devices to match;
                                         # jobs that would use a GPU need gpus_per_node (or gpus, gres),
                                         # or `cpu_only: true` to run on CPUs on purpose
+
+Before anything is queued the job count is printed with an estimate of the accelerator-hours
+(`estimate`): each job's steps x the measured seconds per step of its model and method, plus its
+evaluation images x the measured seconds per image, from the step-time file that `make gpu-check`
+writes on a GPU (experiments/measured/step_times.json, `experiments/bench_step_time.py`); a job
+whose model and method have no measured figure is named as such, never guessed.
 
 Each job's folder is `RUNS_DIR/<dataset>/<method>/<domain>_seed<S>_hp<I>_<hash>`, the hash of its
 arguments: relaunching the same spec maps every job to the same folder, where a `done` file
@@ -71,11 +82,15 @@ class Job:
     configs: list[str]
     extra_args: list[str]
     run_dir: Path = Path()
+    subcommand: str = "fit"
 
     def identity(self) -> dict:
-        return {"method": self.method, "dataset": self.dataset, "test_domain": self.test_domain,
-                "trial_seed": self.trial_seed, "hparams_index": self.hparams_index, "hparams": self.hparams,
-                "configs": self.configs, "args": self.extra_args}
+        identity = {"method": self.method, "dataset": self.dataset, "test_domain": self.test_domain,
+                    "trial_seed": self.trial_seed, "hparams_index": self.hparams_index, "hparams": self.hparams,
+                    "configs": self.configs, "args": self.extra_args}
+        if self.subcommand != "fit":  # only then: a `fit` job keeps the folder (hash) it had before
+            identity["subcommand"] = self.subcommand
+        return identity
 
     @property
     def key(self) -> str:
@@ -83,7 +98,7 @@ class Job:
 
     def argv(self, command: str = "lightning") -> list[str]:
         seed = seed_hash(self.dataset, self.method, self.test_domain, self.hparams_index, self.trial_seed)
-        argv = [command, "fit"]
+        argv = [command, self.subcommand]
         for config in self.configs:  # absolute: a job may start in any folder
             argv += ["--config", str(Path(config).resolve())]
         argv += ["--seed_everything", str(seed),
@@ -97,8 +112,10 @@ class Job:
         argv += ["--trainer.default_root_dir", run,
                  "--trainer.logger.class_path", "lightning.pytorch.loggers.TensorBoardLogger",
                  "--trainer.logger.init_args.save_dir", run, "--trainer.logger.init_args.name", "",
-                 "--trainer.logger.init_args.version", "0",
-                 "--test_after_fit", "true", "--ckpt_path", "last", "--done_marker", str(self.run_dir / DONE)]
+                 "--trainer.logger.init_args.version", "0"]
+        if self.subcommand == "fit":  # test the checkpoint validation chose; resume from the last one
+            argv += ["--test_after_fit", "true", "--ckpt_path", "last"]
+        argv += ["--done_marker", str(self.run_dir / DONE)]
         return argv
 
 
@@ -114,6 +131,10 @@ class SweepSpec:
     runs_dir: str = "runs/sweep"
     slurm: dict = field(default_factory=dict)
     name: str = "dg-heads"
+    dataset_args: dict[str, list[str]] = field(default_factory=dict)  # from `datasets: {name: {args: ...}}`
+
+
+SUBCOMMANDS = ("fit", "test")
 
 
 def load_spec(path: Path) -> SweepSpec:
@@ -123,7 +144,7 @@ def load_spec(path: Path) -> SweepSpec:
         raise DGHeadsError(f"cannot read sweep spec {path}: {error}") from None
     if not isinstance(raw, dict):
         raise DGHeadsError(f"sweep spec {path}: expected a mapping with methods, datasets, ...")
-    known = set(SweepSpec.__dataclass_fields__)
+    known = set(SweepSpec.__dataclass_fields__) - {"dataset_args"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise DGHeadsError(f"sweep spec {path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
@@ -139,20 +160,39 @@ def load_spec(path: Path) -> SweepSpec:
         if not value["configs"]:
             raise DGHeadsError(f"sweep spec {path}: method {name!r} needs a list of config files "
                                f"(its own `configs`, or the spec's `configs` for every method)")
+        if value.get("subcommand", "fit") not in SUBCOMMANDS:
+            raise DGHeadsError(f"sweep spec {path}: methods.{name}.subcommand {value['subcommand']!r}: expected one "
+                               f"of {list(SUBCOMMANDS)} (`test`: nothing trains, the held-out domain is scored)")
         methods[name] = value
-    datasets = {}
+    datasets, dataset_args = {}, {}
     for given, domains in raw["datasets"].items():
         info = get_dataset(given)  # DomainBed's names (`OfficeHome`) too; jobs get the registry's
         name = info.name
         if name in datasets:
             raise DGHeadsError(f"sweep spec {path}: datasets names {name} twice ({given!r} is another name for it)")
+        if isinstance(domains, dict):  # {domains: ..., args: [...]}
+            extra = sorted(set(domains) - {"domains", "args"})
+            args = domains.get("args") or []
+            if extra or not isinstance(args, list):
+                raise DGHeadsError(f"sweep spec {path}: datasets.{given}: expected a list of test domains, `all`, or "
+                                   f"a mapping with `domains` and `args` (a list of arguments), got {domains!r}")
+            dataset_args[name] = [str(a) for a in args]
+            domains = domains.get("domains", "all")
         domains = list(info.domains) if domains in ("all", None) else [str(d) for d in domains]
         bad = [d for d in domains if d not in info.domains]
         if bad:
             raise DGHeadsError(
                 f"sweep spec {path}: {name} has no domain(s) {bad}; its domains are {list(info.domains)}")
         datasets[name] = domains
-    return SweepSpec(**{**raw, "methods": methods, "datasets": datasets})
+    for name, value in methods.items():  # a method's own `datasets`: some of the spec's, by any of their names
+        if "datasets" in value:
+            given = value["datasets"] if isinstance(value["datasets"], list) else [value["datasets"]]
+            value["datasets"] = [get_dataset(str(d)).name for d in given]
+            outside = [d for d, n in zip(given, value["datasets"]) if n not in datasets]
+            if outside:
+                raise DGHeadsError(f"sweep spec {path}: methods.{name}.datasets names {outside}, not among the "
+                                   f"spec's datasets {list(datasets)}")
+    return SweepSpec(**{**raw, "methods": methods, "datasets": datasets, "dataset_args": dataset_args})
 
 
 def _draw(space: dict, rng: np.random.RandomState) -> dict:
@@ -290,19 +330,185 @@ def check_gpu_request(spec: SweepSpec, method: dict, configs: list[str], args: l
 def jobs_of(spec: SweepSpec, runs_dir: Path) -> list[Job]:
     jobs = []
     for method, mspec in spec.methods.items():
-        args = [*spec.args, *mspec.get("args", [])]
-        args += layout_args(spec, args, f"method {method!r}")
+        subcommand = mspec.get("subcommand", "fit")
         for dataset, domains in spec.datasets.items():
+            if dataset not in mspec.get("datasets", spec.datasets):
+                continue
+            # the spec's, the dataset's (a run length), the method's (its own run length wins)
+            args = [*spec.args, *spec.dataset_args.get(dataset, []), *mspec.get("args", [])]
+            args += layout_args(spec, args, f"method {method!r}")
             configs = config_files(mspec["configs"], method, dataset)
             check_gpu_request(spec, mspec, configs, args, f"method {method!r} on {dataset}")
             for domain in domains:
                 for seed in spec.trial_seeds:
                     for index, hparams in enumerate(hparam_settings(spec, mspec, seed)):
-                        job = Job(method, dataset, domain, int(seed), index, hparams, list(configs), list(args))
+                        job = Job(method, dataset, domain, int(seed), index, hparams, list(configs), list(args),
+                                  subcommand=subcommand)
                         folder = f"{domain.replace(' ', '_')}_seed{seed}_hp{index}_{job.key}"
                         job.run_dir = runs_dir / dataset / method / folder
                         jobs.append(job)
     return jobs
+
+
+# ----------------------------------------------------------- accelerator-hours before queuing
+STEP_TIMES = Path("experiments") / "measured" / "step_times.json"
+GPU_CHECK = "run `make gpu-check` on a GPU node"
+
+
+def step_times_path(given: Path | None = None) -> Path:
+    """`--step-times`, else experiments/measured/step_times.json in this folder (where the jobs
+    start), else the repository's (what `make gpu-check` wrote)."""
+    if given is not None:
+        return given
+    here = Path.cwd() / STEP_TIMES
+    return here if here.is_file() else Path(__file__).resolve().parents[1] / STEP_TIMES
+
+
+def load_step_times(path: Path) -> list[dict]:
+    """The measured entries (`experiments/bench_step_time.py` writes them); none when the file is absent."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DGHeadsError(f"cannot read the step-time file {path}: {error}") from None
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise DGHeadsError(f"step-time file {path}: expected {{\"entries\": [{{...}}, ...]}} "
+                           f"(as experiments/bench_step_time.py writes it)")
+    return entries
+
+
+def _latest(entries: list[dict], **match) -> list[dict]:
+    found = [e for e in entries if all(str(e.get(k)) == str(v) for k, v in match.items())]
+    return sorted(found, key=lambda e: str(e.get("date", "")), reverse=True)
+
+
+@dataclass
+class JobCost:
+    """One job's estimate: `seconds` (on one accelerator), or why none (`missing`)."""
+
+    seconds: float | None = None
+    missing: str | None = None
+    detail: str = ""
+    devices: set = field(default_factory=set)
+
+
+def job_cost(job: Job, entries: list[dict]) -> JobCost:
+    """Seconds of one job on one accelerator: training steps x the measured seconds per step of its
+    model and method (scaled from the measured images per step to the job's, 3 or 5 source domains
+    x batch_size_per_domain), plus the images it evaluates x the measured seconds per image:
+    every validation of the source `out` splits (steps / val_check_interval, and once more for the
+    selected checkpoint) and the held-out domain's test. A `test` job: the test alone. AAT's
+    training-free searches (scan, GA): their measured seconds per search, plus the evaluation."""
+    from dg_heads.preflight import config_value
+
+    args = [a for k, v in job.hparams.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+    args += job.extra_args
+
+    def value(key: str, default=None):
+        return config_value(job.configs, args, key, default)
+
+    model, precision = value("model.init_args.clip.model_name"), str(value("trainer.precision", "32-true"))
+    what = f"{model}/{job.method} ({precision})"
+    info = get_dataset(job.dataset)
+    if not info.counts:
+        return JobCost(missing=f"{job.dataset}: no image counts in the registry to size its evaluation")
+    sources = [d for d in info.domains if d != job.test_domain]
+    test_images = info.counts[job.test_domain]
+    val_images = float(value("data.init_args.holdout_fraction", 0.2)) * sum(info.counts[d] for d in sources)
+    evals = _latest(entries, kind="eval", model=model, precision=precision)
+    no_eval = JobCost(missing=f"no measured evaluation time for {model} ({precision}) on a GPU yet")
+    per_image = float(evals[0]["s_per_image"]) if evals else 0.0
+    devices = {evals[0].get("device", "?")} if evals else set()
+    if job.subcommand == "test":
+        if not evals:
+            return no_eval
+        return JobCost(test_images * per_image, detail=f"{test_images:,} images x {per_image * 1e3:.2f} ms",
+                       devices=devices)
+    if value("model.init_args.search.strategy") in ("scan", "ga"):  # AAT: a search, no training steps
+        searches = _latest(entries, kind="search", model=model, method=job.method, precision=precision)
+        if not searches:
+            return JobCost(missing=f"no measured search time for {what} on a GPU yet (experiments/bench_step_time.py "
+                                   f"does not time AAT's searches: add a `search` entry with s_per_search by hand)")
+        if not evals:
+            return no_eval
+        eval_images = val_images + test_images  # the searched model's validation, then its test
+        search = float(searches[0]["s_per_search"])
+        return JobCost(search + eval_images * per_image, devices=devices | {searches[0].get("device", "?")},
+                       detail=f"search {search / 60:.1f} min + {eval_images:,.0f} images x {per_image * 1e3:.2f} ms")
+    steps = value("trainer.max_steps", -1)
+    if not isinstance(steps, int) or steps <= 0:
+        return JobCost(missing=f"{job.method} on {job.dataset} runs by epochs (trainer.max_steps {steps}): "
+                               f"no step count to estimate from")
+    images = int(value("data.init_args.batch_size_per_domain", 32)) * len(sources)
+    trains = _latest(entries, kind="train_step", model=model, method=job.method, precision=precision)
+    if not trains:
+        return JobCost(missing=f"no measured step time for {what} on a GPU yet")
+    if not evals:
+        return no_eval
+    nearest = min(trains, key=lambda e: abs(int(e["images_per_step"]) - images))  # the latest among equals
+    per_step = float(nearest["s_per_step"]) * images / int(nearest["images_per_step"])
+    interval = value("trainer.val_check_interval")
+    validations = steps // interval if isinstance(interval, int) and interval > 0 else 1
+    eval_images = (validations + 1) * val_images + test_images
+    return JobCost(steps * per_step + eval_images * per_image, devices=devices | {nearest.get("device", "?")},
+                   detail=f"{steps} steps x {per_step:.3f} s at {images} images/step + "
+                          f"{eval_images:,.0f} images x {per_image * 1e3:.2f} ms")
+
+
+def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path) -> list[str]:
+    """The lines `dg-heads sweep` prints before queuing: accelerator-hours per (method, dataset) and
+    in all (a job's seconds x the processes it runs, nodes x tasks per node), and every (model,
+    method) without a measured figure, named, never guessed."""
+    processes = slurm_layout(spec)[0] * slurm_layout(spec)[1] if spec.slurm else 1
+    groups: dict[tuple[str, str], list[JobCost]] = {}
+    for job in jobs:
+        groups.setdefault((job.method, job.dataset), []).append(job_cost(job, entries))
+    lines, missing, total, counted, devices = [], {}, 0.0, 0, set()
+    for (method, dataset), costs in groups.items():
+        known = [c for c in costs if c.seconds is not None]
+        for cost in costs:
+            if cost.missing:
+                missing[cost.missing] = missing.get(cost.missing, 0) + 1
+        if known:
+            hours = sum(c.seconds for c in known) * processes / 3600
+            total, counted = total + hours, counted + len(known)
+            devices |= {d for c in known for d in c.devices}
+            lines.append(f"  {method:<18} {dataset:<16} {len(known):>4} jobs x {hours / len(known):7.2f} h = "
+                         f"{hours:8.1f} h  (first job: {known[0].detail})")
+    head = (f"estimate: {total:.1f} accelerator-hours for {counted} of the {len(jobs)} jobs to run"
+            + (f" ({processes} processes each)" if processes > 1 else "")
+            + f", from the step times measured on {', '.join(sorted(devices))} in {source}" if counted else
+            f"estimate: none of the {len(jobs)} jobs to run has a measured step time"
+            + ("" if source.is_file() else f" ({source} does not exist)"))
+    lines.insert(0, head)
+    for reason, count in missing.items():
+        hint = "" if "bench_step_time" in reason else f": {GPU_CHECK}"
+        lines.append(f"  not estimated ({count} job(s)): {reason}{hint}")
+    limit = _hours(spec.slurm.get("time"))
+    longest = max(((c.seconds / 3600, m, d) for (m, d), costs in groups.items() for c in costs if c.seconds),
+                  default=None)
+    if limit and longest and longest[0] > limit:
+        lines.append(f"  note: the longest job ({longest[1]} on {longest[2]}, {longest[0]:.1f} h) is longer than "
+                     f"slurm.time {spec.slurm['time']}")
+    return lines
+
+
+def _hours(time_limit) -> float | None:
+    """SLURM's `--time` (`MM`, `HH:MM:SS`, `D-HH:MM:SS`, `D-HH`) in hours; None when not given or not read."""
+    if not time_limit:
+        return None
+    text = str(time_limit)
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = [int(x) for x in clock.split(":") if x.isdigit()]
+    if not days.isdigit() or not parts:
+        return None
+    if "-" in text:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}.get(len(parts), (0, 0, 0))
+    return int(days) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def job_line(job: Job, command: str | None = None) -> str:
@@ -457,6 +663,9 @@ def main(argv: list[str]) -> None:
                         help="skip checking that every dataset folder and pretrained weight the jobs need is here")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip parsing one job per method and dataset with the CLI (a few seconds)")
+    parser.add_argument("--step-times", type=Path, default=None,
+                        help=f"the measured step times for the accelerator-hours estimate (default: {STEP_TIMES} "
+                             "here, else the repository's; `make gpu-check` writes it on a GPU)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise DGHeadsError(f"sweep --jobs {args.jobs}: expected a number of jobs >= 1")
@@ -479,6 +688,9 @@ def main(argv: list[str]) -> None:
     todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
     print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
           f"(unfinished ones resume from their checkpoints)")
+    if todo:
+        source = step_times_path(args.step_times)
+        print("\n".join(estimate(spec, [jobs[i] for i in todo], load_step_times(source), source)))
     sys.stdout.flush()
     if not todo:
         return

@@ -126,3 +126,16 @@ def gpu_configs(dataset: str, method: str) -> list[str]:
     """`--config` arguments of a benchmark run: the GPU preset, the dataset, the method."""
     files = [CONFIGS / "trainer/gpu.yaml", CONFIGS / f"data/{dataset}.yaml", CONFIGS / f"method/{method}.yaml"]
     return [a for f in files for a in ("--config", str(f))]
+
+
+BENCHMARKS = ("pacs", "vlcs", "office_home", "terra_incognita", "domain_net")
+
+
+@pytest.fixture(scope="session")
+def five_benchmarks(tmp_path_factory) -> Path:
+    """A data root with fake copies of the five DomainBed benchmarks (every domain and class folder
+    of the registry, one tiny image per class)."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    for name in BENCHMARKS:
+        make_benchmark(root, name, per_class=1, size=8)
+    return root

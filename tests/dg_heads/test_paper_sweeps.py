@@ -1,0 +1,260 @@
+"""The papers' sweeps (experiments/sweeps/zero_shot.yaml, hap.yaml, hap_ablation.yaml): their job
+counts, their jobs run end to end on fake copies of the five benchmarks, and the accelerator-hours
+estimate that `dg-heads sweep` prints before queuing."""
+
+import json
+import time
+
+import pytest
+
+from dg_heads.errors import DGHeadsError
+from dg_heads.sweep import estimate, job_cost, jobs_of, load_spec
+from tests.conftest import REPO, run_main
+
+SWEEPS = REPO / "experiments/sweeps"
+DOMAINS = {"pacs": 4, "vlcs": 4, "office_home": 4, "terra_incognita": 4, "domain_net": 6}  # 22 held-out domains
+
+
+def _jobs(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the specs' config paths are relative to the repository, where jobs start
+    return jobs_of(load_spec(SWEEPS / f"{name}.yaml"), tmp_path / "runs")
+
+
+def _count(jobs):
+    counts = {}
+    for job in jobs:
+        counts[job.method, job.dataset] = counts.get((job.method, job.dataset), 0) + 1
+    return counts
+
+
+def _arg(job, key):
+    argv = job.argv()
+    return argv[len(argv) - 1 - argv[::-1].index(key) + 1]  # the last one wins, as in the CLI
+
+
+def test_the_paper_sweeps_expand_to_every_domain_and_seed(tmp_path, monkeypatch):
+    """Hand counts: every held-out domain of each benchmark x 3 trial seeds x one setting per method."""
+    zero_shot = _jobs("zero_shot", tmp_path, monkeypatch)
+    assert _count(zero_shot) == {("zero_shot", d): n * 3 for d, n in DOMAINS.items()} and len(zero_shot) == 66
+    assert all(j.argv()[1] == "test" and "--test_after_fit" not in j.argv() for j in zero_shot)
+
+    hap = _jobs("hap", tmp_path, monkeypatch)
+    methods = ["hap", "lora", "finetune", "linear_probe", "aat_scan", "aat_ga", "aat_bp"]
+    assert _count(hap) == {(m, d): n * 3 for m in methods for d, n in DOMAINS.items()} and len(hap) == 7 * 66
+    assert {j.trial_seed for j in hap} == {0, 1, 2}
+    steps = {(j.method, j.dataset): _arg(j, "--trainer.max_steps") for j in hap}
+    assert steps["hap", "domain_net"] == "15000" and steps["hap", "pacs"] == "5000"
+    assert steps["finetune", "terra_incognita"] == "5000"
+    assert steps["aat_bp", "domain_net"] == "1000" and steps["aat_bp", "pacs"] == "1000"  # its own run length wins
+
+    ablation = _jobs("hap_ablation", tmp_path, monkeypatch)
+    rows = ["zero_shot", "ha_lora_only", "gating_only", "hap", "plain_lora_gating"]
+    expected = {(m, d): DOMAINS[d] * 3 for m in rows for d in ("office_home", "domain_net")}
+    expected |= {("mmd_on_lora", "office_home"): 12, ("mmd_on_both", "office_home"): 12}  # OfficeHome only
+    assert _count(ablation) == expected and len(ablation) == 5 * 30 + 2 * 12
+    overlay = {j.method: j.configs[-1] for j in ablation}
+    assert overlay["ha_lora_only"] == "configs/method/hap_variants/ha_lora_only.yaml"
+    assert overlay["mmd_on_both"] == "configs/method/hap_variants/mmd_on_both.yaml"
+
+    pacs = _jobs("pacs", tmp_path, monkeypatch)  # the older example: unchanged, and `fit` as before
+    assert len(pacs) == 4 * 3 * 2 * 2 + 4 * 3 and all(j.argv()[1] == "fit" and "subcommand" not in j.identity()
+                                                      for j in pacs)
+
+
+def test_new_spec_keys_name_the_bad_value(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    base = (f"configs: [{REPO}/configs/trainer/gpu.yaml, '{REPO}/configs/data/{{dataset}}.yaml', "
+            f"'{REPO}/configs/method/{{method}}.yaml']\nslurm: {{gpus_per_node: 1}}\n")
+    spec.write_text(base + "methods: {zero_shot: {subcommand: validate}}\ndatasets: {pacs: [sketch]}\n")
+    with pytest.raises(DGHeadsError, match=r"zero_shot.subcommand 'validate': expected one of \['fit', 'test'\]"):
+        load_spec(spec)
+    spec.write_text(base + "methods: {hap: {datasets: [vlcs]}}\ndatasets: {pacs: [sketch]}\n")
+    with pytest.raises(DGHeadsError, match=r"methods.hap.datasets names \['vlcs'\], not among the spec's datasets"):
+        load_spec(spec)
+    spec.write_text(base + "methods: {hap: }\ndatasets: {pacs: {domain: [sketch]}}\n")
+    with pytest.raises(DGHeadsError, match=r"datasets.pacs: expected a list of test domains, `all`, or a mapping"):
+        load_spec(spec)
+
+
+# ----------------------------------------------------------------- the jobs, end to end
+# Each job's own command line, then what makes it a seconds-long CPU run (later arguments win).
+SMALL = ["--model.init_args.clip.model_name", "dg-tiny-vit", "--model.init_args.clip.pretrained", "null",
+         "--model.init_args.clip.templates", '["a photo of a {}."]',
+         "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "2",
+         "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0",
+         "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+         "--data.init_args.image_size", "32", "--data.init_args.batch_size_per_domain", "2",
+         "--data.init_args.eval_batch_size", "64", "--data.init_args.num_workers", "0"]
+SMALLER = {"aat_ga": ["--model.init_args.search.ga.population", "4", "--model.init_args.search.ga.generations", "1"],
+           "aat_scan": ["--model.init_args.search.max_scoring_batches", "1"],
+           "aat_bp": ["--model.init_args.search.max_scoring_batches", "1"]}
+
+
+def _covering(jobs):
+    """Jobs (each the first held-out domain and trial seed of its (method, dataset)) that run every
+    method and every dataset of a sweep at least once: method i on the sweep's dataset i (cycling),
+    then any dataset not yet run with the first method that has it. A method's and a dataset's config
+    files are composed alike whatever the other is, so the full product (35 runs for hap.yaml) would
+    test little more than these 7, at 5x the CI time."""
+    firsts = {}
+    for job in jobs:
+        firsts.setdefault((job.method, job.dataset), job)
+    methods = list(dict.fromkeys(m for m, _ in firsts))
+    datasets = list(dict.fromkeys(d for _, d in firsts))
+    chosen = {}
+    for i, method in enumerate(methods):
+        own = [d for m, d in firsts if m == method]
+        dataset = datasets[i % len(datasets)] if datasets[i % len(datasets)] in own else own[0]
+        chosen[method, dataset] = firsts[method, dataset]
+    for dataset in datasets:
+        if not any(d == dataset for _, d in chosen):
+            method = next(m for m, d in firsts if d == dataset)
+            chosen[method, dataset] = firsts[method, dataset]
+    assert {m for m, _ in chosen} == set(methods) and {d for _, d in chosen} == set(datasets)
+    return list(chosen.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", ["zero_shot", "hap", "hap_ablation"])
+def test_every_method_and_dataset_of_the_paper_sweeps_runs(sweep, five_benchmarks, tmp_path, monkeypatch):
+    """Every method and every dataset of each shipped sweep (`_covering`) run through the real CLI
+    in this process (no interpreter start-up), each job with its own command line and SMALL after
+    it: it finishes (`done`) with the test accuracy `collect` reads, beside the validation accuracy
+    it selects by for a trained method."""
+    jobs = _jobs(sweep, tmp_path, monkeypatch)
+    started = time.monotonic()
+    chosen = _covering(jobs)
+    for job in chosen:
+        argv = [*job.argv()[1:], *SMALL, *SMALLER.get(job.method, []), "--data.init_args.root", str(five_benchmarks)]
+        result = run_main(*argv, cwd=tmp_path)
+        assert result.returncode == 0, f"{job.method} on {job.dataset}: {result.stderr[-3000:]}"
+        assert (job.run_dir / "done").exists(), f"{job.method} on {job.dataset}: no done marker"
+        metrics = json.loads((job.run_dir / "version_0/metrics_test.json").read_text())
+        assert 0.0 <= metrics["test/acc"] <= 1.0
+        if job.subcommand == "fit":  # the selected checkpoint's validation beside its test: what collect selects by
+            assert "val/acc" in metrics
+    print(f"{sweep}: {len(chosen)} jobs in {time.monotonic() - started:.0f} s")
+
+
+# ------------------------------------------------------------ accelerator-hours
+FAKE_TIMES = {"entries": [
+    {"kind": "train_step", "device": "Fake GPU", "model": "ViT-B-16", "method": "hap", "precision": "bf16-mixed",
+     "images_per_step": 48, "s_per_step": 0.5, "date": "2026-01-01"},
+    {"kind": "train_step", "device": "Fake GPU", "model": "ViT-B-16", "method": "hap", "precision": "bf16-mixed",
+     "images_per_step": 160, "s_per_step": 9.0, "date": "2026-01-01"},  # nearer DomainNet's batch, not PACS's
+    {"kind": "train_step", "device": "Fake GPU", "model": "ViT-B-16", "method": "hap", "precision": "32-true",
+     "images_per_step": 96, "s_per_step": 7.0, "date": "2026-01-01"},  # another precision: not a PACS bf16 figure
+    {"kind": "eval", "device": "Fake GPU", "model": "ViT-B-16", "precision": "bf16-mixed", "batch": 256,
+     "s_per_image": 0.001, "date": "2026-01-01"},
+]}
+
+
+def _estimate_spec(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"runs_dir: {tmp_path / 'runs'}\n"
+                    f"configs: [{REPO}/configs/trainer/gpu.yaml, '{REPO}/configs/data/{{dataset}}.yaml', "
+                    f"'{REPO}/configs/method/{{method}}.yaml']\n"
+                    "methods: {hap: , lora: , zero_shot: {subcommand: test}}\n"
+                    "datasets: {pacs: [sketch]}\nslurm: {gpus_per_node: 1}\n")
+    times = tmp_path / "step_times.json"
+    times.write_text(json.dumps(FAKE_TIMES))
+    return spec, times
+
+
+def test_the_estimate_is_steps_times_the_measured_step_plus_the_evaluated_images(tmp_path, monkeypatch):
+    """By hand, HAP on PACS with sketch held out (gpu.yaml: 5000 steps, validation every 500,
+    bf16-mixed; pacs.yaml: 32 images per domain): 3 source domains x 32 = 96 images a step; the
+    nearest measured batch is 48 images at 0.5 s, so 1.0 s a step: 5000 s. Evaluation: the source
+    `out` splits are 0.2 x (2048 + 2344 + 1670) = 1212.4 images, validated 5000 / 500 = 10 times
+    and once more for the selected checkpoint, then sketch's 3929 images are tested: 11 x 1212.4 +
+    3929 = 17265.4 images x 1 ms = 17.2654 s. In all 5017.2654 s = 1.3937 h. Zero-shot: 3929 x
+    1 ms = 3.929 s. Plain LoRA: no measured figure."""
+    monkeypatch.chdir(REPO)
+    spec_file, times = _estimate_spec(tmp_path)
+    spec = load_spec(spec_file)
+    jobs = {j.method: j for j in jobs_of(spec, tmp_path / "runs")}
+    entries = FAKE_TIMES["entries"]
+    assert job_cost(jobs["hap"], entries).seconds == pytest.approx(5017.2654)
+    assert job_cost(jobs["zero_shot"], entries).seconds == pytest.approx(3.929)
+    missing = job_cost(jobs["lora"], entries).missing
+    assert missing == "no measured step time for ViT-B-16/lora (bf16-mixed) on a GPU yet"
+
+    result = run_main("sweep", str(spec_file), "--step-times", str(times), "--no-preflight", "--no-check",
+                      cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "3 jobs in" in out
+    # (5017.2654 + 3.929) / 3600 = 1.3948 h
+    assert f"estimate: 1.4 accelerator-hours for 2 of the 3 jobs to run, from the step times measured on Fake GPU " \
+           f"in {times}" in out
+    assert "  hap                pacs                1 jobs x    1.39 h =      1.4 h" in out
+    assert ("  not estimated (1 job(s)): no measured step time for ViT-B-16/lora (bf16-mixed) on a GPU yet: "
+            "run `make gpu-check` on a GPU node") in out
+    assert out.index("estimate:") < out.index("sbatch ")  # printed before the queuing line
+
+    none = run_main("sweep", str(spec_file), "--step-times", str(tmp_path / "absent.json"), "--no-preflight",
+                    "--no-check", "--runs-dir", str(tmp_path / "runs2"), cwd=REPO)
+    assert none.returncode == 0, none.stderr
+    assert f"estimate: none of the 3 jobs to run has a measured step time ({tmp_path / 'absent.json'} does not exist)" \
+        in none.stdout
+    assert "no measured step time for ViT-B-16/hap (bf16-mixed) on a GPU yet: run `make gpu-check` on a GPU node" \
+        in none.stdout
+
+
+def test_the_estimate_scales_to_the_jobs_batch_and_counts_every_process(tmp_path, monkeypatch):
+    """DomainNet, clipart held out, 15000 steps (as hap.yaml): 5 source domains x 32 = 160 images, the
+    160-image entry exactly: 9.0 s a step, 135000 s. Evaluation: 0.2 x (51605 + 72266 + 172500 +
+    172947 + 69128) = 107689.2 images, validated 15000 / 1000 = 15 + 1 times, then clipart's 48129:
+    16 x 107689.2 + 48129 = 1771156.2 images x 1 ms = 1771.1562 s. 136771.1562 s on one GPU; the
+    spec's DDP layout (2 nodes x 4 GPUs) runs 8 processes: 8 x 136771.1562 / 3600 = 303.936 h.
+    A job longer than the spec's slurm.time is pointed out."""
+    monkeypatch.chdir(REPO)
+    spec_file = tmp_path / "dn.yaml"
+    spec_file.write_text(f"configs: [{REPO}/configs/trainer/gpu.yaml, '{REPO}/configs/data/{{dataset}}.yaml', "
+                         f"'{REPO}/configs/method/{{method}}.yaml']\nmethods: {{hap: }}\n"
+                         "datasets: {domain_net: {domains: [clipart], args: [--trainer.max_steps, '15000', "
+                         "--trainer.val_check_interval, '1000']}}\nslurm: {gpus_per_node: 4, nodes: 2, "
+                         "time: '12:00:00'}\n")
+    spec = load_spec(spec_file)
+    (job,) = jobs_of(spec, tmp_path / "runs")
+    assert job_cost(job, FAKE_TIMES["entries"]).seconds == pytest.approx(136771.1562)
+    lines = estimate(spec, [job], FAKE_TIMES["entries"], tmp_path / "t.json")
+    assert lines[0].startswith("estimate: 303.9 accelerator-hours for 1 of the 1 jobs to run (8 processes each)")
+    # one job's own hours, 136771.1562 / 3600 = 37.99, against the array task's time limit
+    assert lines[-1] == "  note: the longest job (hap on domain_net, 38.0 h) is longer than slurm.time 12:00:00"
+
+
+def test_the_step_time_bench_writes_what_the_estimate_reads(tmp_path, monkeypatch):
+    """experiments/bench_step_time.py (`make gpu-check`'s last step), here on the CPU with the tiny
+    CLIP and one timed step: its entries (device, model, method, precision, batch, s/step, date) are
+    what `dg-heads sweep` estimates from; an entry measured again replaces the old one, another
+    device's is kept."""
+    from experiments.bench_step_time import main as bench
+    from experiments.bench_step_time import write
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "measured/step_times.json"
+    argv = ["--methods", "hap", "zero_shot", "--model", "dg-tiny-vit", "--device", "cpu", "--precision", "32-true",
+            "--steps", "1", "--warmup", "0", "--per-domain", "2", "--domains", "3", "--eval-batch", "4",
+            "--out", str(out)]
+    bench(argv)
+    entries = json.loads(out.read_text())["entries"]
+    assert sorted((e["kind"], e.get("method")) for e in entries) == [("eval", None), ("train_step", "hap")]
+    step = next(e for e in entries if e["kind"] == "train_step")
+    assert step["device"] == "cpu" and step["model"] == "dg-tiny-vit" and step["precision"] == "32-true"
+    assert step["images_per_step"] == 6 and step["s_per_step"] > 0 and step["date"]
+    write(out, [{**step, "s_per_step": 123.0}, {**step, "device": "another"}])  # measured again; another GPU
+    merged = json.loads(out.read_text())["entries"]
+    steps = {e["device"]: e["s_per_step"] for e in merged if e["kind"] == "train_step"}
+    assert len(merged) == 3 and steps == {"cpu": 123.0, "another": step["s_per_step"]}
+
+    spec = tmp_path / "spec.yaml"  # HAP on the tiny CLIP, 10 steps: the bench's figures apply
+    spec.write_text(f"configs: [{REPO}/configs/data/pacs.yaml, {REPO}/configs/method/hap.yaml, "
+                    f"{REPO}/configs/trainer/demo.yaml]\nmethods: {{hap: }}\ndatasets: {{pacs: [sketch]}}\n"
+                    "args: [--trainer.max_steps, '10', --trainer.val_check_interval, '5', "
+                    "--data.init_args.batch_size_per_domain, '2']\nslurm: {cpu_only: true}\n")
+    (job,) = jobs_of(load_spec(spec), tmp_path / "runs")
+    # 10 steps x the measured step (6 images, as measured) + (2 + 1) validations of 1212.4 images + 3929 tested
+    eval_entry = next(e for e in entries if e["kind"] == "eval")
+    expected = 10 * step["s_per_step"] + (3 * 1212.4 + 3929) * eval_entry["s_per_image"]
+    assert job_cost(job, entries).seconds == pytest.approx(expected)
