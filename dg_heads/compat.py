@@ -20,6 +20,7 @@ torch (2.3 to 2.14):
 - `skips_step_on_device`, `skip_step_on_device`: the `found_inf` attribute that fused AdamW's
   `step` reads (the protocol between `GradScaler` and the fused optimisers) and
   `Optimizer._step_supports_amp_scaling`.
+- `dispatch_mode_base`: `torch.utils._python_dispatch.TorchDispatchMode` (the op counter, `op_counter.py`).
 
 jsonargparse (4.40 to 4.53, as LightningCLI uses it):
 - `set_argument_type`: `action._typehint` of a parser's argument (and argparse's `parser._actions`).
@@ -47,8 +48,9 @@ import inspect
 from datetime import timedelta
 from pathlib import Path
 
-__all__ = ["checkpoint_folder", "last_checkpoints", "leave_out_ddp_wrapper", "lightning_owner", "raise_parse_errors",
-           "set_argument_type", "set_ddp_timeout", "set_purge_step", "skip_step_on_device", "skips_step_on_device"]
+__all__ = ["checkpoint_folder", "dispatch_mode_base", "last_checkpoints", "leave_out_ddp_wrapper", "lightning_owner",
+           "raise_parse_errors", "set_argument_type", "set_ddp_timeout", "set_purge_step", "skip_step_on_device",
+           "skips_step_on_device"]
 
 
 # ----------------------------------------------------------------------------------- Lightning
@@ -145,6 +147,16 @@ def skip_step_on_device(optimizer, flag) -> bool:
         return False
     _unwrapped(optimizer).found_inf = flag.float()
     return True
+
+
+def dispatch_mode_base() -> type:
+    """torch's `TorchDispatchMode`: a context whose `__torch_dispatch__` sees every aten op (the op
+    and host-sync counter, `dg_heads.op_counter`). Private module: `torch.utils._python_dispatch`
+    (torch 2.0-2.14; the class torch's own dispatcher tutorials use). Public replacement: none
+    (`torch.overrides.TorchFunctionMode` is public but sees Python-level calls, not aten ops)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
 
 
 # --------------------------------------------------------------------------------- jsonargparse

@@ -65,7 +65,6 @@ def test_bench_scale_quick_writes_every_row(tmp_path):
 def test_aat_cache_bytes_is_what_the_scorer_caches():
     """`aat_cache_bytes` (the scorer's `cache_bytes`, with no model built) against a real `MaskScorer`'s cache,
     fp32 and under bf16 autocast, on the tiny CLIP."""
-    sys.path.insert(0, str(ROOT))
     import dg_heads.backbone  # noqa: F401  (registers dg-tiny-vit)
     from dg_heads import heads
     from dg_heads.methods.aat import MaskScorer
