@@ -1,6 +1,7 @@
 """experiments/bench_scale.py (`make bench`, `make gpu-check`): the scale rehearsal runs at tiny sizes
 and writes every row; its AAT cache formula is the real scorer's cache."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ def _value(text: str, quantity: str) -> str:
 def test_bench_scale_quick_writes_every_row(tmp_path):
     out = tmp_path / "benchmarks.md"
     done = subprocess.run([sys.executable, str(ROOT / "experiments/bench_scale.py"), "--quick", "--device", "cpu",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's dg_heads
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "<!-- bench_scale_cpu -->" in text and "Measured on: CPU only" in text
