@@ -95,7 +95,8 @@ def int_before_float(parser) -> None:
     (equal whatever their order) hands the parser `Union[float, int, None]` once something has
     built that first, and jsonargparse then takes the first type that fits: a quick `1`-batch
     smoke run silently validated everything (Lightning issue #21259). The type is set int-first."""
-    compat.set_argument_type(parser, tuple(f"trainer.{name}" for name in INT_OR_FRACTION), Union[int, float, None])
+    dests = (*INT_OR_FRACTION, *(f"trainer.{name}" for name in INT_OR_FRACTION))
+    compat.set_argument_type(parser, dests, Union[int, float, None])
 
 
 def check_slurm_layout(config) -> None:
