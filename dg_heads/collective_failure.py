@@ -21,6 +21,15 @@ _SIGNS = re.compile(r"Timed out waiting|Connection closed by peer|Connection res
 _LIBRARIES = ("/torch/", "/lightning/", "/lightning_fabric/", "/pytorch_lightning/", "/torchmetrics/")
 
 
+def _torch_error(name: str) -> tuple[type, ...]:
+    """torch.distributed's exception class `name` (`DistBackendError`, `DistNetworkError`: public
+    in torch 2.3), or none where torch is built without distributed support."""
+    import torch.distributed
+
+    found = getattr(torch.distributed, name, None)
+    return (found,) if isinstance(found, type) else ()
+
+
 def _chain(error: BaseException | None):
     seen = set()
     while error is not None and id(error) not in seen:
@@ -30,14 +39,14 @@ def _chain(error: BaseException | None):
 
 
 def _is_rendezvous_failure(error: BaseException) -> bool:
-    return any(type(e).__name__ == "DistNetworkError" for e in _chain(error))
+    return any(isinstance(e, _torch_error("DistNetworkError")) for e in _chain(error))
 
 
 def is_collective_failure(error: BaseException) -> bool:
     """True for the errors a collective (or the processes' first meeting) raises when another
     process never joined it."""
     return _is_rendezvous_failure(error) or any(
-        type(e).__name__ == "DistBackendError"
+        isinstance(e, _torch_error("DistBackendError"))
         or (isinstance(e, RuntimeError) and _SIGNS.search(str(e)) and _raised_in_torch_distributed(e))
         for e in _chain(error))
 
@@ -73,7 +82,7 @@ def _waiting_call(error: BaseException) -> str | None:
 def collective_failure_message(error: BaseException) -> str:
     """The one line for a failed collective (see the module's docstring)."""
     if _is_rendezvous_failure(error):
-        cause = next(e for e in _chain(error) if type(e).__name__ == "DistNetworkError")
+        cause = next(e for e in _chain(error) if isinstance(e, _torch_error("DistNetworkError")))
         return (f"rank {_rank()}: the DDP processes did not all meet within --ddp_timeout "
                 f"({' '.join(str(cause).split())[:200]}): one of them did not start or stopped early, or "
                 "MASTER_ADDR/MASTER_PORT cannot be reached from every node")

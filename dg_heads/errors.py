@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from data_modules.errors import RECENT as _RECENT
 from data_modules.errors import DGHeadsError  # one class for data and model mistakes
+from dg_heads.compat import lightning_owner
 
 __all__ = ["DGHeadsError", "ConfigError", "keyed", "one_line", "parser_error", "user_error_in", "user_message"]
 
@@ -96,21 +97,6 @@ def parser_error(stderr: str) -> str:
     return f"{'.'.join(keys)}: {text}" if keys else text
 
 
-def _built_by(error: BaseException) -> tuple[str, str] | None:
-    """`("model", "HeadPurification")` when `error` was raised while a LightningModule (or
-    `data`: a LightningDataModule) was being built or run: the innermost such `self` in its frames."""
-    found, tb = None, error.__traceback__
-    while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        names = {c.__name__ for c in type(owner).__mro__} if owner is not None else set()
-        if "LightningModule" in names:
-            found = ("model", type(owner).__name__)
-        elif "LightningDataModule" in names:
-            found = ("data", type(owner).__name__)
-        tb = tb.tb_next
-    return found
-
-
 def user_message(error: BaseException) -> str | None:
     """The one line to print for `error` if a user mistake is behind it, else None (a bug: let
     its traceback show). A mistake found while jsonargparse built the model or the data arrives
@@ -122,7 +108,7 @@ def user_message(error: BaseException) -> str | None:
         return None
     if user is error:
         return one_line(user)
-    where = _built_by(user)
+    where = lightning_owner(user)  # (the frames' `self`: dg_heads.compat)
     if where is None:
         return one_line(user)
     section, cls = where

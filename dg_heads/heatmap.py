@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from dg_heads.run_files import write_atomic, write_run_file
+from dg_heads.run_files import write_run_file
 
 # A small perceptually ordered colour ramp (dark blue -> teal -> yellow), interpolated linearly.
 _RAMP = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55],
@@ -37,12 +37,6 @@ def matrix_files(matrix: torch.Tensor, row_name: str = "block") -> dict[str, str
     writer.writerows([[i] + [f"{v:.6f}" for v in row.tolist()] for i, row in enumerate(m)])
     return {".json": json.dumps({str(i): [round(v, 6) for v in row.tolist()] for i, row in enumerate(m)}, indent=1),
             ".csv": text.getvalue()}
-
-
-def write_matrix(matrix: torch.Tensor, path_stem: Path, row_name: str = "block") -> list[Path]:
-    """`<stem>.json` and `<stem>.csv` (see `matrix_files`), each written atomically."""
-    files = matrix_files(matrix, row_name)
-    return [write_atomic(path_stem.with_suffix(suffix), text) for suffix, text in files.items()]
 
 
 def write_run_matrix(trainer, stem: str, matrix: torch.Tensor, row_name: str = "block") -> list[Path]:

@@ -14,7 +14,6 @@ after fit), `--done_marker` (a `callbacks.DoneMarker`, and a run that has one is
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import os
 import sys
@@ -24,9 +23,9 @@ from typing import Optional, Union
 
 from lightning.pytorch.cli import LightningCLI, instantiate_class
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
-from lightning.pytorch.strategies import DDPStrategy
 
 from data_modules.registry import dataset_name
+from dg_heads import compat
 from dg_heads.callbacks import DoneMarker
 from dg_heads.cli_hints import expand_help, name_yaml_file, suggest
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
@@ -101,21 +100,8 @@ def int_before_float(parser) -> None:
     (equal whatever their order) hands the parser `Union[float, int, None]` once something has
     built that first, and jsonargparse then takes the first type that fits: a quick `1`-batch
     smoke run silently validated everything (Lightning issue #21259). The type is set int-first."""
-    for action in getattr(parser, "_actions", []):
-        if action.dest.removeprefix("trainer.") in INT_OR_FRACTION and hasattr(action, "_typehint"):
-            action._typehint = Union[int, float, None]
-
-
-def set_ddp_timeout(strategy, timeout: timedelta | None) -> None:
-    """Give a DDP strategy the run's `--ddp_timeout` unless its own config set one. Set before
-    `fit` starts the process group (`DDPStrategy.setup_distributed` reads it); Lightning offers
-    the timeout only as a constructor argument, and a strategy named by string (`ddp`) or chosen
-    by `auto` is built inside the Trainer, hence the private attribute (present in 2.4-2.6)."""
-    if timeout is None or not isinstance(strategy, DDPStrategy):
-        return
-    default = inspect.signature(DDPStrategy).parameters["timeout"].default
-    if getattr(strategy, "_timeout", default) == default:
-        strategy._timeout = timeout
+    dests = (*INT_OR_FRACTION, *(f"trainer.{name}" for name in INT_OR_FRACTION))
+    compat.set_argument_type(parser, dests, Union[int, float, None])
 
 
 def check_slurm_layout(config) -> None:
@@ -183,11 +169,11 @@ class DGHeadsCLI(LightningCLI):
         prints the usage and a nested explanation of every Union member it tried."""
         parser = super().init_parser(**kwargs)
 
-        def error(message: str, ex: Exception | None = None):
+        def error(message: str):
             line = name_yaml_file(parser_error(f"error: {message}"), getattr(self, "_argv", []))
             raise ConfigError(suggest(line, parser)) from None
 
-        parser.error = error
+        compat.raise_parse_errors(parser, error)
         return parser
 
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
@@ -248,7 +234,7 @@ class DGHeadsCLI(LightningCLI):
             # not by Lightning's handler, which checkpoints inside the signal handler
             kwargs.setdefault("plugins", [*plugins, SLURMEnvironment(auto_requeue=False)])
         trainer = super().instantiate_trainer(**kwargs)
-        set_ddp_timeout(trainer.strategy, config.get("ddp_timeout"))
+        compat.set_ddp_timeout(trainer.strategy, config.get("ddp_timeout"))
         select_by_task(trainer, self.datamodule)
         if self.subcommand == "fit" and config.get("test_after_fit"):
             trainer.callbacks.append(task_of(self.datamodule).report(print_stages=("test",)))

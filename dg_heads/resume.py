@@ -21,6 +21,11 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from dg_heads import compat
+
+# what `RequeueOnSignal` saves on SLURM's signal (the name Lightning's own `ckpt_path="hpc"` reads)
+REQUEUE_CHECKPOINT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Saves into a temporary file beside the checkpoint, flushed to disk, then renamed over it
@@ -49,13 +54,22 @@ def resume_candidates(trainer) -> list[Path]:
     found: set[Path] = set()
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint):
-            found |= {Path(p) for p in callback._find_last_checkpoints(trainer)}
+            found |= compat.last_checkpoints(callback, trainer)
     for callback in trainer.checkpoint_callbacks:  # the requeue checkpoints (callbacks.RequeueOnSignal)
-        resolve = getattr(callback, "_ModelCheckpoint__resolve_ckpt_dir", None)  # where it saves (as above)
-        folder = Path(resolve(trainer)) if resolve is not None else None
+        folder = compat.checkpoint_folder(callback, trainer)  # where it saves (as above)
         if folder is not None and folder.is_dir():
-            found |= {p for p in folder.glob("hpc_ckpt_*.ckpt") if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", p.name)}
+            found |= {p for p in folder.glob("hpc_ckpt_*.ckpt") if REQUEUE_CHECKPOINT.fullmatch(p.name)}
     return [p for p in found if p.is_file()]
+
+
+def next_requeue_checkpoint(folder: str | Path) -> Path:
+    """`hpc_ckpt_N.ckpt` in `folder`, N one more than the highest there (1 in a new folder): what
+    Lightning's checkpoint connector names its own SLURM checkpoints (hand-written: its
+    `hpc_save_path` is private)."""
+    folder = Path(folder)
+    numbers = [int(m.group(1)) for p in (folder.iterdir() if folder.is_dir() else ())
+               if (m := REQUEUE_CHECKPOINT.fullmatch(p.name))]
+    return folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
 def checkpoint_step(path: Path) -> int:
@@ -76,9 +90,7 @@ def newest_checkpoint(trainer) -> tuple[Path, int] | None:
 
 def purge_logged_after(trainer, step: int) -> None:
     """Make TensorBoard drop events at or after `step` that an earlier process wrote."""
-    logger = trainer.logger
-    if logger is not None and hasattr(logger, "_kwargs") and getattr(logger, "_experiment", None) is None:
-        logger._kwargs["purge_step"] = step
+    compat.set_purge_step(trainer.logger, step)
 
 
 def resume_checkpoint(trainer) -> str | None:

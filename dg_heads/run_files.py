@@ -6,7 +6,6 @@ Every run artifact (metrics, splits, gates, ablation masks, done markers) goes t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +32,6 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         tmp.write_text(data)
     tmp.replace(path)
     return path
-
-
-def write_json(path: str | Path, value) -> Path:
-    return write_atomic(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
 def write_run_file(trainer, name: str | Path, data: str | bytes | Callable[[], str | bytes]) -> Path | None:

@@ -29,15 +29,16 @@ TRUE = ("1", "true", "yes", "on")
 
 
 def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, resolved from the environment now (as huggingface_hub does at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(home).expanduser() / "hub"
+    """The Hugging Face hub cache that `hf_hub_download` (open_clip's download) uses in this process:
+    huggingface_hub's own `constants.HF_HUB_CACHE` ($HF_HUB_CACHE, else $HF_HOME/hub, ...)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def url_cache_dir() -> Path:
-    return Path("~/.cache/clip").expanduser()  # open_clip's download_pretrained_from_url default
+    # hand-written: open_clip's `download_pretrained_from_url` default, which it exports no name for
+    return Path("~/.cache/clip").expanduser()
 
 
 def sources(model: str, tag: str) -> tuple[str | None, list[str], str | None]:
@@ -61,7 +62,7 @@ def cached_weights(model: str, tag: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
 
         for name in names:
-            found = try_to_load_from_cache(repo, name, cache_dir=str(hub_cache_dir()))
+            found = try_to_load_from_cache(repo, name, cache_dir=hub_cache_dir())
             if isinstance(found, str) and Path(found).is_file():
                 return Path(found)
         return None

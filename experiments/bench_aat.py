@@ -9,19 +9,17 @@ block forwards it really runs; without caches every mask evaluation is one full 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
+from bench_report import section, update_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import dg_heads.backbone  # noqa: E402,F401
-from dg_heads import heads  # noqa: E402
-from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan  # noqa: E402
-from experiments.bench_report import section, update_section  # noqa: E402
+import dg_heads.backbone  # noqa: F401
+from dg_heads import heads
+from dg_heads.methods.aat import GASpec, MaskScorer, genetic_search, scan
 
 
 def scorer_for(model, images, labels, domains: int) -> MaskScorer:

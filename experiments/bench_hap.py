@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from bench_report import interleaved, section, update_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dg_heads.backbone import CLIPSpec, image_size_of  # noqa: E402
-from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec  # noqa: E402
-from dg_heads.optim import OptimSpec, build_optimizer  # noqa: E402
-from experiments.bench_report import interleaved, section, update_section  # noqa: E402
+from dg_heads.backbone import CLIPSpec, image_size_of
+from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec
+from dg_heads.optim import OptimSpec, build_optimizer
 
 DOMAINS, CLASSES = 3, 7
 METHODS = ("hap", "hap_gates_local", "plain_lora", "finetune")

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import open_clip
 import torch
+from bench_report import interleaved, section, update_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import dg_heads.backbone  # noqa: E402,F401
-from dg_heads import heads  # noqa: E402
-from experiments.bench_report import interleaved, section, update_section  # noqa: E402
+import dg_heads.backbone  # noqa: F401
+from dg_heads import heads
 
 
 def hap_ranks(blocks: int) -> list[int]:

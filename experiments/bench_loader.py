@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_report import section, update_section
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data_modules import DomainBedDataModule  # noqa: E402
-from data_modules.registry import get_dataset  # noqa: E402
-from experiments.bench_report import section, update_section  # noqa: E402
+from data_modules import DomainBedDataModule
+from data_modules.registry import get_dataset
 
 MARGIN = 1.25
 
@@ -65,8 +63,8 @@ def per_worker_throughput(dataset, seconds: float) -> float:
 
 def step_throughput(per_domain: int, device: str, precision: str, repeats: int) -> float:
     """Images per second a ViT-B/16 HAP training step consumes."""
-    from experiments.bench_hap import DOMAINS, build, stepper
-    from experiments.bench_report import interleaved
+    from bench_hap import DOMAINS, build, stepper
+    from bench_report import interleaved
 
     step, _ = stepper(build("hap", "ViT-B-16", device), per_domain, device, precision)
     seconds = interleaved({"hap": step}, repeats)["hap"]

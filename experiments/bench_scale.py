@@ -39,12 +39,12 @@ import numpy as np
 import torch
 import yaml
 
+from data_modules.registry import get_dataset
+from data_modules.splits import holdout_split
+
+# bench_hap and bench_report (beside this script, on sys.path when it runs) are imported where they are
+# used: tests import this file as `experiments.bench_scale` for `aat_cache_bytes`
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from data_modules.registry import get_dataset  # noqa: E402
-from data_modules.splits import holdout_split  # noqa: E402
-from experiments.bench_hap import DOMAINS  # noqa: E402
-from experiments.bench_report import section, update_section  # noqa: E402
 
 DATA_CONFIG = ROOT / "configs/data/domain_net.yaml"
 AAT_CONFIGS = sorted((ROOT / "configs/method").glob("aat_*.yaml"))
@@ -316,7 +316,7 @@ def hap_rows(models: list[str], per_domain: list[int], device: str) -> list[str]
     """Saved-for-backward bytes of one HAP step without and with `clip.grad_checkpointing: true`
     (`bench_hap.checkpointing_memory`: torch saves a checkpointed block's input as a saved tensor,
     so it is counted too)."""
-    from experiments.bench_hap import checkpointing_memory
+    from bench_hap import DOMAINS, checkpointing_memory
 
     rows = ["| model | batch | without checkpointing (MiB) | with `clip.grad_checkpointing: true` (MiB) | saved |",
             "|---|---|---|---|---|"]
@@ -337,6 +337,8 @@ QUICK = {"scale": 0.01, "num_workers": 1, "text_model": "dg-tiny-vit", "text_cla
 
 
 def main() -> None:
+    from bench_report import section, update_section
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (tests): " + json.dumps(QUICK))

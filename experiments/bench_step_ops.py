@@ -11,10 +11,10 @@ launch queue; both are counted here, exactly, independent of the machine's speed
    its 224 px, `--per-domain` random images per source domain, fp32 on this machine's device.
    One warm-up step (AdamW's state is created lazily), then the counted step.
    Beside HAP's shipped loss (default routing `gates`, exact: a second backward pass for the
-   MMD's gradient), two measured alternatives with both streams in one batched backward
-   (`experiments/two_stream_routing.py`: `hap_two_streams` with `torch.func.vmap`,
-   `hap_is_grads_batched` with `autograd.grad(is_grads_batched=True)`), and the cheaper
-   approximation `gates_local`; then a table of ops by name, to see where the ops go.
+   MMD's gradient), the cheaper approximation `gates_local` and the other routings; then a table
+   of ops by name, to see where the ops go. (The rejected two-stream routing, both streams in one
+   batched backward, is recorded in docs/benchmarks.md, "Rejected: HAP's two streams as one
+   batched backward".)
 2. A real Lightning fit (`Trainer.fit` on the real `DomainBedDataModule`, RotatedDigits, 5 source
    domains, the tiny `dg-tiny-vit`, progress bar on, a logger): the mode is on from each
    `on_train_batch_start` to the next, so it covers the batch transfer, `training_step` (the
@@ -28,97 +28,30 @@ launch queue; both are counted here, exactly, independent of the machine's speed
    own CPU-side random draws (`torchvision`'s `.item()` calls, in the worker) are not counted:
    they are host work in another process, not syncs of the training step.
 
-Counting (`torch.utils._python_dispatch.TorchDispatchMode`): every aten op that reaches the
-dispatcher except views (ops whose schema returns an alias of an input: `view`, `slice`,
-`detach`, `t`, `expand`, ...). Host syncs: ops after which the host must wait for the device's
-data, named in `SYNC_OPS` / `is_sync`:
-- `aten._local_scalar_dense` (`.item()`, `bool(t)`, `float(t)`, `if t:`), `aten.equal`;
-- ops whose output shape depends on the data: `nonzero`, `masked_select`, `_unique`, `_unique2`,
-  `unique_dim`, `unique_consecutive`, `bincount`, `repeat_interleave.Tensor` without
-  `output_size`, and indexing with a boolean mask (`index.Tensor`, `index_put(_)` with a
-  bool/uint8 index: it runs `nonzero` inside);
-- device-to-host copies (`_to_copy` / `copy_` from a non-CPU tensor to the CPU; `.tolist()`,
-  `.cpu()`): only on an accelerator, as on the CPU `.tolist()` dispatches no op at all.
+Counting and the host syncs counted: `dg_heads.op_counter` (its docstring).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
-from collections import Counter
-from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from bench_hap import CLASSES, build  # experiments/ (the script's folder, first on sys.path)
+from bench_report import section, update_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dg_heads.backbone import image_size_of  # noqa: E402
-from dg_heads.optim import build_optimizer  # noqa: E402
-from experiments.bench_hap import CLASSES, build  # noqa: E402
-from experiments.bench_report import section, update_section  # noqa: E402
-from experiments.two_stream_routing import two_stream_loss  # noqa: E402
+from dg_heads.backbone import image_size_of
+from dg_heads.op_counter import OpCounter, lightning_syncs
+from dg_heads.optim import build_optimizer
 
-aten = torch.ops.aten
-SYNC_OPS = {aten._local_scalar_dense, aten.equal, aten.nonzero, aten.masked_select, aten._unique, aten._unique2,
-            aten.unique_dim, aten.unique_consecutive, aten.unique_dim_consecutive, aten.bincount}
-MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
-CASES = (("hap", 3), ("hap", 5), ("hap_two_streams", 5), ("hap_is_grads_batched", 5), ("hap_gates_local", 5),
-         ("hap_mmd_lora", 5), ("hap_mmd_both", 5), ("hap_gating_only", 5), ("plain_lora", 5), ("finetune", 5))
-# the routing alternatives measured beside HAP's shipped loss (experiments/two_stream_routing.py)
-TWO_STREAM_ENGINES = {"hap_two_streams": "func", "hap_is_grads_batched": "is_grads_batched"}
-BY_NAME = ("hap@5", "hap_two_streams@5", "hap_gates_local@5", "plain_lora@5")  # the per-op-name table's columns
-
-
-def _is_bool_mask(index) -> bool:
-    return isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)
-
-
-def is_sync(func, args, kwargs) -> bool:
-    """Whether `func(*args, **kwargs)` makes the host wait for the device (see the module docstring)."""
-    packet = func.overloadpacket
-    if packet in SYNC_OPS:
-        return True
-    if packet in MASK_INDEXING and len(args) > 1 and any(_is_bool_mask(i) for i in (args[1] or ())):
-        return True
-    if func is aten.repeat_interleave.Tensor:  # the tensor-repeats overloads all come down to this one
-        return kwargs.get("output_size") is None
-    if packet is aten._to_copy:
-        source, target = args[0], kwargs.get("device")
-        return (isinstance(source, torch.Tensor) and source.device.type != "cpu"
-                and target is not None and torch.device(target).type == "cpu")
-    if packet is aten.copy_:
-        return all(isinstance(t, torch.Tensor) for t in args[:2]) and args[0].device.type == "cpu" \
-            and args[1].device.type != "cpu"
-    return False
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts non-view aten ops (in all and by name) and host syncs (by name) while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops, self.names, self.syncs, self.tagged_syncs = 0, Counter(), Counter(), Counter()
-        self.tag = ""  # a label for where the current syncs come from
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if not func.is_view:
-            self.ops += 1
-            self.names[func.overloadpacket.__name__] += 1
-        if is_sync(func, args, kwargs):
-            name = str(func.overloadpacket.__name__) + ("[bool mask]" if func.overloadpacket in MASK_INDEXING else "")
-            self.syncs[name] += 1
-            self.tagged_syncs[self.tag] += 1
-        return func(*args, **kwargs)
+CASES = (("hap", 3), ("hap", 5), ("hap_gates_local", 5), ("hap_mmd_lora", 5), ("hap_mmd_both", 5),
+         ("hap_gating_only", 5), ("plain_lora", 5), ("finetune", 5))
+BY_NAME = ("hap@5", "hap_gates_local@5", "plain_lora@5")  # the per-op-name table's columns
 
 
 # ------------------------------------------------------------- 1. the method's step
 def method_step(method: str, domains: int, model: str, per_domain: int, device: str):
-    module = build("hap" if method in TWO_STREAM_ENGINES else method, model, device)
-    if method in TWO_STREAM_ENGINES:
-        module.training_loss = partial(two_stream_loss, module, engine=TWO_STREAM_ENGINES[method])
+    module = build(method, model, device)
     module.num_domains = domains  # what `setup` sets in a run: the step then reads nothing on the host
     size = image_size_of(module.clip)
     torch.manual_seed(0)
@@ -149,73 +82,6 @@ def count_method_steps(model: str, per_domain: int, device: str) -> dict[str, Op
               f"{dict(counter.syncs)}", flush=True)
     return counts
 
-
-# ------------------------------------------------------ 2. a real Lightning fit
-def lightning_syncs(method: str, data_root: Path, steps: int = 5, log_every: int = 4) -> list[dict]:
-    """Per training step of a real `Trainer.fit`: ops, syncs inside `training_loss`, syncs elsewhere."""
-    import lightning as L
-    from lightning.pytorch.callbacks import Callback
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from data_modules import DomainBedDataModule
-    from dg_heads.backbone import CLIPSpec
-    from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec
-    from dg_heads.optim import OptimSpec
-
-    spec, optim = CLIPSpec(model_name="dg-tiny-vit", templates=["a photo of the digit {}."]), OptimSpec(lr=1e-4)
-    L.seed_everything(0, verbose=False)
-    if method == "hap":
-        module = HeadPurification(spec, optim, LoRASpec(), GatingSpec())
-    elif method == "plain_lora":
-        module = HeadPurification(spec, optim, LoRASpec(head_aware=False), GatingSpec(enabled=False, mmd_weight=0.0))
-    else:
-        module = CLIPBaseline(spec, optim, mode="finetune")
-    counter, per_step = OpCounter(), []
-
-    def tagged(fn, tag: str):
-        """`fn` with the counter's syncs attributed to `tag` while it runs."""
-        def wrapper(*args, **kwargs):
-            counter.tag = tag
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                counter.tag = "framework"
-        return wrapper
-
-    module.training_loss = tagged(module.training_loss, "loss")
-    module.backward = tagged(module.backward, "backward")  # the loss's backward (e.g. boolean-mask index_put)
-
-    class Window(Callback):
-        """The mode is on from one `on_train_batch_start` to the next (or the end of training)."""
-
-        def _close(self, trainer) -> None:
-            if counter.tag:
-                counter.__exit__(None, None, None)
-                per_step.append({"step": len(per_step), "ops": counter.ops, "loss_syncs": counter.tagged_syncs["loss"],
-                                 "backward_syncs": counter.tagged_syncs["backward"],
-                                 "framework_syncs": counter.tagged_syncs["framework"], "names": dict(counter.syncs)})
-                counter.tag = ""
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            self._close(trainer)
-            counter.ops, counter.names, counter.syncs, counter.tagged_syncs = 0, Counter(), Counter(), Counter()
-            counter.tag = "framework"
-            counter.__enter__()
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            self._close(trainer)
-
-        on_train_end = on_train_epoch_end
-
-    with tempfile.TemporaryDirectory() as tmp:
-        data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32,
-                                   batch_size_per_domain=8, num_workers=1, train_augment="domainbed")
-        trainer = L.Trainer(accelerator="auto", devices=1, max_steps=steps, limit_val_batches=0,
-                            num_sanity_val_steps=0, log_every_n_steps=log_every, enable_checkpointing=False,
-                            logger=TensorBoardLogger(tmp, name="ops"), callbacks=[Window()], enable_progress_bar=True,
-                            enable_model_summary=False)
-        trainer.fit(module, datamodule=data)
-    return per_step
 
 
 def ops_by_name(counts: dict[str, OpCounter], rows: int = 16) -> list[str]:
@@ -285,13 +151,9 @@ def main() -> None:
         f"hap - hap_gates_local = {c['hap@5'] - c['hap_gates_local@5']:,} ops "
         f"({(c['hap@5'] - c['hap_gates_local@5']) / lora_ops:.2f}x plain LoRA's whole step; per block 8 "
         f"activation-gradient matmuls, 2 layer-norm, attention, GELU and gate-softmax backwards, adds and muls), so "
-        f"two separate streams stay above 1.5x even with no other HAP overhead. Running both streams as one batched "
-        f"backward (`hap_two_streams`, `torch.func.vmap`: {c['hap_two_streams@5']:,} ops; `hap_is_grads_batched`: "
-        f"{c['hap_is_grads_batched@5']:,}; the same gradients, tested) keeps the FLOPs and adds ops: the batching "
-        f"rules copy batched operands to contiguous memory (`clone` + `_unsafe_view`: layer-norm backward clones its "
-        f"saved input, mean and rstd per call, weight-gradient matmuls clone transposed cotangents) and ops without "
-        f"a batching rule (the CPU flash-attention backward; under the legacy vmap of `is_grads_batched` also "
-        f"layer-norm, GELU and softmax backward) run once per stream plus a `stack`. HAP ships the two-pass form; "
+        f"two separate streams stay above 1.5x even with no other HAP overhead; both streams as one batched "
+        f"backward add ops (see \"Rejected: HAP's two streams as one batched backward\"). HAP ships the two-pass "
+        f"form; "
         f"`gates_local` is the routing within 1.5x ops and ~1x FLOPs. The other rows (`configs/method/hap_variants/`): "
         f"`lora` routing {c['hap_mmd_lora@5']:,} ops (a second stream as for `gates`, which also computes the LoRA "
         f"factors' MMD gradients), `both` {c['hap_mmd_both@5']:,} (one stream), the gating-only row "
@@ -309,8 +171,7 @@ def main() -> None:
         "boolean-mask `index`/`index_put`) and device-to-host copies (accelerators only: on the CPU `.tolist()` "
         "dispatches no op). Definitions in the script's docstring.",
         [verdict, "", *table, "", flops, "",
-         "Where the ops are (ops by name, the names whose count differs most from plain LoRA's; `hap_two_streams`: "
-         "`experiments/two_stream_routing.py`):", "", *by_name, "",
+         "Where the ops are (ops by name, the names whose count differs most from plain LoRA's):", "", *by_name, "",
          "In a real `Trainer.fit` (dg-tiny-vit, RotatedDigits, 5 source domains x 8 images, progress bar and "
          "logger on, `log_every_n_steps: 4`), counted from one `on_train_batch_start` to the next:", "", *fit],
     )

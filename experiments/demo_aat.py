@@ -20,9 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dg_heads.methods.aat.module import STRATEGIES
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from dg_heads.methods.aat.module import STRATEGIES  # noqa: E402  (the package, when run as a script from anywhere)
 
 FINETUNE_RUNS = Path("runs/rotated_digits/finetune")  # `make demo`'s run folder, under the current folder
 

@@ -20,10 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from bench_report import section, update_section  # experiments/ (the script's folder, first on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from experiments.bench_report import section, update_section  # noqa: E402
 
 TESTS = ["tests/configs/test_shipped_configs.py", "tests/dg_heads/methods/test_setup_device.py"]
 

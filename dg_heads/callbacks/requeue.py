@@ -37,6 +37,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from dg_heads.resume import next_requeue_checkpoint
+
 _SIGNALLED: dict[int, bool] = {}  # signal number -> seen in this process (one handler per process)
 
 
@@ -127,7 +129,7 @@ class RequeueOnSignal(Callback):
     def _save(self, trainer) -> None:
         """Every process saves `hpc_ckpt_N.ckpt` (a collective-safe point; rank 0 writes it)."""
         folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
-        path = trainer._checkpoint_connector.hpc_save_path(str(folder))
+        path = next_requeue_checkpoint(folder)
         trainer.save_checkpoint(path)
         self._saved = f"checkpoint {Path(path)} at global step {trainer.global_step}; "
 

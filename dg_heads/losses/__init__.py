@@ -1,5 +1,5 @@
 """Losses shared by the methods."""
 
-from dg_heads.losses.mmd import DOMAINBED_GAMMAS, KERNELS, batched_mmd, mmd, multi_domain_mmd
+from dg_heads.losses.mmd import DOMAINBED_GAMMAS, KERNELS, batched_mmd
 
-__all__ = ["DOMAINBED_GAMMAS", "KERNELS", "batched_mmd", "mmd", "multi_domain_mmd"]
+__all__ = ["DOMAINBED_GAMMAS", "KERNELS", "batched_mmd"]

@@ -74,22 +74,3 @@ def batched_mmd(features: torch.Tensor, domains: torch.Tensor, num_domains: int,
         pairs = (pairs & present[:, None] & present[None, :]).to(k.dtype)
         value = (pair_mmd * pairs).sum((-2, -1)) / pairs.sum().clamp_min(1)
     return value[0] if single else value
-
-
-def mmd(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS,
-        kernel: Kernel = "domainbed") -> torch.Tensor:
-    """Biased MMD^2 estimate between samples x [n, f] and y [m, f]."""
-    domains = torch.cat([torch.zeros(len(x), dtype=torch.long), torch.ones(len(y), dtype=torch.long)]).to(x.device)
-    return batched_mmd(torch.cat([x, y]), domains, 2, kernel, gammas)
-
-
-def multi_domain_mmd(features: torch.Tensor, domains: torch.Tensor, gammas: tuple[float, ...] = DOMAINBED_GAMMAS,
-                     kernel: Kernel = "domainbed") -> torch.Tensor:
-    """Mean MMD over all pairs of the domains present in a batch (features [n, f], domains [n]).
-
-    Reads the domains on the host (a check, and the number of domains): for scripts and tests;
-    a training step calls `batched_mmd` with the number of domains it knows."""
-    present = torch.unique(domains).tolist()
-    if len(present) < 2:
-        raise ValueError(f"MMD needs samples of at least 2 domains in a batch, got domains {present}")
-    return batched_mmd(features, domains, int(max(present)) + 1, kernel, gammas)

@@ -1,5 +1,6 @@
 """End-to-end runs through the real CLI (`python -m dg_heads` == `lightning` == `dg-heads`)."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -39,8 +40,14 @@ def test_zero_shot_validate_test_and_predict(data_root, tmp_path):
         result = run_cli(sub, *demo_configs("zero_shot"),
                          "--data.init_args.num_workers", "0", cwd=tmp_path)
         assert result.returncode == 0, f"{sub}: {result.stderr[-2000:]}"
-    metrics = tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json"
-    assert "test/acc" in json.loads(metrics.read_text())
+    metrics = json.loads((tmp_path / "runs/rotated_digits/zero_shot/version_1/metrics_test.json").read_text())
+    with open(tmp_path / "runs/rotated_digits/zero_shot/version_2/predictions.csv", newline="") as file:
+        rows = list(csv.DictReader(file))  # `predict`'s own record of every held-out image
+    assert len(rows) == metrics["test/n/75"] == 1797 and {r["domain"] for r in rows} == {"75"}
+    correct = sum(r["label"] == r["predicted"] for r in rows)
+    assert 0 < correct < len(rows)  # the check below can tell a wrong accuracy from a right one
+    assert metrics["test/acc"] == pytest.approx(correct / len(rows), abs=1e-6)
+    assert metrics["test/acc/75"] == pytest.approx(correct / len(rows), abs=1e-6)
 
 
 def test_zero_shot_fit_says_nothing_to_train(data_root, tmp_path):

@@ -4,6 +4,7 @@ reaches the network (the socket guard of conftest.py fails any attempt)."""
 
 import time
 
+import huggingface_hub.constants
 import open_clip
 import pytest
 import torch
@@ -21,7 +22,8 @@ def hub_cache(tmp_path, monkeypatch):
     the way open_clip's real tags are (`hf_hub: owner/repo/`)."""
     cache = tmp_path / "hub"
     cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # CLI subprocesses
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # this process (read at import)
     tags = dict(oc_pretrained._PRETRAINED.get("dg-tiny-vit", {}))
     tags["dgtest"] = oc_pretrained._pcfg(hf_hub=f"{REPO_ID}/")
     monkeypatch.setitem(oc_pretrained._PRETRAINED, "dg-tiny-vit", tags)
@@ -55,6 +57,7 @@ def test_cached_weights_load_without_network(offline_how, hub_cache, monkeypatch
 @pytest.mark.parametrize("offline_how", ["HF_HUB_OFFLINE", "no network"])
 def test_missing_weights_without_network_fail_at_once_naming_the_command(offline_how, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub"))  # run_main: here
     if offline_how == "no network":
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     start = time.perf_counter()

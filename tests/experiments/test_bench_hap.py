@@ -1,6 +1,7 @@
 """experiments/bench_hap.py (what `make gpu-check` runs on a GPU) runs end to end, and its exact
 memory column counts what a step holds: the tiny backbone on the CPU under bf16-mixed."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ def test_bench_hap_writes_its_section_with_every_method(tmp_path):
     out = tmp_path / "benchmarks.md"
     subprocess.run([sys.executable, str(ROOT / "experiments/bench_hap.py"), "--model", "dg-tiny-vit",
                     "--per-domain", "2", "--repeats", "1", "--device", "cpu", "--precision", "bf16-mixed",
-                    "--out", str(out)], check=True, capture_output=True, text=True, timeout=600)
+                    "--out", str(out)], check=True, capture_output=True, text=True, timeout=600,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's dg_heads
     text = out.read_text()
     assert "<!-- bench_hap_cpu_bf16-mixed -->" in text
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines()

@@ -1,6 +1,7 @@
 """experiments/bench_scale.py (`make bench`, `make gpu-check`): the scale rehearsal runs at tiny sizes
 and writes every row; its AAT cache formula is the real scorer's cache."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ def _value(text: str, quantity: str) -> str:
 def test_bench_scale_quick_writes_every_row(tmp_path):
     out = tmp_path / "benchmarks.md"
     done = subprocess.run([sys.executable, str(ROOT / "experiments/bench_scale.py"), "--quick", "--device", "cpu",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's dg_heads
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "<!-- bench_scale_cpu -->" in text and "Measured on: CPU only" in text
@@ -65,7 +67,6 @@ def test_bench_scale_quick_writes_every_row(tmp_path):
 def test_aat_cache_bytes_is_what_the_scorer_caches():
     """`aat_cache_bytes` (the scorer's `cache_bytes`, with no model built) against a real `MaskScorer`'s cache,
     fp32 and under bf16 autocast, on the tiny CLIP."""
-    sys.path.insert(0, str(ROOT))
     import dg_heads.backbone  # noqa: F401  (registers dg-tiny-vit)
     from dg_heads import heads
     from dg_heads.methods.aat import MaskScorer

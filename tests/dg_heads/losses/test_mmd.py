@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from dg_heads.losses import batched_mmd, mmd, multi_domain_mmd
+from dg_heads.losses import batched_mmd
+
+
+def mmd(x, y, gammas=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)):
+    """`batched_mmd` of two samples (domains 0 and 1)."""
+    domains = torch.cat([torch.zeros(len(x), dtype=torch.long), torch.ones(len(y), dtype=torch.long)])
+    return batched_mmd(torch.cat([x, y]), domains, 2, "domainbed", gammas)
 
 
 def test_mmd_is_near_zero_for_one_distribution_and_grows_with_shift():
@@ -28,16 +34,6 @@ def test_mmd_matches_the_explicit_formula():
     assert torch.allclose(mmd(x, y, gammas), expected, atol=1e-6)
 
 
-def test_multi_domain_mmd_averages_all_pairs():
-    torch.manual_seed(2)
-    a, b, c = torch.randn(6, 4), torch.randn(6, 4) + 1, torch.randn(6, 4) - 1
-    features, domains = torch.cat([a, b, c]), torch.arange(3).repeat_interleave(6)
-    expected = (mmd(a, b) + mmd(a, c) + mmd(b, c)) / 3
-    assert torch.allclose(multi_domain_mmd(features, domains), expected)
-    with pytest.raises(ValueError, match="at least 2 domains"):
-        multi_domain_mmd(a, torch.zeros(6, dtype=torch.long))
-
-
 def test_mmd_is_fp32_under_bf16_autocast():
     """`bf16-mixed` runs the loss under autocast: the MMD must still be the fp32 value (the
     reference is computed in float64 by the explicit formula, outside any autocast)."""
@@ -52,10 +48,8 @@ def test_mmd_is_fp32_under_bf16_autocast():
     expected = (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()).item()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = mmd(x, y, gammas)
-        pooled = multi_domain_mmd(torch.cat([x, y]), torch.arange(2).repeat_interleave(16), gammas)
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(expected, rel=1e-4)
-    assert pooled.item() == pytest.approx(expected, rel=1e-4)
 
 
 def _domainbed_mmd(x, y, gammas):

@@ -9,8 +9,8 @@ from data_modules import DomainBedDataModule
 from dg_heads.backbone import CLIPSpec
 from dg_heads.errors import DGHeadsError
 from dg_heads.methods import CLIPBaseline
+from dg_heads.op_counter import lightning_syncs
 from dg_heads.optim import OptimSpec, fused_adamw_available
-from experiments.bench_step_ops import lightning_syncs
 
 
 @pytest.mark.parametrize("method", ["plain_lora", "hap"])

@@ -178,23 +178,6 @@ def test_gating_without_lora_routes_to_the_gates_in_one_pass(monkeypatch):
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(total, expected))
 
 
-@pytest.mark.parametrize("engine", ["func", "is_grads_batched"])
-@pytest.mark.parametrize("routing", ["gates", "lora"])
-def test_the_measured_two_stream_backward_routes_as_the_shipped_loss(routing, engine):
-    """experiments/two_stream_routing.py (a row of bench_step_ops) computes the same gradients:
-    its op count is that of a correct implementation."""
-    from experiments.two_stream_routing import two_stream_loss
-
-    module, images, labels, domains = _routing_case(routing)
-    params = [p for p in module.parameters() if p.requires_grad]
-    loss, _ = module.training_loss(images, labels, domains)
-    shipped = torch.autograd.grad(loss, params)
-    loss2, _ = two_stream_loss(module, images, labels, domains, engine=engine)
-    assert loss2.item() == pytest.approx(loss.item(), rel=1e-6)
-    batched = torch.autograd.grad(loss2, params)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(shipped, batched))
-
-
 def _routing_grads(routing: str, **clip) -> tuple[list[torch.Tensor], HeadPurification]:
     module, images, labels, domains = _routing_case(routing, CLIPSpec(**clip))
     loss, _ = module.training_loss(images, labels, domains)

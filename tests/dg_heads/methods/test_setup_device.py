@@ -11,6 +11,7 @@ from lightning.pytorch.trainer import call
 
 from data_modules import DomainBedDataModule
 from dg_heads.methods import AttentionAblation, CLIPBaseline, HeadPurification
+from tests.conftest import demo_configs, run_cli
 
 FAKE_ROOT_DEVICE = torch.device("meta")  # what a CUDA node reports there: a device the weights are not on yet
 
@@ -67,18 +68,14 @@ def test_setup_builds_the_text_head_on_the_strategy_root_device(method, gpu_like
     assert torch.equal(model.classifier, torch.ones(10, model.clip.text_projection.shape[1]))
 
 
-def test_a_training_free_search_is_left_unwrapped_by_ddp_on_cuda_too(monkeypatch):
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA DDP path (make gpu-check runs this file on a GPU)")
+def test_a_training_free_search_runs_under_ddp_on_cuda(data_root, tmp_path):
     """scan / GA train nothing: DDP would refuse to wrap them, and on CUDA Lightning's DDP strategy
-    also asserts the wrapper is there when it registers its hooks (a gloo/CPU run never gets there)."""
-    from lightning.pytorch.strategies import DDPStrategy
-
-    from dg_heads.methods.aat import leave_out_ddp_wrapper
-
-    model = AttentionAblation()
-    model.configure_trainable()
-    strategy = DDPStrategy()
-    strategy.model = model
-    monkeypatch.setattr(DDPStrategy, "root_device", property(lambda self: torch.device("cuda", 0)))
-    leave_out_ddp_wrapper(strategy)
-    strategy.configure_ddp()
-    assert strategy.model is model
+    also asserts the wrapper is there when it registers its hooks (a gloo/CPU run never gets there;
+    the CPU's two-process search is aat/test_module.py's). A real one-GPU DDP (NCCL) search runs."""
+    result = run_cli("fit", *demo_configs("aat_scan"), "--data.init_args.num_workers", "0",
+                     "--model.init_args.search.max_scoring_batches", "1", "--trainer.accelerator", "gpu",
+                     "--trainer.devices", "1", "--trainer.strategy", "ddp", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs/rotated_digits/aat_scan/version_0/ablation.json").is_file()

@@ -1,8 +1,9 @@
-"""The op counter of experiments/bench_step_ops.py sees every kind of host sync (the training-step tests rely on it)."""
+"""The op counter (dg_heads.op_counter; experiments/bench_step_ops.py uses it) sees every kind of host
+sync (the training-step tests rely on it)."""
 
 import torch
 
-from experiments.bench_step_ops import OpCounter, is_sync
+from dg_heads.op_counter import OpCounter, is_sync
 
 
 def test_sync_counter_sees_item_bool_masks_and_unique():

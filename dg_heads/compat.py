@@ -1,0 +1,206 @@
+"""Every private internal of Lightning, torch and jsonargparse that dg-heads uses, in one place.
+
+They are why pyproject.toml holds `lightning<2.7`: a minor release may rename or drop any of them.
+Nothing else in dg-heads touches them; the rest of the code calls the functions here. Each says
+what it does, why no public API serves, and which public API would replace it (and from which
+version), as `heads/open_clip_vit.py` does for open_clip. Tested: tests/dg_heads/test_compat.py.
+Raising the Lightning pin means checking each entry against the new release.
+
+Lightning (2.4 to 2.6):
+- `last_checkpoints`, `checkpoint_folder`: `ModelCheckpoint._find_last_checkpoints` and its
+  name-mangled `__resolve_ckpt_dir` (where a callback saves, before its `setup` has set `dirpath`).
+- `set_purge_step`: `TensorBoardLogger._kwargs` (SummaryWriter arguments, read when the writer is made).
+- `set_ddp_timeout`: `DDPStrategy._timeout` (a strategy the Trainer built from `ddp` or `auto`).
+- `leave_out_ddp_wrapper`: replaces `DDPStrategy.configure_ddp` on one strategy instance.
+- (left in place: `lightning_cli.DGHeadsCLI._prepare_subcommand_parser` overrides LightningCLI's
+  private method to default `verbose` to false for `validate` and `test`: the method's arguments
+  exist only once that method added them. Public replacement: none in 2.6.)
+
+torch (2.3 to 2.14):
+- `skips_step_on_device`, `skip_step_on_device`: the `found_inf` attribute that fused AdamW's
+  `step` reads (the protocol between `GradScaler` and the fused optimisers) and
+  `Optimizer._step_supports_amp_scaling`.
+- `dispatch_mode_base`: `torch.utils._python_dispatch.TorchDispatchMode` (the op counter, `op_counter.py`).
+
+jsonargparse (4.40 to 4.53, as LightningCLI uses it):
+- `set_argument_type`: `action._typehint` of a parser's argument (and argparse's `parser._actions`).
+- `raise_parse_errors`: a parser instance's `error` method replaced.
+
+Python:
+- `lightning_owner`: a traceback's frames' `f_locals` (public, but CPython-specific in spirit: a
+  frame's `self` names the LightningModule or DataModule that raised). The recent-errors deque
+  that `errors.user_error_in` also reads lives in `data_modules/errors.py` (`RECENT`): DataLoader
+  workers and jsonargparse re-raise a `DGHeadsError` as text, and the deque finds it by that text.
+  Public replacement: none (an exception that crossed a process or a `str()` is only text).
+
+Replaced by public API (no longer private):
+- `torch._C._dispatch_has_kernel_for_dispatch_key` (is there a fused AdamW kernel for this
+  device?): `optim.fused_adamw_available` now steps a one-element fused AdamW once per device type.
+- `trainer._checkpoint_connector.hpc_save_path` (the next `hpc_ckpt_N.ckpt`):
+  `resume.next_requeue_checkpoint` numbers the folder's files itself.
+- `type(e).__name__ == "DistBackendError"` (collective_failure): `torch.distributed.DistBackendError`
+  and `DistNetworkError` (public in torch's floor, 2.3).
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import timedelta
+from pathlib import Path
+
+__all__ = ["checkpoint_folder", "dispatch_mode_base", "last_checkpoints", "leave_out_ddp_wrapper", "lightning_owner",
+           "raise_parse_errors", "set_argument_type", "set_ddp_timeout", "set_purge_step", "skip_step_on_device",
+           "skips_step_on_device"]
+
+
+# ----------------------------------------------------------------------------------- Lightning
+def last_checkpoints(callback, trainer) -> set[Path]:
+    """The `last*.ckpt` files a `ModelCheckpoint` wrote into its folder (with its version counter's
+    `last-v1.ckpt`), found before `fit` starts: what Lightning's own `ckpt_path="last"` resumes from.
+
+    Private: `ModelCheckpoint._find_last_checkpoints(trainer)` (Lightning 2.0-2.6). Public
+    replacement: none; `Trainer.fit(ckpt_path="last")` does the search but does not say what it
+    found, and dg-heads also weighs the requeue checkpoints (`resume.newest_checkpoint`)."""
+    return {Path(p) for p in callback._find_last_checkpoints(trainer)}
+
+
+def checkpoint_folder(callback, trainer) -> Path | None:
+    """The folder a checkpoint callback saves into, also before its `setup` has set `dirpath`
+    (the logger's `version_N/checkpoints`, or `default_root_dir/checkpoints`); None for a callback
+    that has no such folder.
+
+    Private: `ModelCheckpoint.__resolve_ckpt_dir(trainer)` (name-mangled; Lightning 2.0-2.6).
+    Public replacement: none (`dirpath` is set in `ModelCheckpoint.setup`, after `fit` started)."""
+    resolve = getattr(callback, "_ModelCheckpoint__resolve_ckpt_dir", None)
+    return Path(resolve(trainer)) if resolve is not None else None
+
+
+def set_purge_step(logger, step: int) -> None:
+    """Make a TensorBoard logger's writer drop events at or after `step` that an earlier process
+    wrote (SummaryWriter's `purge_step`), if the writer is not made yet; other loggers: nothing.
+
+    Private: `TensorBoardLogger._kwargs` (the SummaryWriter arguments, Lightning 2.0-2.6) and
+    `_experiment`. Public replacement: `TensorBoardLogger(purge_step=...)` at construction, which
+    the CLI cannot use: the step is known only once the Trainer (and its callbacks) exist."""
+    if logger is not None and hasattr(logger, "_kwargs") and getattr(logger, "_experiment", None) is None:
+        logger._kwargs["purge_step"] = step
+
+
+def set_ddp_timeout(strategy, timeout: timedelta | None) -> None:
+    """Give a DDP strategy the run's `--ddp_timeout` unless its own config set one. Set before
+    `fit` starts the process group (`DDPStrategy.setup_distributed` reads it).
+
+    Private: `DDPStrategy._timeout` (Lightning 2.4-2.6). Public replacement: the constructor's
+    `timeout` (`trainer.strategy.init_args.timeout` in a config, which wins here); a strategy named
+    by string (`ddp`) or chosen by `auto` is built inside the Trainer, without it."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if timeout is None or not isinstance(strategy, DDPStrategy):
+        return
+    default = inspect.signature(DDPStrategy).parameters["timeout"].default
+    if getattr(strategy, "_timeout", default) == default:
+        strategy._timeout = timeout
+
+
+def leave_out_ddp_wrapper(strategy) -> None:
+    """Let a training-free search (AAT's scan, GA, a given mask) run under a DDP strategy: the
+    processes form their group, but the module is not wrapped in `DistributedDataParallel`.
+
+    DDP refuses to wrap a module with no parameter that requires a gradient, and on CUDA
+    Lightning's `_register_ddp_hooks` asserts the wrapper is there. Private: replaces
+    `DDPStrategy.configure_ddp` (called by `DDPStrategy.setup` when fitting, Lightning 2.0-2.6) on
+    this strategy instance. Public replacement: none (no switch to skip the wrapper; a
+    `DDPStrategy` subclass would not reach a strategy the Trainer built from `ddp`).
+    Not yet called: `methods/aat/module.py` has its own copy until its call site moves here."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if isinstance(strategy, DDPStrategy):
+        strategy.configure_ddp = lambda: None
+
+
+# --------------------------------------------------------------------------------------- torch
+def _unwrapped(optimizer):
+    """The torch optimizer behind Lightning's `LightningOptimizer` (its public `.optimizer`)."""
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
+
+
+def skips_step_on_device(optimizer) -> bool:
+    """Whether `optimizer` can skip a step on the device given a flag tensor: a fused optimiser
+    (fused AdamW) whose `step` reads `found_inf` (and `grad_scale`) as GradScaler sets them.
+
+    Private: `Optimizer._step_supports_amp_scaling` (torch 1.13-2.14) and the fused kernels'
+    `found_inf` attribute protocol. Public replacement: none without a GradScaler (whose `step`
+    syncs with the host to decide)."""
+    optimizer = _unwrapped(optimizer)
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
+        g.get("fused") for g in optimizer.param_groups)
+
+
+def skip_step_on_device(optimizer, flag) -> bool:
+    """Make the optimiser's next `step` leave parameters, moments and step count alone where the
+    0-d bool tensor `flag` is true, with no host sync; False (nothing done) when the optimiser
+    cannot (the caller then zeroes the step's gradients). See `skips_step_on_device`.
+    Not yet called: `methods/base.py` sets `found_inf` itself until its call site moves here."""
+    if not skips_step_on_device(optimizer):
+        return False
+    _unwrapped(optimizer).found_inf = flag.float()
+    return True
+
+
+def dispatch_mode_base() -> type:
+    """torch's `TorchDispatchMode`: a context whose `__torch_dispatch__` sees every aten op (the op
+    and host-sync counter, `dg_heads.op_counter`). Private module: `torch.utils._python_dispatch`
+    (torch 2.0-2.14; the class torch's own dispatcher tutorials use). Public replacement: none
+    (`torch.overrides.TorchFunctionMode` is public but sees Python-level calls, not aten ops)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+# --------------------------------------------------------------------------------- jsonargparse
+def set_argument_type(parser, dests: tuple[str, ...], typehint) -> None:
+    """Give the parser's arguments named `dests` the type `typehint` (an argument Lightning declared).
+
+    Used for the Trainer's `limit_*_batches`: typing caches unions as equal whatever their order,
+    so the parser may get `Union[float, int, None]` and read `1` as 1.0 (Lightning issue #21259).
+    Private: argparse's `parser._actions` and jsonargparse's `ActionTypeHint._typehint` (4.x).
+    Public replacement: none (jsonargparse sets an argument's type only in `add_argument`)."""
+    for action in getattr(parser, "_actions", []):
+        if action.dest in dests and hasattr(action, "_typehint"):
+            action._typehint = typehint
+
+
+def raise_parse_errors(parser, handler) -> None:
+    """Make `parser` call `handler(message)` on a parse error (it must raise) instead of printing
+    its usage and a nested explanation of every Union member it tried, then exiting.
+
+    Private-ish: replaces the `error(message, ex=None)` method on one jsonargparse parser instance
+    (the signature of jsonargparse 4.x). Public replacement: `exit_on_error=False` (jsonargparse
+    raises `ArgumentError`, for `LightningCLI.parse_arguments` to turn into one line); not taken
+    yet: jsonargparse catches errors inside, and the change needs the CLI's message tests run."""
+
+    def error(message: str, ex: Exception | None = None):
+        handler(message)
+        raise AssertionError("raise_parse_errors: the handler must raise")  # pragma: no cover
+
+    parser.error = error
+
+
+# --------------------------------------------------------------------------------------- Python
+def lightning_owner(error: BaseException) -> tuple[str, str] | None:
+    """`("model", "HeadPurification")` when `error` was raised while a LightningModule (or `data`:
+    a LightningDataModule) was being built or run: the innermost such `self` in its traceback's
+    frames (their `f_locals`). Public replacement: none (jsonargparse reports a failed
+    `__init__` without naming the class's config key)."""
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        names = {c.__name__ for c in type(owner).__mro__} if owner is not None else set()
+        if "LightningModule" in names:
+            found = ("model", type(owner).__name__)
+        elif "LightningDataModule" in names:
+            found = ("data", type(owner).__name__)
+        tb = tb.tb_next
+    return found
