@@ -35,7 +35,7 @@ from dg_heads import heads
 from dg_heads.atlas import measures as M
 from dg_heads.atlas import page, textspan
 from dg_heads.atlas.decomposition import check_decomposable, decompose
-from dg_heads.backbone import DEFAULT_TEMPLATES, resolve_templates
+from dg_heads.backbone import DEFAULT_TEMPLATES, image_size_of, resolve_templates
 from dg_heads.errors import DGHeadsError
 from dg_heads.leakage import held_out_domains
 from dg_heads.methods.aat.scorer import MaskScorer, ScoringBatch
@@ -495,6 +495,16 @@ def check_grids(target: Target, other: Target | None, compare: str) -> tuple[int
     return grid
 
 
+def check_image_size(targets: list[Target], datamodule) -> None:
+    """The data's images at the size each tower was built for (as `DGModule.setup` checks for fit)."""
+    for target in targets:
+        expected = image_size_of(target.module.clip)
+        if getattr(datamodule, "image_size", expected) != expected:
+            raise DGHeadsError(f"{target.label}: data.init_args.image_size is {datamodule.image_size} but "
+                               f"{target.module.clip_spec.model_name} expects {expected}: pass --set "
+                               f"data.init_args.image_size={expected}")
+
+
 def check_leakage(models: list[tuple[str, Target]], datamodule, args) -> list[str]:
     """A checkpoint's held-out domains are mapped only with `--held_out` (else: an error naming
     them); returns the notes the page shows for those mapped knowingly."""
@@ -528,8 +538,10 @@ def main(argv: list[str]) -> None:
         other = zero_shot_of(target) if args.compare == "zero_shot" else load_target([Path(args.compare)])
     grid = check_grids(target, other, args.compare)
     datamodule = build_data(target, args)
-    notes = check_leakage([("MODEL " + " ".join(str(p) for p in args.model), target)]
-                          + ([(f"--compare {args.compare}", other)] if other is not None else []), datamodule, args)
+    models = [("MODEL " + " ".join(str(p) for p in args.model), target)]
+    models += [(f"--compare {args.compare}", other)] if other is not None else []
+    check_image_size([target for _, target in models], datamodule)
+    notes = check_leakage(models, datamodule, args)
     built = time.perf_counter()
     result = measure(target, datamodule, args, device)
     other_result = measure(other, datamodule, args, device) if other is not None else None

@@ -286,8 +286,18 @@ def test_a_checkpoints_held_out_domain_is_mapped_only_when_asked(hap_atlas, tmp_
     assert compared.returncode == 2 and compared.stderr.strip().splitlines() == [
         f"error: --compare {ckpt}: {expected}"]
     assert not (tmp_path / "own").exists() and not (tmp_path / "compared").exists()
-    asked = run_main("atlas", str(ckpt), *leak, *QUICK_ATLAS, "--held_out", "--ablation_blocks", "0",
+    asked = run_main("atlas", str(ckpt), *leak, *QUICK_ATLAS, "--images_per_domain", "2", "--held_out",
+                     "--ablation_blocks", "0",
                      "--words_blocks", "0", "--out", str(tmp_path / "asked"), cwd=tmp_path)
     assert asked.returncode == 0, asked.stderr[-3000:]
     meta = json.loads((tmp_path / "asked/atlas.json").read_text())["meta"]
-    assert meta["domains"] == [*mapped, "0"] and "75 held out in training by HAP" in meta["split"]
+    assert meta["domains"] == [*mapped, "0"]  # the sources, then the held-out domain
+    assert "(75 held out in training by HeadPurification (last.ckpt))" in meta["split"]
+
+
+def test_data_of_another_image_size_is_one_error_line(data_root, tmp_path):
+    result = run_main("atlas", *demo_configs("zero_shot"), *QUICK_ATLAS, "--set", "data.init_args.image_size=64",
+                      "--out", str(tmp_path / "atlas"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: CLIPBaseline (zero_shot): data.init_args.image_size is 64 but dg-tiny-vit expects 32: pass --set "
+        "data.init_args.image_size=32"]
