@@ -5,7 +5,8 @@ checkpoint) or one or more YAML configs merged in order as `lightning fit` compo
 `--config configs/data/rotated_digits.yaml --config configs/method/zero_shot.yaml --config
 configs/trainer/demo.yaml`; `seed_everything` seeds a random-init backbone as in `fit`).
 For every (block, head) it measures, on a sample of the source domains' `out` splits (the
-held-out domains only with `--held_out`): the head's direct contribution to the image
+held-out domains only with `--held_out`; a checkpoint's own held-out domains, which `--data` or
+`--set` could make source domains, are refused without it): the head's direct contribution to the image
 embedding (TextSpan), its class relevance (zero-shot accuracy alone, accuracy lost when mean-
 and when zero-ablated), its domain specificity (HAP's MMD between domains, a linear domain
 probe), the method's own view (HAP's gates, AAT's mask and BP strengths, LoRA norms) and its
