@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -54,6 +55,7 @@ def main() -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = fake_folder(tmp, 2 * args.images)
@@ -99,7 +101,9 @@ def main() -> None:
                f"--ablation_blocks {args.ablation_blocks} --words_blocks {args.words_blocks}")
     body = section(f"Head atlas cost ({args.model}, {images} images, {device}, fp32)", command,
                    "passes counted by the scorer (one pass = every block over every image); seconds from one run "
-                   "(`cost` in atlas.json, each phase timed apart), the machine shared with other jobs.", lines)
+                   f"(`cost` in atlas.json, each phase timed apart), the machine shared with other jobs (load "
+                   f"average {load[0]:.1f} before, {os.getloadavg()[1]:.1f} over the last 5 minutes after, "
+                   f"on {os.cpu_count()} CPUs).", lines)
     print(body)
     if args.out is not None:
         update_section(args.out, f"bench_atlas_{device}", body)

@@ -159,21 +159,25 @@ def test_an_aat_mask_is_applied_and_mapped(data_root, tmp_path):
 POOL = ["a red square on grey", "a blue circle", "thin black strokes", "a blurry photo", "a rotated shape",
         "bright yellow light"]
 QUICK_ATLAS = ["--set", "data.init_args.num_workers=0", "--images_per_domain", "3", "--batch_size", "8"]
-SLEEP = 1.0  # seconds the scorer's construction (setup, before the first image) is made to take
+SLEEP = 2.0  # seconds the first scorer's construction (setup, before the first image) is made to take
 
 
 @pytest.fixture(scope="module")
 def pool_atlas(data_root, tmp_path_factory):
-    """Zero-shot tiny CLIP against itself, the words from a user's pool file; the scorer's
-    construction (part of the setup) made SLEEP seconds slower, to see where the timer puts it."""
+    """Zero-shot tiny CLIP against itself, the words from a user's pool file; MODEL's scorer's
+    construction (part of its setup) made SLEEP seconds slower, to see where the timer puts it."""
     import time
 
     from dg_heads.atlas import cli
     from dg_heads.methods.aat.scorer import MaskScorer
 
+    built = []
+
     class SlowScorer(MaskScorer):
         def __init__(self, *args, **kwargs):
-            time.sleep(SLEEP)
+            if not built:  # MODEL's (measured first), not the compared model's
+                time.sleep(SLEEP)
+            built.append(self)
             super().__init__(*args, **kwargs)
 
     work = tmp_path_factory.mktemp("pool_atlas")
@@ -226,7 +230,7 @@ def test_the_cost_times_each_phase_apart(pool_atlas):
     phases = ["setup", "decomposition", "zero_ablation", "measures", "words", "compare", "page"]
     assert set(seconds) == {*phases, "total"}
     assert seconds["setup"] >= SLEEP > seconds["decomposition"]  # the setup is not counted as the decomposition
-    assert seconds["compare"] >= SLEEP  # the compared model's own setup is in its share
+    assert seconds["compare"] > 0  # the compared model's measuring, its own phase
     assert 0 <= seconds["total"] - sum(seconds[p] for p in phases) < 1.0  # the phases cover the command
     # one pass decomposes (and fills the scorer's cache); zero-ablating the last block's 4 heads
     # runs that block once per head: 4 block forwards of 4 per image = 1 pass
