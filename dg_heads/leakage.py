@@ -52,3 +52,17 @@ def check_test_domains(checkpoint_path, datamodule, strict: bool) -> None:
     if strict:
         raise DGHeadsError(message)
     print(f"warning: {message} (--strict true makes this an error)", file=sys.stderr, flush=True)
+
+
+def held_out_domains(checkpoint_path: str | Path) -> tuple[str, list[str]] | None:
+    """(dataset, the domains it held out) of a checkpoint, or None when it does not say; unlike
+    `trained_domains` it needs no registry entry (a dataset folder of one's own works too)."""
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint: its loader reports it
+        return None
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    dataset, held_out = data.get("dataset"), data.get("test_domains")
+    if not dataset or held_out is None:
+        return None
+    return str(dataset), [str(d) for d in held_out]

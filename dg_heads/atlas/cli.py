@@ -5,7 +5,8 @@ checkpoint) or one or more YAML configs merged in order as `lightning fit` compo
 `--config configs/data/rotated_digits.yaml --config configs/method/zero_shot.yaml --config
 configs/trainer/demo.yaml`; `seed_everything` seeds a random-init backbone as in `fit`).
 For every (block, head) it measures, on a sample of the source domains' `out` splits (the
-held-out domains only with `--held_out`): the head's direct contribution to the image
+held-out domains only with `--held_out`; a checkpoint's own held-out domains, which `--data` or
+`--set` could make source domains, are refused without it): the head's direct contribution to the image
 embedding (TextSpan), its class relevance (zero-shot accuracy alone, accuracy lost when mean-
 and when zero-ablated), its domain specificity (HAP's MMD between domains, a linear domain
 probe), the method's own view (HAP's gates, AAT's mask and BP strengths, LoRA norms) and its
@@ -34,9 +35,10 @@ import yaml
 from dg_heads import heads
 from dg_heads.atlas import measures as M
 from dg_heads.atlas import page, textspan
-from dg_heads.atlas.decomposition import decompose
-from dg_heads.backbone import DEFAULT_TEMPLATES, resolve_templates
+from dg_heads.atlas.decomposition import check_decomposable, decompose
+from dg_heads.backbone import DEFAULT_TEMPLATES, image_size_of, resolve_templates
 from dg_heads.errors import DGHeadsError
+from dg_heads.leakage import held_out_domains
 from dg_heads.methods.aat.scorer import MaskScorer, ScoringBatch
 
 PRECISIONS = ("32", "bf16-mixed")
@@ -51,6 +53,7 @@ class Target:
     data: dict | None  # {"class_path": ..., "init_args": {...}} or None
     seed: int | None
     run_folder: Path | None
+    held_out: tuple[str, list[str]] | None = None  # a checkpoint's (dataset, domains it held out in training)
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -121,7 +124,7 @@ def load_target(paths: list[Path], sets: list[str] = ()) -> Target:
         data = {"class_path": "data_modules.DomainBedDataModule", "init_args": init_args} if init_args else None
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return Target(module, f"{type(module).__name__} ({path.name})", data,
-                      checkpoint.get("dg_heads", {}).get("seed"), run)
+                      checkpoint.get("dg_heads", {}).get("seed"), run, held_out_domains(path))
     if any(p.suffix == ".ckpt" for p in paths):
         raise DGHeadsError(f"MODEL {[str(p) for p in paths]}: one checkpoint, or YAML configs, not both")
     config = parse_set(list(sets), read_configs(paths))
@@ -214,7 +217,7 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
                         autocast=autocast, reduce=M.all_reduce_sum)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("contributions", "embedding", "labels", "domains",
                                                             "ids", "error")}
-    forwards = 0
+    set_up = time.perf_counter()  # the model on its device, converted, its class prompts encoded
     first_id = 0
     for index, (_, dataset) in enumerate(sets):
         count = min(len(dataset), args.images_per_domain)
@@ -228,7 +231,6 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
             images = module.prepare_images(images.to(device))
             keep = [] if scan_blocks and not base_mask else None
             parts_of = decompose(model, images, autocast(), block_inputs=keep)
-            forwards += len(labels)
             if scan_blocks:
                 if keep is not None:  # the same forward's block inputs: no second pass
                     scorer.batches.append(ScoringBatch(index, labels.to(device), dict(enumerate(keep))))
@@ -251,35 +253,40 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
         raise DGHeadsError("no image to map: the chosen domains' splits are empty")
     sample = M.Sample(whole["contributions"], whole["embedding"], whole["labels"], whole["domains"], whole["ids"])
     decomposed = time.perf_counter()
+    lost = None
+    if scan_blocks:
+        lost, _ = M.zero_ablation(scorer, base_mask, scan_blocks)
+        heads.ablate(model, base_mask, aat_mode, scorer.alpha) if base_mask else heads.clear_ablation(model)
+    scanned = time.perf_counter()
     num_domains = len(sets)
     result = {
         "measures": {
             "head_accuracy": M.head_accuracy(sample, text, num_domains),
             "mean_ablation": M.mean_ablation(sample, text, num_domains),
+            **({"zero_ablation": lost} if lost is not None else {}),
+            "domain_mmd": M.domain_mmd(sample, num_domains),
+            "domain_probe": M.domain_probe(sample, num_domains),
+            "contribution_norm": sample.contributions.norm(dim=-1).mean(0),
         },
         "base_accuracy": M.base_accuracy(sample, text, num_domains),
         "decomposition_error": float(whole["error"].max()),
         "images": len(sample.ids),
+        "views": M.method_views(module),
     }
-    if scan_blocks:
-        lost, _ = M.zero_ablation(scorer, base_mask, scan_blocks)
-        result["measures"]["zero_ablation"] = lost
-        heads.ablate(model, base_mask, aat_mode, scorer.alpha) if base_mask else heads.clear_ablation(model)
-    scanned = time.perf_counter()
-    result["measures"]["domain_mmd"] = M.domain_mmd(sample, num_domains)
-    result["measures"]["domain_probe"] = M.domain_probe(sample, num_domains)
-    result["measures"]["contribution_norm"] = sample.contributions.norm(dim=-1).mean(0)
-    domain_done = time.perf_counter()
-    result["views"] = M.method_views(module)
+    measured = time.perf_counter()
     result["words"] = words(module, model, sample, datamodule, args)
     finished = time.perf_counter()
     local_images = sum(len(x) for x in parts["ids"])
-    shared_pass = bool(scan_blocks) and not base_mask  # the scorer's cache came from the decomposition's pass
+    # the scorer's cache: from the decomposition's own pass, or (the method's ablation on) a pass of its own
+    cache_pass = 1 if scan_blocks and base_mask else 0
+    passes = 1 + (scorer.block_forwards - (0 if cache_pass else local_images * blocks * bool(scan_blocks))) \
+        / max(1, local_images * blocks)
     result["cost"] = {
-        "passes_over_data": 1 + (scorer.block_forwards - (local_images * blocks if shared_pass else 0))
-        / max(1, local_images * blocks),
-        "seconds": {"decomposition": decomposed - started, "zero_ablation": scanned - decomposed,
-                    "domain": domain_done - scanned, "words": finished - domain_done, "total": finished - started},
+        "passes_over_data": passes,
+        "passes": {"decomposition": 1 + cache_pass, "zero_ablation": passes - 1 - cache_pass},
+        "seconds": {"setup": set_up - started, "decomposition": decomposed - set_up,
+                    "zero_ablation": scanned - decomposed, "measures": measured - scanned,
+                    "words": finished - measured, "total": finished - started},
     }
     return result
 
@@ -319,7 +326,8 @@ def build_atlas(result: dict, meta: dict, grid: tuple[int, int], compare: dict |
         atlas["compare"] = {"model": compare_label, "base_accuracy": compare["base_accuracy"],
                             "measures": {k: as_lists(v) for k, v in compare["measures"].items()},
                             "views": {k: as_lists(v) for k, v in compare["views"].items()},
-                            "difference": difference, "summary": compare_summary(result, compare, compare_label)}
+                            "words": compare["words"], "difference": difference,
+                            "summary": compare_summary(result, compare, compare_label)}
     return atlas
 
 
@@ -365,7 +373,10 @@ def heatmaps(atlas: dict) -> list[dict]:
     return maps
 
 
-def write_outputs(atlas: dict, out: Path, run_folder: Path | None) -> Path:
+def write_outputs(atlas: dict, out: Path, run_folder: Path | None, started: float | None = None,
+                  measured: float | None = None) -> Path:
+    """The page, PNGs, CSV and TensorBoard images, then atlas.json: its `cost` gets the seconds
+    these took (`page`) and the command's whole wall time (`total`, from `started`)."""
     out.mkdir(parents=True, exist_ok=True)
     maps = heatmaps(atlas)
     images = {}
@@ -373,11 +384,16 @@ def write_outputs(atlas: dict, out: Path, run_folder: Path | None) -> Path:
         image = page.png_heatmap(item["matrix"], item["title"], item["caption"], item["diverging"])
         image.save(out / f"{item['name']}.png")
         images[item["name"]] = image
-    page.write_json(atlas, out / "atlas.json")
     page.write_csv(atlas, out / "atlas.csv")
     path = out / "atlas.html"
     path.write_text(page.render_html(atlas, maps), encoding="utf-8")
     tensorboard(images, out, run_folder)
+    if measured is not None:
+        seconds = atlas["cost"]["seconds"]
+        now = time.perf_counter()
+        seconds["page"] = now - measured
+        seconds["total"] = now - (started if started is not None else measured)
+    page.write_json(atlas, out / "atlas.json")
     return path
 
 
@@ -461,33 +477,96 @@ def setup_processes(accelerator: str) -> torch.device:
     return device
 
 
+def grid_of(target: Target) -> tuple[int, int]:
+    """(blocks, heads) of a model's image tower, refused at once when the atlas cannot decompose it."""
+    try:
+        check_decomposable(target.module.clip)
+    except DGHeadsError as error:
+        raise DGHeadsError(f"{target.label}: {error}") from None
+    return heads.head_grid(heads.convert(target.module.clip))
+
+
+def check_grids(target: Target, other: Target | None, compare: str) -> tuple[int, int]:
+    grid = grid_of(target)
+    if other is not None and grid_of(other) != grid:
+        theirs = grid_of(other)
+        raise DGHeadsError(f"--compare {compare}: its image tower has {theirs[0]} blocks x {theirs[1]} heads, "
+                           f"MODEL {target.label} has {grid[0]} blocks x {grid[1]} heads; the difference maps "
+                           f"need the same grid (the same open_clip architecture)")
+    return grid
+
+
+def check_image_size(targets: list[Target], datamodule) -> None:
+    """The data's images at the size each tower was built for (as `DGModule.setup` checks for fit)."""
+    for target in targets:
+        expected = image_size_of(target.module.clip)
+        if getattr(datamodule, "image_size", expected) != expected:
+            raise DGHeadsError(f"{target.label}: data.init_args.image_size is {datamodule.image_size} but "
+                               f"{target.module.clip_spec.model_name} expects {expected}: pass --set "
+                               f"data.init_args.image_size={expected}")
+
+
+def check_leakage(models: list[tuple[str, Target]], datamodule, args) -> list[str]:
+    """A checkpoint's held-out domains are mapped only with `--held_out` (else: an error naming
+    them); returns the notes the page shows for those mapped knowingly."""
+    mapped = [d for d, _ in domain_sets(datamodule, args.held_out)]
+    notes = []
+    for flag, target in models:
+        if target.held_out is None or getattr(datamodule, "hparams", {}).get("dataset") != target.held_out[0]:
+            continue
+        leaked = [d for d in mapped if d in target.held_out[1]]
+        if not leaked:
+            continue
+        if not args.held_out:
+            raise DGHeadsError(
+                f"{flag}: the checkpoint held out {leaked} in training, and the data config maps "
+                f"{'it' if len(leaked) == 1 else 'them'} as a source domain (mapped: {mapped}); its statistics "
+                f"would then include the held-out domain. Set data.init_args.test_domains to hold "
+                f"{'it' if len(leaked) == 1 else 'them'} out, or pass --held_out to map held-out domains on purpose")
+        notes.append(f"{', '.join(leaked)} held out in training by {target.label}")
+    return notes
+
+
 def main(argv: list[str]) -> None:
+    started = time.perf_counter()
     args = parser().parse_args(argv)
     args.model = list(args.model) + list(args.config)
     check_args(args)
     device = setup_processes(args.accelerator)
     target = load_target(args.model, args.set)
-    datamodule = build_data(target, args)
-    result = measure(target, datamodule, args, device)
     other = None
     if args.compare is not None:
         other = zero_shot_of(target) if args.compare == "zero_shot" else load_target([Path(args.compare)])
-        other_result = measure(other, datamodule, args, device)
+    grid = check_grids(target, other, args.compare)
+    datamodule = build_data(target, args)
+    models = [("MODEL " + " ".join(str(p) for p in args.model), target)]
+    models += [(f"--compare {args.compare}", other)] if other is not None else []
+    check_image_size([target for _, target in models], datamodule)
+    notes = check_leakage(models, datamodule, args)
+    built = time.perf_counter()
+    result = measure(target, datamodule, args, device)
+    other_result = measure(other, datamodule, args, device) if other is not None else None
+    measured = time.perf_counter()
     rank, size = M.world()
     sets = domain_sets(datamodule, args.held_out)
+    split = "source domains' out splits" + (" and the held-out domains" if args.held_out else "")
     meta = {"model": target.label, "dataset": datamodule.info.name, "domains": [d for d, _ in sets],
-            "split": "source domains' out splits" + (" and the held-out domains" if args.held_out else ""),
+            "split": split + (f" ({'; '.join(notes)})" if notes else ""),
             "images": result["images"], "images_per_domain": args.images_per_domain, "precision": args.precision,
             "processes": size, "source": [str(p) for p in args.model]}
+    cost = result["cost"]
+    seconds = cost["seconds"]
+    seconds["setup"] += built - started  # reading the models and the data, before the first image
+    if other_result is not None:
+        seconds["compare"] = other_result["cost"]["seconds"]["total"]
+        cost["compare_passes_over_data"] = other_result["cost"]["passes_over_data"]
     if rank == 0:
-        atlas = build_atlas(result, meta, heads.head_grid(target.module.clip),
-                            other_result if other else None, other.label if other else None)
+        atlas = build_atlas(result, meta, grid, other_result, other.label if other else None)
         default = (target.run_folder / "atlas") if target.run_folder else Path("runs") / meta["dataset"] / "atlas"
         out = args.out or default
-        path = write_outputs(atlas, out, target.run_folder)
-        cost = result["cost"]
+        path = write_outputs(atlas, out, target.run_folder, started, measured)
         print(f"wrote {path} ({meta['images']} images, {cost['passes_over_data']:.1f} passes over them, "
-              f"{cost['seconds']['total']:.1f} s) with PNGs, atlas.csv and atlas.json beside it")
+              f"{seconds['total']:.1f} s) with PNGs, atlas.csv and atlas.json beside it")
     if size > 1:
         import torch.distributed as dist
 

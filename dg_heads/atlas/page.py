@@ -193,15 +193,22 @@ def table_rows(atlas: dict) -> tuple[list[str], list[list]]:
     columns = list(atlas["measures"]) + list(atlas["views"])
     compare = atlas.get("compare")
     differences = list(compare["difference"]) if compare else []
-    pools = list(atlas["words"])
-    header = ["block", "head"] + columns + [f"diff {d}" for d in differences] + [f"words ({p})" for p in pools]
+    # each pool's words of this model, then (with --compare) the other model's beside them
+    theirs = compare.get("words", {}) if compare else {}
+    words_of = []
+    for pool in dict.fromkeys([*atlas["words"], *theirs]):
+        if pool in atlas["words"]:
+            words_of.append((f"words ({pool})", atlas["words"][pool]))
+        if pool in theirs:
+            words_of.append((f"compare words ({pool})", theirs[pool]))
+    header = ["block", "head"] + columns + [f"diff {d}" for d in differences] + [name for name, _ in words_of]
     rows = []
     for b in range(blocks):
         for h in range(num_heads):
             row = [b, h] + [(atlas["measures"] | atlas["views"])[c][b][h] for c in columns]
             row += [compare["difference"][d][b][h] for d in differences]
-            for pool in pools:
-                words = atlas["words"][pool].get(f"{b},{h}")
+            for _, per_head in words_of:
+                words = per_head.get(f"{b},{h}")
                 row.append("; ".join(f"{t} ({s:.0%})" for t, s in words) if words else "")
             rows.append(row)
     return header, rows
@@ -250,7 +257,11 @@ def render_html(atlas: dict, maps: list[dict]) -> str:
     if compare:
         out.append(f"<h2>Against {e(compare['model'])}</h2><p>{e(compare['summary'])}</p>")
     header, rows = table_rows(atlas)
-    out.append(f"<h2>Every head ({len(rows)})</h2><table class='sortable' id='heads'><thead><tr>")
+    out.append(f"<h2>Every head ({len(rows)})</h2>")
+    if compare and compare.get("words"):
+        out.append(f"<p class='note'>Columns <i>diff</i>: this model minus {e(compare['model'])}; "
+                   f"<i>compare words</i>: the words of {e(compare['model'])}, beside this model's.</p>")
+    out.append("<table class='sortable' id='heads'><thead><tr>")
     out += [f"<th>{e(h)}</th>" for h in header]
     out.append("</tr></thead><tbody>")
     for row in rows:

@@ -153,3 +153,155 @@ def test_an_aat_mask_is_applied_and_mapped(data_root, tmp_path):
     # 1 (decomposition) + 1 (the cache, unmasked) + the scan from block 1 (or 0), masks already scored skipped:
     # base 3/4 + block 0: 4 x 1 + blocks 1 and 3: 3 x 3/4 each + block 2: 4 x 3/4
     assert atlas["cost"]["passes_over_data"] == pytest.approx(1 + 1 + 0.75 + 4 + 2.25 + 3 + 2.25)
+
+
+# ------------------------------------------------------------------ in-process runs (no fit)
+POOL = ["a red square on grey", "a blue circle", "thin black strokes", "a blurry photo", "a rotated shape",
+        "bright yellow light"]
+QUICK_ATLAS = ["--set", "data.init_args.num_workers=0", "--images_per_domain", "3", "--batch_size", "8"]
+SLEEP = 2.0  # seconds the first scorer's construction (setup, before the first image) is made to take
+
+
+@pytest.fixture(scope="module")
+def pool_atlas(data_root, tmp_path_factory):
+    """Zero-shot tiny CLIP against itself, the words from a user's pool file; MODEL's scorer's
+    construction (part of its setup) made SLEEP seconds slower, to see where the timer puts it."""
+    import time
+
+    from dg_heads.atlas import cli
+    from dg_heads.methods.aat.scorer import MaskScorer
+
+    built = []
+
+    class SlowScorer(MaskScorer):
+        def __init__(self, *args, **kwargs):
+            if not built:  # MODEL's (measured first), not the compared model's
+                time.sleep(SLEEP)
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    work = tmp_path_factory.mktemp("pool_atlas")
+    pool = work / "my_pool.txt"
+    pool.write_text("# descriptions of my own\n" + "\n".join(POOL[:3]) + "\n\n" + "\n".join(POOL[3:]) + "\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "MaskScorer", SlowScorer)
+        result = run_main("atlas", *demo_configs("zero_shot"), *QUICK_ATLAS, "--compare", "zero_shot",
+                          "--text_pool", str(pool), "--words_blocks", "1", "--ablation_blocks", "1",
+                          "--basis_size", "3", "--out", str(work / "atlas"), cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work / "atlas"
+
+
+def test_a_users_text_pool_gives_the_heads_words(pool_atlas):
+    atlas = json.loads((pool_atlas / "atlas.json").read_text())
+    assert set(atlas["words"]) == {"my_pool.txt", "class prompts"}  # the user's pool replaces the shipped one
+    mine = atlas["words"]["my_pool.txt"]
+    assert set(mine) == {f"3,{h}" for h in range(HEADS)}  # the last block's heads
+    for words in mine.values():
+        texts = [t for t, _ in words]
+        assert len(texts) == 3 == len(set(texts)) and set(texts) <= set(POOL), texts  # no comment, no blank line
+        assert all(0 <= s <= 1 for _, s in words)
+    rows = list(csv.DictReader((pool_atlas / "atlas.csv").open()))
+    last = [r for r in rows if r["block"] == "3"]
+    assert len(last) == HEADS and all(r["words (my_pool.txt)"].count(";") == 2 for r in last)
+    assert all(r["words (my_pool.txt)"] == "" for r in rows if r["block"] != "3")
+    assert "words (my_pool.txt)" in (pool_atlas / "atlas.html").read_text()
+
+
+def test_the_compared_models_words_are_shown_beside(pool_atlas):
+    atlas = json.loads((pool_atlas / "atlas.json").read_text())
+    theirs = atlas["compare"]["words"]
+    assert set(theirs) == {"my_pool.txt", "class prompts"} and set(theirs["my_pool.txt"]) == {
+        f"3,{h}" for h in range(HEADS)}
+    header = next(csv.reader((pool_atlas / "atlas.csv").open()))
+    words = [h for h in header if "words" in h]
+    assert words == ["words (my_pool.txt)", "compare words (my_pool.txt)", "words (class prompts)",
+                     "compare words (class prompts)"]
+    row = next(r for r in csv.DictReader((pool_atlas / "atlas.csv").open()) if r["block"] == "3")
+    # the same backbone untrained on both sides: the same words
+    assert row["compare words (my_pool.txt)"] == row["words (my_pool.txt)"] != ""
+    page = (pool_atlas / "atlas.html").read_text()
+    assert "<th>compare words (my_pool.txt)</th>" in page
+
+
+def test_the_cost_times_each_phase_apart(pool_atlas):
+    cost = json.loads((pool_atlas / "atlas.json").read_text())["cost"]
+    seconds = cost["seconds"]
+    phases = ["setup", "decomposition", "zero_ablation", "measures", "words", "compare", "page"]
+    assert set(seconds) == {*phases, "total"}
+    assert seconds["setup"] >= SLEEP > seconds["decomposition"]  # the setup is not counted as the decomposition
+    assert seconds["compare"] > 0  # the compared model's measuring, its own phase
+    assert 0 <= seconds["total"] - sum(seconds[p] for p in phases) < 1.0  # the phases cover the command
+    # one pass decomposes (and fills the scorer's cache); zero-ablating the last block's 4 heads
+    # runs that block once per head: 4 block forwards of 4 per image = 1 pass
+    assert cost["passes"] == {"decomposition": 1, "zero_ablation": 1.0} and cost["passes_over_data"] == 2.0
+    assert cost["compare_passes_over_data"] == 2.0
+
+
+def _tiny_config(folder, name: str, **vision) -> None:
+    """An open_clip config like dg-tiny-vit with other vision settings, registered in this process."""
+    import open_clip
+
+    config = json.loads((REPO / "dg_heads/model_configs/dg-tiny-vit.json").read_text())
+    config["vision_cfg"].update(vision)
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+
+
+def test_compare_with_another_head_grid_is_one_error_line(data_root, tmp_path):
+    _tiny_config(tmp_path / "configs", "dg-test-vit-3x2", layers=3, head_width=32)
+    other = tmp_path / "other.yaml"
+    other.write_text("model:\n  class_path: dg_heads.methods.CLIPBaseline\n  init_args:\n    mode: zero_shot\n"
+                     "    clip: {model_name: dg-test-vit-3x2, pretrained: null}\n")
+    result = run_main("atlas", *demo_configs("zero_shot"), *QUICK_ATLAS, "--compare", str(other),
+                      "--out", str(tmp_path / "atlas"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --compare {other}: its image tower has 3 blocks x 2 heads, MODEL CLIPBaseline (zero_shot) has "
+        f"4 blocks x 4 heads; the difference maps need the same grid (the same open_clip architecture)"]
+    assert not (tmp_path / "atlas").exists()
+
+
+def test_a_tower_not_pooled_by_its_class_token_is_one_error_line(data_root, tmp_path):
+    _tiny_config(tmp_path / "configs", "dg-test-vit-avg", pool_type="avg")
+    result = run_main("atlas", *demo_configs("zero_shot"), *QUICK_ATLAS, "--set",
+                      "model.init_args.clip.model_name=dg-test-vit-avg", "--out", str(tmp_path / "atlas"),
+                      cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: CLIPBaseline (zero_shot): the atlas decomposes CLS-pooled ViTs (open_clip pool_type 'tok', no "
+        "attentional pooler); this tower pools with 'avg'"]
+    assert not (tmp_path / "atlas").exists()
+
+
+@pytest.mark.slow
+def test_a_checkpoints_held_out_domain_is_mapped_only_when_asked(hap_atlas, tmp_path):
+    """The HAP run held out 75: a data config that makes 75 a source domain (here test_domains [0])
+    is refused for the checkpoint, and for it as `--compare`; `--held_out` maps it on purpose."""
+    ckpt = hap_atlas[0] / "checkpoints/last.ckpt"
+    leak = ["--set", "data.init_args.test_domains=['0']"]
+    mapped = ["15", "30", "45", "60", "75"]
+    expected = ("the checkpoint held out ['75'] in training, and the data config maps it as a source domain "
+                f"(mapped: {mapped}); its statistics would then include the held-out domain. Set "
+                "data.init_args.test_domains to hold it out, or pass --held_out to map held-out domains on purpose")
+    own = run_main("atlas", str(ckpt), *leak, *QUICK_ATLAS, "--out", str(tmp_path / "own"), cwd=tmp_path)
+    assert own.returncode == 2 and own.stderr.strip().splitlines() == [f"error: MODEL {ckpt}: {expected}"]
+    compared = run_main("atlas", *demo_configs("zero_shot"), *leak, *QUICK_ATLAS, "--compare", str(ckpt),
+                        "--out", str(tmp_path / "compared"), cwd=tmp_path)
+    assert compared.returncode == 2 and compared.stderr.strip().splitlines() == [
+        f"error: --compare {ckpt}: {expected}"]
+    assert not (tmp_path / "own").exists() and not (tmp_path / "compared").exists()
+    asked = run_main("atlas", str(ckpt), *leak, *QUICK_ATLAS, "--images_per_domain", "2", "--held_out",
+                     "--ablation_blocks", "0",
+                     "--words_blocks", "0", "--out", str(tmp_path / "asked"), cwd=tmp_path)
+    assert asked.returncode == 0, asked.stderr[-3000:]
+    meta = json.loads((tmp_path / "asked/atlas.json").read_text())["meta"]
+    assert meta["domains"] == [*mapped, "0"]  # the sources, then the held-out domain
+    assert "(75 held out in training by HeadPurification (last.ckpt))" in meta["split"]
+
+
+def test_data_of_another_image_size_is_one_error_line(data_root, tmp_path):
+    result = run_main("atlas", *demo_configs("zero_shot"), *QUICK_ATLAS, "--set", "data.init_args.image_size=64",
+                      "--out", str(tmp_path / "atlas"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: CLIPBaseline (zero_shot): data.init_args.image_size is 64 but dg-tiny-vit expects 32: pass --set "
+        "data.init_args.image_size=32"]
