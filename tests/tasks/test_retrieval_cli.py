@@ -5,11 +5,16 @@ methods that do not apply refusing in one line."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import CONFIGS, run_cli, run_main
+from tests.conftest import CONFIGS, REPO, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -87,19 +92,27 @@ def test_finetune_trains_with_the_contrastive_loss_and_selects_by_val_rsum(tmp_p
     assert "digit_captions | val " in result.stdout and "digit_captions | test " in result.stdout
 
 
-def test_aat_scores_masks_by_validation_recall(tmp_path):
-    """AAT's scan on retrieval data: the search says what it chose and validation RSUM with and
-    without it (or that every mask scored the same, on this random backbone), and test reports
-    recall with the mask (bp's contrastive training runs in tests/configs' matrix)."""
-    result = run_cli("fit", *configs("aat_scan"), "--data.init_args.max_images", "32",
-                     "--data.init_args.batch_size", "16", "--trainer.max_epochs", "1",
-                     "--test_after_fit", "true", cwd=tmp_path)
+def test_demo_retrieval_zero_shot_then_aat_from_its_fine_tuned_model(tmp_path):
+    """`make demo-retrieval` (experiments/demo_retrieval.py), small: the zero-shot table, a fine-tune
+    (none finished yet), then AAT's scan from the checkpoint it selected by val/rsum (a retrieval
+    checkpoint loads as `init_checkpoint`: both towers trained), which says what it ablates and its
+    validation RSUM without and with it, and the masked model's val and test recall."""
+    tiny = ["--data.init_args.max_images", "32", "--data.init_args.batch_size", "16", "--trainer.max_epochs", "2"]
+    script = [sys.executable, str(REPO / "experiments/demo_retrieval.py"), "--", *tiny]
+    result = subprocess.run(script, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    said = result.stdout + result.stderr
-    assert "validation RSUM" in said, said[-3000:]
-    got = metrics(tmp_path / "runs", "test")
-    assert {"test/rsum", "test/i2t_r1"} <= set(got)
-    assert (next((tmp_path / "runs").rglob("ablation.json"))).is_file()
+    said = result.stdout.replace("\r", "\n").splitlines()
+    (best,) = (tmp_path / "runs/digit_captions/finetune/version_0/checkpoints").glob("best-*.ckpt")
+    assert f"dg-heads demo-retrieval: aat_scan from {best.relative_to(tmp_path)} (the fine-tuned checkpoint " \
+           "selected by val/rsum)" in said
+    search = [line for line in said if line.startswith("dg-heads: validation RSUM")]
+    assert len(search) == 1 and re.fullmatch(r"dg-heads: validation RSUM [\d.]+ without the mask, [\d.]+ with it "
+                                            r"\(\d+ masks scored\)", search[0]), said[-20:]
+    tables = [i for i, line in enumerate(said) if line.startswith("digit_captions | test  | 32 ")]
+    assert len(tables) == 3 and tables[-1] > said.index(search[0])  # zero-shot, fine-tune, AAT (after the search)
+    config = yaml.safe_load((tmp_path / "runs/digit_captions/aat_scan/version_0/config.yaml").read_text())
+    assert config["model"]["init_args"]["init_checkpoint"] == str(best.relative_to(tmp_path))
 
 
 @pytest.mark.parametrize("method, expected", [
