@@ -16,6 +16,7 @@ on a machine with network access).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from data_modules.errors import DGHeadsError
+from data_modules.own import looks_like_path
+from data_modules.registry import CAPTION_DATASETS, CaptionDatasetInfo
 
 IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img")
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "txt", "text", "raw")
@@ -37,7 +40,8 @@ class CaptionSource:
         name: a hub dataset (`owner/name`, read with `datasets.load_dataset`) or a local folder
             (an `imagefolder` with `metadata.jsonl`, or a folder of parquet or tar files).
         path: a dataset written by `Dataset.save_to_disk` (read with `load_from_disk`).
-        data_files: parquet or webdataset `.tar` files (paths or globs).
+        data_files: parquet or webdataset `.tar` files (paths or globs), or `{split: files}`; with
+            `name`, files of that hub dataset or folder (e.g. `{test: test/*.tar}`: its test split alone).
         format: the `datasets` builder for `data_files` or a folder: `parquet`, `webdataset`,
             `imagefolder`; null: from the file names.
         config / revision: the hub dataset's configuration and commit (or tag).
@@ -55,7 +59,7 @@ class CaptionSource:
 
     name: str | None = None
     path: str | None = None
-    data_files: list[str] | None = None
+    data_files: list[str] | dict[str, str | list[str]] | None = None
     format: str | None = None
     config: str | None = None
     revision: str | None = None
@@ -99,23 +103,57 @@ class CaptionSplit:
         return len(self.captions)
 
     def head(self, n: int | None) -> "CaptionSplit":
-        """The first `n` images (all with None)."""
+        """The first `n` images (all with None): image `i` stays image `i`."""
         if n is None or n >= len(self):
             return self
-        return dataclasses.replace(self, reader=_Head(self.reader), captions=self.captions[:n], ids=self.ids[:n])
+        return dataclasses.replace(self, captions=self.captions[:n], ids=self.ids[:n])
 
 
-class _Head:
-    """A reader's first images (the indices are the same; only the length changes)."""
+def known_caption_names() -> str:
+    return f"{sorted(CAPTION_DATASETS)}, a local path or a Hugging Face dataset id (owner/name)"
 
-    def __init__(self, reader) -> None:
-        self.inner = reader
 
-    def read(self, i: int):
-        return self.inner.read(i)
+def resolve(dataset: str, source: CaptionSource | dict | None = None, where: str = "data.init_args.dataset"
+            ) -> tuple[str, CaptionSource | None, CaptionDatasetInfo | None]:
+    """(name, source, registry entry) of a dataset reference: a registry name (its source unless
+    `source` is given), a local path (a saved dataset, an imagefolder or a folder of data files),
+    or a hub id `owner/name`."""
+    if source is not None:
+        source = source_from(source, where + " source")
+    text = str(dataset)
+    info = CAPTION_DATASETS.get(text)
+    if info is not None:
+        if source is None and info.source is not None:
+            source = CaptionSource(**info.source)
+        return text, source, info
+    if source is not None:
+        return text, source, None
+    if looks_like_path(text) and os.path.exists(os.path.expanduser(text)):
+        return os.path.basename(os.path.normpath(text)), local_source(os.path.expanduser(text)), None
+    if "/" in text and not text.startswith(("/", ".", "~")):  # owner/name on the hub
+        return text, CaptionSource(name=text), None
+    raise DGHeadsError(f"{where}: unknown caption dataset {text!r}; expected one of {known_caption_names()}"
+                       + (" (no such path)" if looks_like_path(text) else ""))
 
-    def describe(self, i: int) -> str:
-        return self.inner.describe(i)
+
+def local_source(path: str) -> CaptionSource:
+    """A local caption dataset by what the path holds."""
+    if os.path.isfile(path):
+        return CaptionSource(data_files=[path])
+    entries = set(os.listdir(path))
+    if entries & {"dataset_info.json", "state.json", "dataset_dict.json"}:
+        return CaptionSource(path=path)
+    return CaptionSource(name=path)  # `datasets` infers imagefolder (metadata.jsonl), parquet, webdataset
+
+
+def load_split(dataset: str, source: CaptionSource | None, split: str, name: str,
+               cache_dir: str | None = None) -> CaptionSplit:
+    if source is None:
+        info = CAPTION_DATASETS.get(dataset)
+        if info is None or not info.builtin:
+            raise DGHeadsError(f"caption dataset {dataset!r} has no source")
+        return builtin_split(dataset, split, name)
+    return source_split(source, split, name, dataset, cache_dir)
 
 
 def builtin_split(dataset: str, split: str, name: str | None = None) -> CaptionSplit:
@@ -135,8 +173,18 @@ def _format_of(files: list[str]) -> str | None:
     return None
 
 
-def _load(source: CaptionSource, cache_dir: str | None):
-    """Every split of the source, as `{split name: datasets.Dataset}`."""
+_LOADED: dict[str, dict] = {}  # a source's splits, once per process (train, val and test read the same)
+
+
+def _load(source: CaptionSource, cache_dir: str | None) -> dict:
+    """Every split of the source, as `{split name: datasets.Dataset}` (memory-mapped from the cache)."""
+    key = repr((source, cache_dir))
+    if key not in _LOADED:
+        _LOADED[key] = _load_uncached(source, cache_dir)
+    return _LOADED[key]
+
+
+def _load_uncached(source: CaptionSource, cache_dir: str | None) -> dict:
     import datasets
 
     given = [x for x in (source.name, source.path) if x]
@@ -167,8 +215,12 @@ def _load(source: CaptionSource, cache_dir: str | None):
     except DGHeadsError:
         raise
     except Exception as error:  # datasets raises many types; the user needs to know which source failed
+        offline = os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0") or \
+            os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        hint = (" (offline: fetch it into the cache first, on a machine with network access, with "
+                "`dg-heads prepare <dataset>` and the same HF_DATASETS_CACHE)" if offline else "")
         raise DGHeadsError(f"cannot load caption dataset {source.describe()}: {type(error).__name__}: "
-                           f"{error}") from None
+                           f"{error}{hint}") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)
@@ -206,49 +258,59 @@ def _split_values(source: CaptionSource, split: str) -> list[str]:
     return list(values) if values else DEFAULT_SPLIT_VALUES.get(split, [split])
 
 
+def _values(dataset, column: str, rows: np.ndarray | None = None) -> list:
+    """A column's values (of `rows`), read from Arrow without decoding any other column."""
+    values = dataset.select_columns([column]).data.column(column)
+    if rows is not None:
+        values = values.take(rows)
+    return values.to_pylist()
+
+
 def _native(parts: dict, source: CaptionSource, split: str):
-    """(rows, how) of `split` as the source has it: the split of that name (val: also `validation`,
-    `dev`), narrowed to the rows whose split column says so; (None, why not) where there are none."""
+    """(dataset, rows, how) of `split` as the source has it: the split of that name (val: also
+    `validation`, `dev`), narrowed to the rows whose split column says so; (dataset, None, why not)
+    where there are none. Rows are row numbers of `dataset` (nothing is copied)."""
     import datasets
 
     names = [s for s in dict.fromkeys([split, *_split_values(source, split)]) if s in parts]
     chosen = [parts[names[0]]] if names else list(parts.values())
+    chosen = [d.flatten_indices() if d._indices is not None else d for d in chosen]
     dataset = datasets.concatenate_datasets(chosen) if len(chosen) > 1 else chosen[0]
     split_column = source.split_column or ("split" if "split" in dataset.column_names else None)
     if split_column is None:
         if names:
-            return dataset, f"split {names[0]!r}"
-        return None, f"its splits are {list(parts)} and it has no split column"
+            return dataset, np.arange(len(dataset)), f"split {names[0]!r}"
+        return dataset, None, f"its splits are {list(parts)} and it has no split column"
     if split_column not in dataset.column_names:
         raise DGHeadsError(f"caption dataset {source.describe()} has no split column {split_column!r}; its "
                            f"columns are {list(dataset.column_names)}: set split_column")
     wanted = sorted(set(_split_values(source, split)))
-    values = [str(v) for v in dataset.select_columns([split_column]).data.column(split_column).to_pylist()]
-    rows = [i for i, v in enumerate(values) if v in wanted]
-    if not rows:
-        return None, f"no row has {split_column} in {wanted} (it holds {sorted(set(values))})"
+    values = [str(v) for v in _values(dataset, split_column)]
+    rows = np.asarray([i for i, v in enumerate(values) if v in wanted], dtype=np.int64)
+    if not len(rows):
+        return dataset, None, f"no row has {split_column} in {wanted} (it holds {sorted(set(values))})"
     where = f"split {names[0]!r}, " if names else ""
-    return dataset.select(rows), f"{where}rows with {split_column} in {wanted}"
+    return dataset, rows, f"{where}rows with {split_column} in {wanted}"
 
 
 def _pick(parts: dict, source: CaptionSource, split: str):
-    """The rows of `split`, and how they were chosen; with `holdout_val` and no val split of its
-    own, val is a fixed share of the training rows and train the rest."""
-    if source.holdout_val and split in ("train", "val") and _native(parts, source, "val")[0] is None:
-        train, how = _native(parts, source, "train")
+    """(dataset, rows, how) of `split`; with `holdout_val` and no val split of its own, val is a
+    fixed share of the training rows and train the rest."""
+    if source.holdout_val and split in ("train", "val") and _native(parts, source, "val")[1] is None:
+        dataset, train, how = _native(parts, source, "train")
         if train is None:
             raise DGHeadsError(f"caption dataset {source.describe()} has no train split to hold val out of: {how}")
         held = holdout_rows(len(train), source.holdout_val, source.describe())
         if split == "val":
-            return train.select(held), f"{len(held)} images held out of {how}"
+            return dataset, train[held], f"{len(held)} images held out of {how}"
         keep = np.setdiff1d(np.arange(len(train)), held)
-        return train.select(keep), f"{how}, less {len(held)} held out as val"
-    rows, how = _native(parts, source, split)
+        return dataset, train[keep], f"{how}, less {len(held)} held out as val"
+    dataset, rows, how = _native(parts, source, split)
     if rows is None:
         raise DGHeadsError(f"split {split!r} of caption dataset {source.describe()} is empty or missing: {how}; "
                            f"choose another split (the entry's split, or data.init_args.train_split), set "
                            f"holdout_val, or set split_column")
-    return rows, how
+    return dataset, rows, how
 
 
 def holdout_rows(n: int, count: int, what: str) -> np.ndarray:
@@ -265,25 +327,20 @@ def source_split(source: CaptionSource, split: str, name: str, dataset: str,
     from data_modules.hf_source import HFReader
 
     parts = _load(source, cache_dir)
-    rows, how = _pick(parts, source, split)
+    data, rows, how = _pick(parts, source, split)
     if len(rows) == 0:
         raise DGHeadsError(f"split {split!r} of caption dataset {source.describe()} is empty ({how})")
-    image_column = _column(rows, source.image_column, IMAGE_COLUMNS, "image", "the source's image_column", source)
-    caption_column = _column(rows, source.caption_column, CAPTION_COLUMNS, "caption",
+    image_column = _column(data, source.image_column, IMAGE_COLUMNS, "image", "the source's image_column", source)
+    caption_column = _column(data, source.caption_column, CAPTION_COLUMNS, "caption",
                              "the source's caption_column", source)
-    values = rows.select_columns([caption_column]).data.column(caption_column).to_pylist()
-    caps = [_as_captions(v, i, caption_column, source) for i, v in enumerate(values)]
+    caps = [_as_captions(v, int(r), caption_column, source) for r, v in zip(rows, _values(data, caption_column, rows))]
     id_column = source.id_column
     if id_column is None:
         id_column = next((c for c in ("__key__", "filename", "file_name", "img_id", "cocoid")
-                          if c in rows.column_names), None)
-    elif id_column not in rows.column_names:
+                          if c in data.column_names), None)
+    elif id_column not in data.column_names:
         raise DGHeadsError(f"caption dataset {source.describe()} has no id column {id_column!r}; its columns are "
-                           f"{list(rows.column_names)}: set id_column")
-    ids = ([str(v) for v in rows.select_columns([id_column]).data.column(id_column).to_pylist()]
-           if id_column else [f"{i:08d}" for i in range(len(rows))])
-    images = rows.select_columns([image_column])
-    if images._indices is not None:
-        images = images.flatten_indices()
-    reader = HFReader(images, image_column, np.arange(len(rows)), f"{source.describe()} ({split}: {how})")
+                           f"{list(data.column_names)}: set id_column")
+    ids = [str(v) for v in _values(data, id_column, rows)] if id_column else [f"{int(r):08d}" for r in rows]
+    reader = HFReader(data.select_columns([image_column]), image_column, rows, f"{source.describe()} ({how})")
     return CaptionSplit(name, dataset, split, reader, caps, ids)

@@ -229,3 +229,75 @@ def prepare(info: DatasetInfo, root: Path, say=print, hf: HFSource | None = None
                 continue  # unpacked by an earlier run (the move into place is atomic)
             unpack(download(archive, root / ".downloads", say), dataset_dir, archive.strip)
     return verify_copy(info, dataset_dir)
+
+
+# ------------------------------------------------------------------ image-caption (retrieval) data
+CAPTION_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class CaptionReport:
+    """What each split of a caption dataset holds; `ok` when its image counts are the registry's
+    (where tabulated). A split that cannot be used (no caption column, empty, its first image
+    unreadable) is an error, not a problem listed here."""
+
+    dataset: str
+    where: str
+    splits: dict[str, dict] = field(default_factory=dict)  # split -> images, captions, how
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    registered: bool = True  # in the registry (its counts checked), else one's own
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        verdict = "complete" if self.registered else "usable"
+        head = f"{self.dataset} at {self.where}: " + (verdict if self.ok else f"{len(self.problems)} problem(s)")
+        rows = [f"  {split}: {s['images']} images, {s['captions']} captions ({s['per_image']} per image)"
+                for split, s in self.splits.items()]
+        return [head, *rows] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+
+
+def caption_cache(cache_dir: str | None) -> str:
+    if cache_dir:
+        return str(cache_dir)
+    import datasets
+
+    return str(datasets.config.HF_DATASETS_CACHE)
+
+
+def prepare_captions(dataset: str, source=None, splits: list[str] | None = None, cache_dir: str | None = None,
+                     say=print) -> CaptionReport:
+    """Load every split of a caption dataset through `datasets` (online: downloading into the
+    cache what it lacks; with HF_DATASETS_OFFLINE=1: from the cache only) and check it. A bad
+    source (no caption column, an empty split) raises `DGHeadsError`."""
+    import os
+
+    from data_modules.captions import load_split, resolve
+
+    name, source, info = resolve(dataset, source, "dataset")
+    where = "built in (no download)" if source is None else source.describe()
+    if source is not None:
+        offline = os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0") or \
+            os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        say(f"{name}: reading {where} through Hugging Face datasets, cache {caption_cache(cache_dir)} "
+            + ("(offline: the cache only)" if offline else "(downloading what the cache lacks)"))
+    report = CaptionReport(name, where, registered=info is not None)
+    for split in splits or CAPTION_SPLITS:
+        loaded = load_split(name, source, split, name, cache_dir)
+        counts = [len(c) for c in loaded.captions]
+        per_image = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+        report.splits[split] = {"images": len(loaded), "captions": sum(counts), "per_image": per_image}
+        try:
+            loaded.reader.read(0)
+        except Exception as error:  # noqa: BLE001 - any failure to decode it is the finding
+            raise DGHeadsError(f"{split} split of {name}: its first image ({loaded.reader.describe(0)}) cannot be "
+                               f"read: {type(error).__name__}: {error}") from None
+        expected = info.images.get(split) if info is not None else None
+        if expected is not None and expected != len(loaded):
+            report.problems.append(f"{split}: {len(loaded)} images, expected {expected}")
+    if info is not None and info.counts_source:
+        report.notes.append(f"expected counts: {info.counts_source}")
+    return report

@@ -154,7 +154,7 @@ _ALIASES = {alias: info.name for info in DATASETS.values() for alias in (_plain(
 def known_names() -> str:
     """The registry's names, for messages about a name it does not hold."""
     return (f"{sorted(DATASETS)} (or DomainBed's PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, "
-            f"in any case)")
+            f"in any case); image-caption data for retrieval (RetrievalDataModule): {sorted(CAPTION_DATASETS)}")
 
 
 def dataset_name(name: str) -> str:

@@ -7,7 +7,7 @@ a seeded `DistributedSampler` (under DDP each process a disjoint share; an epoch
 split once).
 
 Validation and test hold one loader per evaluation dataset (`val`, `test`: each a registry name,
-a path or hub id, or `{name, source, split, max_images}`), in the order given, whose batches are
+a path or hub id, or `{name, dataset, source, split, max_images}`), in the order given, whose batches are
 `{"images": uint8 [B, 3, H, W], "image_index": LongTensor [B] (0..N-1 in that split), "captions":
 list[list[str]] (every caption of each image, in a fixed order)}`. Under DDP every image goes to
 exactly one process, with no padding (`UnrepeatedDistributedSampler`, as the classification
@@ -33,11 +33,10 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from data_modules.captions import CaptionSource, CaptionSplit, builtin_split, source_from, source_split
+from data_modules.captions import CaptionSource, CaptionSplit, load_split, resolve
 from data_modules.domainbed import default_num_workers
 from data_modules.errors import DGHeadsError
-from data_modules.own import looks_like_path
-from data_modules.registry import CAPTION_DATASETS, CaptionDatasetInfo
+from data_modules.registry import CAPTION_DATASETS
 from data_modules.table import BAD_IMAGE_POLICIES, BadImagePolicy
 from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 
@@ -53,53 +52,18 @@ class EvalSpec:
     source: CaptionSource | None  # None: the registry's (or built-in)
     split: str
     max_images: int | None = None
-
-
-def known_caption_names() -> str:
-    return f"{sorted(CAPTION_DATASETS)}, a local path or a Hugging Face dataset id (owner/name)"
-
-
-def resolve(dataset: str, source: CaptionSource | dict | None = None, where: str = "data.init_args.dataset"
-            ) -> tuple[str, CaptionSource | None, CaptionDatasetInfo | None]:
-    """(name, source, registry entry) of a dataset reference: a registry name (its source unless
-    `source` is given), a local path (a saved dataset, an imagefolder or a folder of data files),
-    or a hub id `owner/name`."""
-    if source is not None:
-        source = source_from(source, where + " source")
-    text = str(dataset)
-    info = CAPTION_DATASETS.get(text)
-    if info is not None:
-        if source is None and info.source is not None:
-            source = CaptionSource(**info.source)
-        return text, source, info
-    if source is not None:
-        return text, source, None
-    if looks_like_path(text) and os.path.exists(os.path.expanduser(text)):
-        return os.path.basename(os.path.normpath(text)), local_source(os.path.expanduser(text)), None
-    if "/" in text and not text.startswith(("/", ".", "~")):  # owner/name on the hub
-        return text, CaptionSource(name=text), None
-    raise DGHeadsError(f"{where}: unknown caption dataset {text!r}; expected one of {known_caption_names()}"
-                       + (" (no such path)" if looks_like_path(text) else ""))
-
-
-def local_source(path: str) -> CaptionSource:
-    """A local caption dataset by what the path holds."""
-    if os.path.isfile(path):
-        return CaptionSource(data_files=[path])
-    entries = set(os.listdir(path))
-    if entries & {"dataset_info.json", "state.json", "dataset_dict.json"}:
-        return CaptionSource(path=path)
-    return CaptionSource(name=path)  # `datasets` infers imagefolder (metadata.jsonl), parquet, webdataset
+    key: str = ""  # the config key it came from, for messages
 
 
 def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSource | None], split: str,
                key: str) -> list[EvalSpec]:
     """The evaluation datasets of `val` or `test` (default: the training dataset's `split`)."""
+    given = entries is not None
     if entries is None:
         entries = [{"name": default[0], "source": default[1]}]
     specs = []
     for i, entry in enumerate(entries):
-        where = f"{key}[{i}]"
+        where = f"{key}[{i}]" if given else f"data.init_args.dataset ({split} split)"
         if isinstance(entry, str):
             entry = {"name": entry}
         if not isinstance(entry, dict):
@@ -113,28 +77,24 @@ def eval_specs(entries: list[str | dict] | None, default: tuple[str, CaptionSour
             raise DGHeadsError(f"{where}: needs a name (a registry name, a path or a hub id)")
         ref = str(entry.get("dataset") or entry["name"])
         name, source, _ = resolve(ref, entry.get("source"), where)
-        label = str(entry.get("name") or name)
+        # how metrics name it: the entry's own name, else the registry name, a path's folder or
+        # file name, a hub id's dataset name (`test/<name>/...`: no `/` in it)
+        label = str(entry["name"]) if entry.get("dataset") and entry.get("name") else name.split("/")[-1]
+        if "/" in label or not label:
+            raise DGHeadsError(f"{where}.name: {label!r} names the metrics (<stage>/<name>/...): give a name "
+                               f"with no '/'")
         max_images = entry.get("max_images")
         if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
             raise DGHeadsError(f"{where}.max_images: expected a whole number >= 1 or null, got {max_images!r}")
         specs.append(EvalSpec(label, ref if ref in CAPTION_DATASETS else name, source,
-                              str(entry.get("split") or split), max_images))
+                              str(entry.get("split") or split), max_images, where))
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DGHeadsError(f"{key}: dataset name(s) {repeated} appear more than once; give each entry its own "
-                           f"name (metrics are logged as <stage>/<name>/...)")
+                           f"name and the dataset it reads, e.g. {{name: mscoco_first1k, dataset: mscoco, "
+                           f"max_images: 1000}} (metrics are logged as <stage>/<name>/...)")
     return specs
-
-
-def load_split(dataset: str, source: CaptionSource | None, split: str, name: str,
-               cache_dir: str | None = None) -> CaptionSplit:
-    if source is None:
-        info = CAPTION_DATASETS.get(dataset)
-        if info is None or not info.builtin:
-            raise DGHeadsError(f"caption dataset {dataset!r} has no source")
-        return builtin_split(dataset, split, name)
-    return source_split(source, split, name, dataset, cache_dir)
 
 
 # ------------------------------------------------------------------ datasets and loaders
@@ -320,29 +280,50 @@ class RetrievalDataModule(L.LightningDataModule):
         return [s.name for s in self._specs(stage)]
 
     def eval_sizes(self, stage: str) -> dict[str, int]:
-        """Images per evaluation dataset of `stage`."""
-        return {s.name: len(self._split_of(s)) for s in self._specs(stage)}
+        """Images per evaluation dataset of `stage`. A stage the trainer's entry point does not
+        run (`val` under `lightning test`) gives only the datasets already read: none is read
+        (and so none fails) for it."""
+        specs = self._specs(stage)
+        used = {None: ("val", "test"), "fit": ("val",), "validate": ("val",), "test": ("test",),
+                "predict": ("test",)}.get(self._stage(), ("val", "test"))
+        if ("val" if specs is self.val_specs else "test") not in used:
+            return {s.name: len(self._splits[self._key(s)]) for s in specs if self._key(s) in self._splits}
+        return {s.name: len(self._split_of(s)) for s in specs}
 
     # ------------------------------------------------------------ loading
-    def _load(self, dataset: str, source: CaptionSource | None, split: str, name: str, max_images: int | None
-              ) -> CaptionSplit:
+    @staticmethod
+    def _key(spec: EvalSpec) -> tuple:
+        return spec.dataset, repr(spec.source), spec.split, spec.name, spec.max_images
+
+    def _load(self, dataset: str, source: CaptionSource | None, split: str, name: str, max_images: int | None,
+              where: str) -> CaptionSplit:
         key = (dataset, repr(source), split, name, max_images)
         if key not in self._splits:
-            loaded = load_split(dataset, source, split, name, self.cache_dir)
+            try:
+                loaded = load_split(dataset, source, split, name, self.cache_dir)
+            except DGHeadsError as error:
+                raise DGHeadsError(error.detail, key=where) from None
             caps = [m for m in (max_images, self.max_images) if m is not None]
             self._splits[key] = loaded.head(min(caps) if caps else None)
         return self._splits[key]
 
     def _split_of(self, spec: EvalSpec) -> CaptionSplit:
-        return self._load(spec.dataset, spec.source, spec.split, spec.name, spec.max_images)
+        return self._load(spec.dataset, spec.source, spec.split, spec.name, spec.max_images, spec.key)
 
     def train_set(self) -> CaptionSplit:
-        return self._load(self.dataset_name, self.source, self.train_split, self.dataset_name, None)
+        return self._load(self.dataset_name, self.source, self.train_split, self.dataset_name, None,
+                          "data.init_args.dataset (train_split)")
 
     def prepare_data(self) -> None:
         """Read (and so check) every split the run uses, before Lightning's logger writes the run
-        folder: a missing column, an empty split or an unreadable first image fails here."""
-        self._check(self._needed())
+        folder: a missing column, an empty split or an unreadable first image fails here. Only the
+        splits the trainer's entry point uses (`test` reads no training split)."""
+        self._check(self._needed(self._stage()))
+
+    def _stage(self) -> str | None:
+        """The trainer's entry point (`fit`, `validate`, `test`, `predict`); None without a trainer."""
+        fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        return getattr(fn, "value", None)
 
     def _needed(self, stage: str | None = None) -> list[CaptionSplit]:
         splits = []
@@ -367,13 +348,19 @@ class RetrievalDataModule(L.LightningDataModule):
 
     @property
     def split_manifest(self) -> dict:
-        """The images of every split this run uses, by id (`splits.json`)."""
+        """The images of every split this run's entry point uses, by id (`splits.json`)."""
         def one(split: CaptionSplit) -> dict:
             return {"dataset": split.dataset, "split": split.split, "images": len(split), "ids": split.ids}
 
-        return {"task": self.task, "train": one(self.train_set()),
-                "val": {s.name: one(self._split_of(s)) for s in self.val_specs},
-                "test": {s.name: one(self._split_of(s)) for s in self.test_specs}}
+        stage = self._stage()
+        out: dict = {"task": self.task}
+        if stage in (None, "fit"):
+            out["train"] = one(self.train_set())
+        if stage in (None, "fit", "validate"):
+            out["val"] = {s.name: one(self._split_of(s)) for s in self.val_specs}
+        if stage in (None, "test", "predict"):
+            out["test"] = {s.name: one(self._split_of(s)) for s in self.test_specs}
+        return out
 
     # ------------------------------------------------------------ loaders
     def _world(self) -> tuple[int, int]:

@@ -16,11 +16,15 @@ import yaml
 from data_modules.domainbed import default_root, load_table, split_manifest
 from data_modules.hf_source import HFSource
 from data_modules.own import resolve_dataset
-from data_modules.prepare import prepare
-from data_modules.registry import DATASETS
+from data_modules.prepare import prepare, prepare_captions
+from data_modules.registry import CAPTION_DATASETS, DATASETS
 
 DATASET_HELP = (f"one of {sorted(DATASETS)} or DomainBed's name; or your own: a folder "
-                f"<domain>/<class>/<image> named under --root or given by its path, or any name with --hf")
+                f"<domain>/<class>/<image> named under --root or given by its path, or any name with --hf; "
+                f"or image-caption (retrieval) data: one of {sorted(CAPTION_DATASETS)}, or any name with --source")
+SOURCE_HELP = ("image-caption data from a Hugging Face source, as RetrievalDataModule's `source` option, e.g. "
+               "'{name: owner/flickr30k, caption_column: sentences}', '{path: /data/saved}', "
+               "'{data_files: [/data/test.tar]}' or '{name: /data/my_captions}' (an imagefolder with metadata.jsonl)")
 HF_HELP = ("a Hugging Face source instead of the folder, as the DataModule's `hf` option, e.g. "
            "'{name: owner/pacs, domain_column: style, id_column: path}' or '{path: /data/saved}'")
 
@@ -31,13 +35,23 @@ def prepare_main(argv: list[str]) -> None:
         description="Download a benchmark where a stable source exists (else print the manual steps), "
                     "then verify the copy against the registry: domains, classes, images per domain and class. "
                     "For a dataset of your own: print the domains, classes and images per domain and class "
-                    "it holds, and what is wrong with it. Exit 0: usable, 1: problems listed.")
+                    "it holds, and what is wrong with it. Image-caption data (retrieval): load every split through "
+                    "Hugging Face datasets (downloading into its cache what it lacks, unless offline) and print "
+                    "the images and captions of each. Exit 0: usable, 1: problems listed.")
     parser.add_argument("dataset", help=DATASET_HELP)
     parser.add_argument("--root", type=Path, default=None, help="data root (default $DG_HEADS_DATA)")
     parser.add_argument("--hf", type=hf_source, default=None, metavar="YAML", help=HF_HELP)
     parser.add_argument("--json", action="store_true", help="print the report, with per-class counts, as JSON")
+    parser.add_argument("--source", type=caption_source, default=None, metavar="YAML", help=SOURCE_HELP)
+    parser.add_argument("--split", action="append", default=None,
+                        help="image-caption data: a split to fetch and check (repeatable; default train, val, test)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="image-caption data: the datasets cache (default $HF_DATASETS_CACHE)")
     args = parser.parse_args(argv)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    if args.source is not None or args.dataset in CAPTION_DATASETS:
+        captions_main(args, say)
+        return
     root = args.root or default_root()
     info = resolve_dataset(args.dataset, root, args.hf is not None)
     report = prepare(info, root, say, args.hf)
@@ -49,6 +63,39 @@ def prepare_main(argv: list[str]) -> None:
     else:
         print("\n".join(report.lines()))
     sys.exit(0 if report.ok else 1)
+
+
+def captions_main(args, say) -> None:
+    """`dg-heads prepare` for image-caption data: fetch into the datasets cache, print what each split holds."""
+    report = prepare_captions(args.dataset, args.source, args.split, args.cache_dir, say)
+    if args.json:
+        print(json.dumps({"ok": report.ok, "problems": report.problems, "notes": report.notes,
+                          "splits": report.splits}, indent=1))
+    else:
+        print("\n".join(report.lines()))
+    sys.exit(0 if report.ok else 1)
+
+
+def caption_source(text: str) -> dict:
+    """`--source '{name: ..., caption_column: ...}'`: the fields of `CaptionSource`, checked by name."""
+    from data_modules.captions import CaptionSource
+
+    fields = _yaml_mapping(text)
+    known = {f.name for f in dataclasses.fields(CaptionSource)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown key(s) {unknown}; expected some of {sorted(known)}")
+    return fields
+
+
+def _yaml_mapping(text: str) -> dict:
+    try:
+        fields = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"not YAML: {error}") from None
+    if not isinstance(fields, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{name: owner/dataset}}', got {text!r}")
+    return fields
 
 
 def hf_source(text: str) -> HFSource:
