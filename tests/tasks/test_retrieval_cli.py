@@ -52,25 +52,33 @@ def test_zero_shot_recalls_equal_clip_benchmarks(tmp_path):
 
 
 def test_two_ddp_processes_give_the_one_process_figures(tmp_path):
-    """Two test datasets of 23 images each (an odd number: uneven shares), 2 gloo processes and 1:
-    the same recalls, per dataset and their mean, every image scored once."""
-    args = [*configs("zero_shot"), "--data.init_args.max_images", "23", "--data.init_args.eval_batch_size", "1",
+    """AAT's scan then the test of its mask, 1 process and 2 (gloo), on 23 images a dataset (an odd
+    number: uneven shares), two test datasets: the same head-importance map (each mask's validation
+    RSUM gathered over the processes) and the same recalls, per dataset and their mean, every image
+    scored once."""
+    args = [*configs("aat_scan"), "--data.init_args.max_images", "23", "--data.init_args.eval_batch_size", "1",
+            "--data.init_args.batch_size", "8", "--model.init_args.search.max_scoring_batches", "23",
             "--data.init_args.test", json.dumps(["digit_captions", {"name": "held", "dataset": "digit_captions",
-                                                                    "split": "val"}])]
+                                                                    "split": "val"}]), "--test_after_fit", "true"]
     (tmp_path / "one").mkdir()
-    one = run_cli("test", *args, cwd=tmp_path / "one", timeout=300)
+    one = run_cli("fit", *args, cwd=tmp_path / "one", timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     (tmp_path / "two").mkdir()
-    two = run_cli("test", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ddp_timeout", "0:01:00",
+    two = run_cli("fit", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ddp_timeout", "0:01:00",
                   cwd=tmp_path / "two", timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    maps = [next((tmp_path / n).rglob("head_importance.csv")).read_text() for n in ("one", "two")]
+    assert maps[0] == maps[1]
+    assert any(float(v) != 0 for line in maps[0].splitlines()[1:] for v in line.split(",")[1:])  # masks differ
     first, second = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     keys = [f"test/{d}/{n}" for d in ("digit_captions", "held") for n in [*RECALLS, "rsum"]]
-    keys += [f"test/{n}" for n in [*RECALLS, "rsum"]]
+    keys += [f"test/{n}" for n in [*RECALLS, "rsum"]] + ["val/rsum"]
     assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
     assert first["test/n/digit_captions"] == second["test/n/digit_captions"] == 23
     assert first["test/n/held"] == second["test/n/held"] == 23
     assert first["test/rsum"] == pytest.approx((first["test/digit_captions/rsum"] + first["test/held/rsum"]) / 2)
+    search = json.loads(next((tmp_path / "two").rglob("search_cost.json")).read_text())
+    assert search["processes"] == 2 and search["scoring_images"] == 23
 
 
 def test_finetune_trains_with_the_contrastive_loss_and_selects_by_val_rsum(tmp_path):
