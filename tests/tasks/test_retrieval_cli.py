@@ -105,7 +105,7 @@ def test_demo_retrieval_zero_shot_then_aat_from_its_fine_tuned_model(tmp_path):
     (none finished yet), then AAT's scan from the checkpoint it selected by val/rsum (a retrieval
     checkpoint loads as `init_checkpoint`: both towers trained), which says what it ablates and its
     validation RSUM without and with it, and the masked model's val and test recall."""
-    tiny = ["--data.init_args.max_images", "32", "--data.init_args.batch_size", "16", "--trainer.max_epochs", "2"]
+    tiny = ["--data.init_args.max_images", "32", "--data.init_args.batch_size", "16", "--trainer.max_epochs", "1"]
     script = [sys.executable, str(REPO / "experiments/demo_retrieval.py"), "--", *tiny]
     result = subprocess.run(script, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                             text=True, timeout=600)
