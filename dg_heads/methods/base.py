@@ -56,7 +56,7 @@ from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.losses.contrastive import contrastive_loss
 from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.resume import latest_checkpoint_file
-from dg_heads.tasks import Task, task_of
+from dg_heads.tasks import Task, task_named, task_of
 from dg_heads.tasks.metrics import STAGES  # noqa: F401  (re-exported: the evaluation stages)
 
 
@@ -175,7 +175,10 @@ class DGModule(L.LightningModule):
         weights = checkpoint.get("state_dict", {}).get("classifier")
         if weights is not None and self.classifier is None:  # loaded before setup (export, load_from_checkpoint)
             self.classifier = nn.Parameter(torch.zeros_like(weights), requires_grad=False)
-        if self.classifier is not None or checkpoint.get("dg_heads", {}).get("task") == "retrieval":
+        stored_task = checkpoint.get("dg_heads", {}).get("task")
+        if self.task is None and stored_task is not None:  # loaded before setup: the task it trained on
+            self.task = task_named(stored_task)
+        if self.classifier is not None or stored_task not in (None, "classification"):
             self.configure_trainable()  # the fingerprint must see the same frozen set as at saving
         stored = checkpoint.get("dg_heads", {}).get("frozen_fingerprint")
         if stored is not None and stored != self.frozen_fingerprint():

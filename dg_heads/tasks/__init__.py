@@ -26,17 +26,20 @@ def task_name(datamodule) -> str:
     return getattr(datamodule, "task", None) or DEFAULT_TASK
 
 
-def task_of(datamodule) -> Task:
-    """The `Task` of a DataModule (or DataModule class)."""
+def task_named(name: str) -> Task:
+    """The `Task` called `name` (what a checkpoint stores)."""
     from dg_heads.tasks.classification import ClassificationTask
     from dg_heads.tasks.retrieval import RetrievalTask
 
     tasks = {ClassificationTask.name: ClassificationTask, RetrievalTask.name: RetrievalTask}
-    name = task_name(datamodule)
     if name not in tasks:
-        raise DGHeadsError(f"the data's task {name!r} is not one of {sorted(tasks)} "
-                           f"({type(datamodule).__name__}.task)")
+        raise DGHeadsError(f"the data's task {name!r} is not one of {sorted(tasks)}")
     return tasks[name]()
 
 
-__all__ = ["DEFAULT_TASK", "Task", "metrics", "task_name", "task_of"]
+def task_of(datamodule) -> Task:
+    """The `Task` of a DataModule (or DataModule class)."""
+    return task_named(task_name(datamodule))
+
+
+__all__ = ["DEFAULT_TASK", "Task", "metrics", "task_name", "task_named", "task_of"]

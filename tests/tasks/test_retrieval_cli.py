@@ -5,11 +5,16 @@ methods that do not apply refusing in one line."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import CONFIGS, run_cli, run_main
+from tests.conftest import CONFIGS, REPO, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -47,25 +52,33 @@ def test_zero_shot_recalls_equal_clip_benchmarks(tmp_path):
 
 
 def test_two_ddp_processes_give_the_one_process_figures(tmp_path):
-    """Two test datasets of 23 images each (an odd number: uneven shares), 2 gloo processes and 1:
-    the same recalls, per dataset and their mean, every image scored once."""
-    args = [*configs("zero_shot"), "--data.init_args.max_images", "23", "--data.init_args.eval_batch_size", "1",
+    """AAT's scan then the test of its mask, 1 process and 2 (gloo), on 23 images a dataset (an odd
+    number: uneven shares), two test datasets: the same head-importance map (each mask's validation
+    RSUM gathered over the processes) and the same recalls, per dataset and their mean, every image
+    scored once."""
+    args = [*configs("aat_scan"), "--data.init_args.max_images", "23", "--data.init_args.eval_batch_size", "1",
+            "--data.init_args.batch_size", "8", "--model.init_args.search.max_scoring_batches", "23",
             "--data.init_args.test", json.dumps(["digit_captions", {"name": "held", "dataset": "digit_captions",
-                                                                    "split": "val"}])]
+                                                                    "split": "val"}]), "--test_after_fit", "true"]
     (tmp_path / "one").mkdir()
-    one = run_cli("test", *args, cwd=tmp_path / "one", timeout=300)
+    one = run_cli("fit", *args, cwd=tmp_path / "one", timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     (tmp_path / "two").mkdir()
-    two = run_cli("test", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ddp_timeout", "0:01:00",
+    two = run_cli("fit", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ddp_timeout", "0:01:00",
                   cwd=tmp_path / "two", timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    maps = [next((tmp_path / n).rglob("head_importance.csv")).read_text() for n in ("one", "two")]
+    assert maps[0] == maps[1]
+    assert any(float(v) != 0 for line in maps[0].splitlines()[1:] for v in line.split(",")[1:])  # masks differ
     first, second = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     keys = [f"test/{d}/{n}" for d in ("digit_captions", "held") for n in [*RECALLS, "rsum"]]
-    keys += [f"test/{n}" for n in [*RECALLS, "rsum"]]
+    keys += [f"test/{n}" for n in [*RECALLS, "rsum"]] + ["val/rsum"]
     assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
     assert first["test/n/digit_captions"] == second["test/n/digit_captions"] == 23
     assert first["test/n/held"] == second["test/n/held"] == 23
     assert first["test/rsum"] == pytest.approx((first["test/digit_captions/rsum"] + first["test/held/rsum"]) / 2)
+    search = json.loads(next((tmp_path / "two").rglob("search_cost.json")).read_text())
+    assert search["processes"] == 2 and search["scoring_images"] == 23
 
 
 def test_finetune_trains_with_the_contrastive_loss_and_selects_by_val_rsum(tmp_path):
@@ -87,19 +100,27 @@ def test_finetune_trains_with_the_contrastive_loss_and_selects_by_val_rsum(tmp_p
     assert "digit_captions | val " in result.stdout and "digit_captions | test " in result.stdout
 
 
-def test_aat_scores_masks_by_validation_recall(tmp_path):
-    """AAT's scan on retrieval data: the search says what it chose and validation RSUM with and
-    without it (or that every mask scored the same, on this random backbone), and test reports
-    recall with the mask (bp's contrastive training runs in tests/configs' matrix)."""
-    result = run_cli("fit", *configs("aat_scan"), "--data.init_args.max_images", "32",
-                     "--data.init_args.batch_size", "16", "--trainer.max_epochs", "1",
-                     "--test_after_fit", "true", cwd=tmp_path)
+def test_demo_retrieval_zero_shot_then_aat_from_its_fine_tuned_model(tmp_path):
+    """`make demo-retrieval` (experiments/demo_retrieval.py), small: the zero-shot table, a fine-tune
+    (none finished yet), then AAT's scan from the checkpoint it selected by val/rsum (a retrieval
+    checkpoint loads as `init_checkpoint`: both towers trained), which says what it ablates and its
+    validation RSUM without and with it, and the masked model's val and test recall."""
+    tiny = ["--data.init_args.max_images", "32", "--data.init_args.batch_size", "16", "--trainer.max_epochs", "1"]
+    script = [sys.executable, str(REPO / "experiments/demo_retrieval.py"), "--", *tiny]
+    result = subprocess.run(script, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    said = result.stdout + result.stderr
-    assert "validation RSUM" in said, said[-3000:]
-    got = metrics(tmp_path / "runs", "test")
-    assert {"test/rsum", "test/i2t_r1"} <= set(got)
-    assert (next((tmp_path / "runs").rglob("ablation.json"))).is_file()
+    said = result.stdout.replace("\r", "\n").splitlines()
+    (best,) = (tmp_path / "runs/digit_captions/finetune/version_0/checkpoints").glob("best-*.ckpt")
+    assert f"dg-heads demo-retrieval: aat_scan from {best.relative_to(tmp_path)} (the fine-tuned checkpoint " \
+           "selected by val/rsum)" in said
+    search = [line for line in said if line.startswith("dg-heads: validation RSUM")]
+    assert len(search) == 1 and re.fullmatch(r"dg-heads: validation RSUM [\d.]+ without the mask, [\d.]+ with it "
+                                            r"\(\d+ masks scored\)", search[0]), said[-20:]
+    tables = [i for i, line in enumerate(said) if line.startswith("digit_captions | test  | 32 ")]
+    assert len(tables) == 3 and tables[-1] > said.index(search[0])  # zero-shot, fine-tune, AAT (after the search)
+    config = yaml.safe_load((tmp_path / "runs/digit_captions/aat_scan/version_0/config.yaml").read_text())
+    assert config["model"]["init_args"]["init_checkpoint"] == str(best.relative_to(tmp_path))
 
 
 @pytest.mark.parametrize("method, expected", [

@@ -14,7 +14,7 @@ Strategies (`search.strategy`), all run by `lightning fit`:
         training data + `bp_sparsity` * mean strength), everything else frozen; binarised by
         threshold or top-k, and the binary mask is what validation and test use. The result is
         the state of the checkpoint that val/acc selected (DomainBed's training-domain
-        validation, what `--test_after_fit` tests), not the last step's.
+        validation, what `--test_after_fit` tests; retrieval: val/rsum), not the last step's.
 Retrieval data (`dg_heads.tasks.retrieval`): scan and GA score masks by validation recall (the
 mean over the validation datasets of `search.metric`: `rsum` or one recall, e.g. `i2t_r1`) on
 the first `max_scoring_batches` x `eval_batch_size` images of each validation dataset, the
