@@ -110,8 +110,7 @@ def leave_out_ddp_wrapper(strategy) -> None:
     Lightning's `_register_ddp_hooks` asserts the wrapper is there. Private: replaces
     `DDPStrategy.configure_ddp` (called by `DDPStrategy.setup` when fitting, Lightning 2.0-2.6) on
     this strategy instance. Public replacement: none (no switch to skip the wrapper; a
-    `DDPStrategy` subclass would not reach a strategy the Trainer built from `ddp`).
-    Not yet called: `methods/aat/module.py` has its own copy until its call site moves here."""
+    `DDPStrategy` subclass would not reach a strategy the Trainer built from `ddp`)."""
     from lightning.pytorch.strategies import DDPStrategy
 
     if isinstance(strategy, DDPStrategy):
@@ -141,8 +140,7 @@ def skips_step_on_device(optimizer) -> bool:
 def skip_step_on_device(optimizer, flag) -> bool:
     """Make the optimiser's next `step` leave parameters, moments and step count alone where the
     0-d bool tensor `flag` is true, with no host sync; False (nothing done) when the optimiser
-    cannot (the caller then zeroes the step's gradients). See `skips_step_on_device`.
-    Not yet called: `methods/base.py` sets `found_inf` itself until its call site moves here."""
+    cannot (the caller then zeroes the step's gradients). See `skips_step_on_device`."""
     if not skips_step_on_device(optimizer):
         return False
     _unwrapped(optimizer).found_inf = flag.float()

@@ -43,6 +43,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
+from dg_heads import compat
 from dg_heads.backbone import (
     DEFAULT_TEMPLATES,
     CLIPSpec,
@@ -271,19 +272,13 @@ class DGModule(L.LightningModule):
         if self._guard is None:
             return
         flag, self._guard["step_bad"] = self._guard["step_bad"], torch.zeros_like(self._guard["step_bad"])
-        optimizer = getattr(optimizer, "_optimizer", optimizer)
-        if self._skips_on_device(optimizer):
-            optimizer.found_inf = flag.float()
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper: the torch optimiser
+        if compat.skip_step_on_device(optimizer, flag):
             return
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     p.grad = torch.where(flag, torch.zeros_like(p.grad), p.grad)
-
-    @staticmethod
-    def _skips_on_device(optimizer) -> bool:
-        return getattr(optimizer, "_step_supports_amp_scaling", False) and all(
-            g.get("fused") for g in optimizer.param_groups)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self._guarded_steps and self._guarded_steps % max(1, self.trainer.log_every_n_steps) == 0:
@@ -314,9 +309,9 @@ class DGModule(L.LightningModule):
         if not bad:
             return
         step, value = min(bad)
-        optimizers = [getattr(o, "_optimizer", o) for o in self.trainer.optimizers]
+        optimizers = [getattr(o, "optimizer", o) for o in self.trainer.optimizers]
         skipped = ("no update with a non-finite loss reached the weights" if optimizers and all(
-            self._skips_on_device(o) for o in optimizers) else "the gradients of non-finite steps were zeroed")
+            compat.skips_step_on_device(o) for o in optimizers) else "the gradients of non-finite steps were zeroed")
         every = max(1, self.trainer.log_every_n_steps)
         raise DGHeadsError(
             f"the training loss is not finite ({value}) at global step {int(step)}; stopped at global step "

@@ -241,7 +241,7 @@ class HeadPurification(DGModule):
         MLP in and out, LoRA q and v; 2 layer-norm, attention, GELU and gate-softmax backwards;
         adds and muls), ~0.6x plain LoRA's whole step, so an exact routing with two streams
         cannot reach 1.5x. Running both streams as one batched backward (a [2, ...] cotangent;
-        experiments/two_stream_routing.py, same gradients) issues *more* ops, 1,641 (2.82x),
+        rejected: docs/benchmarks.md, same gradients) issues *more* ops, 1,641 (2.82x),
         with `torch.func.vmap` and with `is_grads_batched`: batching rules copy their batched
         operands to contiguous memory (layer-norm backward clones its saved input, mean and
         rstd; weight-gradient matmuls clone transposed cotangents) and ops without a batching

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec, image_size_of
+from dg_heads.compat import leave_out_ddp_wrapper
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.heads import HeadMask
 from dg_heads.heads.attention import AblationMode
@@ -82,22 +83,6 @@ class SearchSpec:
     bp_threshold: float = 0.5
     bp_top_k: int = 5
     metric: str = "rsum"  # retrieval data: what scan and GA maximise (rsum, i2t_r1, ..., t2i_r10)
-
-
-def leave_out_ddp_wrapper(strategy) -> None:
-    """Let a training-free search (scan, GA, a given mask) run under a DDP strategy.
-
-    DDP refuses to wrap a module with no parameter that requires a gradient ("DistributedDataParallel
-    is not needed when a module doesn't have any parameter that requires a gradient"), and
-    there is no gradient to synchronise. The processes still form their group (the search shares
-    its scoring out over it, and validation and test reduce over it); only the wrapper is left out.
-    Lightning has no public switch for this; its DDP strategy wraps the module and registers its
-    communication hooks (which on CUDA assert the wrapper is there) in `configure_ddp`, so this
-    strategy instance skips that step."""
-    from lightning.pytorch.strategies import DDPStrategy
-
-    if isinstance(strategy, DDPStrategy):
-        strategy.configure_ddp = lambda: None
 
 
 class AttentionAblation(DGModule):
