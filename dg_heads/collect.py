@@ -36,6 +36,10 @@ import numpy as np
 
 from dg_heads.errors import DGHeadsError
 from dg_heads.figure import write_figure
+from dg_heads.tasks.metrics import ACCURACY, RSUM, SELECTION, key
+
+VAL_ACC = SELECTION["classification"][0]  # `val/acc`: what training-domain validation selects by
+TEST_ACC = key("test", ACCURACY)
 
 TRAINING = "training-domain validation set"  # DomainBed's names of its selection methods
 ORACLE = "test-domain validation set (oracle)"
@@ -85,8 +89,10 @@ def _run_files(version: Path) -> tuple[dict | None, str, dict | None, str | None
     metrics, why = _read_json(path)
     if metrics is None:
         return None, why, oracle, test_split
-    if "val/acc" not in metrics or "test/acc" not in metrics:
-        return None, f"{path.name} lacks val/acc or test/acc", oracle, test_split
+    if TEST_ACC not in metrics:
+        if key("test", RSUM) in metrics:
+            return None, f"{path.name} is a retrieval run's (collect tabulates classification)", oracle, test_split
+        return None, f"{path.name} lacks {TEST_ACC}", oracle, test_split
     return metrics, "", oracle, test_split
 
 
@@ -192,8 +198,12 @@ def run_acc(run: Run, selection: str = TRAINING) -> tuple[float, float] | None:
     the run has no record for this selection."""
     if run.metrics is None:
         return None
+    if VAL_ACC not in run.metrics:
+        # a `test`-only run (zero-shot: no hyper-parameters, no checkpoints): nothing to select,
+        # every selection method reports its test accuracy (the test domains' `in` split, as the oracle's)
+        return -math.inf, run.metrics[TEST_ACC]
     if selection == TRAINING:
-        return run.metrics["val/acc"], run.metrics["test/acc"]
+        return run.metrics[VAL_ACC], run.metrics[TEST_ACC]
     if not run.oracle:
         return None
     outs = {k[len("test/acc/"):-len("/out")]: v for k, v in run.oracle.items()

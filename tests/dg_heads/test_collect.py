@@ -261,3 +261,26 @@ def test_the_oracle_pass_reads_each_test_domains_in_and_out_splits(data_root):
         rows = [loader.dataset.rows for loader in loaders]
         assert [data.table.ids_of(r) for r in rows] == [manifest["in"], manifest["out"]]
     assert data.eval_domains("test") == ["75"] and len(data.test_dataloader()) == 1
+
+
+def test_a_test_only_run_is_its_own_selection_in_both_tables(tmp_path):
+    """A zero-shot job of the papers' sweeps runs `test` only: its metrics_test.json has `test/acc`
+    and no `val/acc`, and it has no metrics_oracle.json. There is nothing to select (no
+    hyper-parameters, no checkpoints), so both selections report its test accuracy; a retrieval
+    run's metrics are named as such, not tabulated."""
+    runs = tmp_path / "runs"
+    for seed, acc in ((0, 0.90), (1, 0.94)):
+        _job(runs, "zero_shot", "pacs", "photo", seed, 0, None, acc)
+        metrics = runs / f"pacs/zero_shot/photo_seed{seed}_hp0/version_0/metrics_test.json"
+        metrics.write_text(json.dumps({"test/acc": acc, "test/acc/photo": acc}))
+    _job(runs, "zero_shot", "flickr30k", "test", 0, 0, None, None)
+    (runs / "flickr30k/zero_shot/test_seed0_hp0/version_0/metrics_test.json").write_text(
+        json.dumps({"test/rsum": 300.0, "test/i2t_r1": 50.0}))
+    result = run_main("collect", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # 90 and 94: mean 92.0, SE = std([90, 94]) / sqrt(2) = 2 / 1.414 = 1.4, in both tables
+    md = (runs / "results/pacs.md").read_text()
+    training, oracle = md.split("\n\n## ")
+    assert "| zero_shot | 92.0 ± 1.4 | 92.0 |" in training
+    assert "| zero_shot | 92.0 ± 1.4 | 92.0 |" in oracle
+    assert "a retrieval run's (collect tabulates classification)" in result.stdout + result.stderr
