@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import torch
 
 from dg_heads.errors import DGHeadsError
-from dg_heads.run_files import write_atomic
 
 
 def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
@@ -73,7 +71,3 @@ def predictions_csv(shares: list[torch.Tensor], datamodule) -> str:
         writer.writerow([sample_id, domain, label, classes[pred], f"{prob:.6f}"])
     return text.getvalue()
 
-
-def write_predictions(path: Path, shares: list[torch.Tensor], datamodule) -> Path:
-    """`predictions_csv` written to `path` (atomically)."""
-    return write_atomic(path, predictions_csv(shares, datamodule))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dg_heads.reporting import write_predictions
+from dg_heads.reporting import predictions_csv
 from tests.conftest import demo_configs, run_main
 
 
@@ -22,8 +22,7 @@ def test_shares_of_several_processes_become_one_file_in_table_order(tmp_path):
     # DDP without padding: rank 0 predicted rows 0, 2, 4, 6 and rank 1 rows 1, 3, 5, 7
     rank0 = torch.tensor([[0, 1, 0.9], [2, 0, 0.6], [4, 1, 0.7], [6, 0, 0.8]], dtype=torch.float64)
     rank1 = torch.tensor([[1, 1, 0.5], [3, 1, 0.55], [5, 0, 0.95], [7, 1, 0.99]], dtype=torch.float64)
-    path = write_predictions(tmp_path / "run" / "predictions.csv", [rank0, rank1], _fake_datamodule())
-    rows = list(csv.reader(io.StringIO(path.read_text())))
+    rows = list(csv.reader(io.StringIO(predictions_csv([rank0, rank1], _fake_datamodule()))))
     assert rows[0] == ["id", "domain", "label", "predicted", "probability"]
     assert [r[0] for r in rows[1:]] == [f"d{r // 4}/c{r % 2}/{r:03d}.png" for r in range(8)]
     assert rows[1] == ["d0/c0/000.png", "d0", "c0", "c1", "0.900000"]
