@@ -187,6 +187,15 @@ def domain_sets(datamodule, held_out: bool) -> list[tuple[str, object]]:
     return sets
 
 
+def domain_sample(size: int, count: int, seed: int) -> list[int]:
+    """`count` of a domain split's `size` images, the same on every process: a seeded random sample
+    in reading order. Not the first `count`: a held-out domain's split is in table order (sorted
+    by class), so its first images are all of one class."""
+    if count >= size:
+        return list(range(size))
+    return sorted(torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist())
+
+
 def measure(target: Target, datamodule, args, device: torch.device) -> dict:
     """Every measure of every head of one model; the same dict on every process."""
     from data_modules.table import collate_skipping
@@ -221,7 +230,7 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
     first_id = 0
     for index, (_, dataset) in enumerate(sets):
         count = min(len(dataset), args.images_per_domain)
-        share = Indexed(dataset, list(range(count))[rank::size], first_id)
+        share = Indexed(dataset, domain_sample(len(dataset), count, index)[rank::size], first_id)
         first_id += count
         loader = torch.utils.data.DataLoader(share, batch_size=args.batch_size, num_workers=args.num_workers,
                                              collate_fn=collate_skipping)

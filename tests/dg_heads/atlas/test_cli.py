@@ -305,3 +305,23 @@ def test_data_of_another_image_size_is_one_error_line(data_root, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: CLIPBaseline (zero_shot): data.init_args.image_size is 64 but dg-tiny-vit expects 32: pass --set "
         "data.init_args.image_size=32"]
+
+
+def test_a_held_out_domain_is_sampled_across_its_classes(data_root):
+    """`--held_out` maps a test domain's split, which is in table order (sorted by class): the
+    atlas's sample of `--images_per_domain` images must span the classes, not be the first ones
+    (a review found 30 images of RotatedDigits' `75`, all the digit 0)."""
+    from data_modules.domainbed import DomainBedDataModule
+    from dg_heads.atlas.cli import domain_sample
+
+    data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, num_workers=0,
+                               test_split="all")
+    data.setup("test")
+    held_out = data.test_sets["75"]
+    labels = [int(data.table.labels[r]) for r in held_out.rows]
+    assert len(set(labels[:30])) == 1  # the trap: the first 30 are one class
+    sample = domain_sample(len(held_out), 30, seed=1)
+    assert sample == sorted(set(sample)) and len(sample) == 30 and sample[-1] < len(held_out)
+    assert len({labels[i] for i in sample}) >= 5
+    assert domain_sample(len(held_out), 30, seed=1) == sample  # the same on every process
+    assert domain_sample(20, 30, seed=1) == list(range(20))
