@@ -31,6 +31,7 @@ computed from a non-finite loss in the weights.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
@@ -59,6 +60,8 @@ from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.resume import latest_checkpoint_file
 from dg_heads.tasks import Task, task_named, task_of
 from dg_heads.tasks.metrics import STAGES  # noqa: F401  (re-exported: the evaluation stages)
+
+LOGIT_SCALE_MAX = math.log(100)  # CLIP's temperature ceiling (open_clip's training clamps to it)
 
 
 class DGModule(L.LightningModule):
@@ -281,6 +284,10 @@ class DGModule(L.LightningModule):
                     p.grad = torch.where(flag, torch.zeros_like(p.grad), p.grad)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        scale = self.clip.logit_scale
+        if scale.requires_grad:  # trained (retrieval fine-tune): open_clip's clamp after every step
+            with torch.no_grad():
+                scale.clamp_(0, LOGIT_SCALE_MAX)
         if self._guarded_steps and self._guarded_steps % max(1, self.trainer.log_every_n_steps) == 0:
             self._check_finite()
 

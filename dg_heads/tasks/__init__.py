@@ -7,12 +7,16 @@ checkpoints. The data chooses the task (a DataModule's `task` class attribute; n
                        ways and RSUM (CLIP_benchmark's semantics, exact under DDP), `val/rsum`
     metrics.py         every metric name, and the selection metric of each task (one place)
 
-A third task is one new file here (a `Task` subclass: `setup`, `training_step`, `eval_step`,
-`epoch_end`, `report`), its names and selection metric in `metrics.py`, its entry in `TASKS`,
-a DataModule with `task = "<name>"`, and configs (see the README's "Retrieval" section).
+A third task is one new file here (a `Task` subclass with its `name`: `setup`, `training_step`,
+`eval_step`, `epoch_end`, `report`; every module of this package is imported and its tasks
+registered by name, nothing to list), its metric names and selection metric in `metrics.py`, a
+DataModule with `task = "<name>"`, and configs (see the README's "Retrieval" section).
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from dg_heads.errors import DGHeadsError
 from dg_heads.tasks import metrics
@@ -28,10 +32,9 @@ def task_name(datamodule) -> str:
 
 def task_named(name: str) -> Task:
     """The `Task` called `name` (what a checkpoint stores)."""
-    from dg_heads.tasks.classification import ClassificationTask
-    from dg_heads.tasks.retrieval import RetrievalTask
-
-    tasks = {ClassificationTask.name: ClassificationTask, RetrievalTask.name: RetrievalTask}
+    for module in pkgutil.iter_modules(__path__):  # every task file registers its Task subclasses
+        importlib.import_module(f"{__name__}.{module.name}")
+    tasks = Task.registry
     if name not in tasks:
         raise DGHeadsError(f"the data's task {name!r} is not one of {sorted(tasks)}")
     return tasks[name]()

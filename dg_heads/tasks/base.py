@@ -15,6 +15,11 @@ class Task:
     (`module.metrics`, `module.counts`: moved to its device, reset with it)."""
 
     name = "task"
+    registry: dict[str, type[Task]] = {}  # name -> class: every subclass with its own `name`, on import
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        Task.registry[cls.name] = cls
 
     @property
     def monitor(self) -> str:

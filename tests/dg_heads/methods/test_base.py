@@ -78,3 +78,18 @@ def test_a_non_finite_loss_skips_its_update_on_the_device_and_stops_within_n_ste
     assert params_before.keys() == params_after.keys() and state_before.keys() == state_after.keys()
     assert all(torch.equal(params_before[k], params_after[k]) for k in params_before)  # weights untouched
     assert all(torch.equal(state_before[k], state_after[k]) for k in state_before)  # moments and step count too
+
+
+def test_a_trained_logit_scale_is_clamped_to_clips_ceiling_after_each_step():
+    """Retrieval fine-tuning trains CLIP's temperature: open_clip clamps it to ln(100) after every
+    optimiser step (OpenAI's weights start at that ceiling, so any step up would pass it)."""
+    module = CLIPBaseline(CLIPSpec(model_name="dg-tiny-vit", templates=["a photo of the digit {}."]), mode="finetune")
+    scale = module.clip.logit_scale
+    with torch.no_grad():
+        scale.fill_(5.0)
+    scale.requires_grad_(False)
+    module.on_train_batch_end(None, None, 0)
+    assert scale.item() == 5.0  # frozen (classification): left as it is
+    scale.requires_grad_(True)
+    module.on_train_batch_end(None, None, 0)
+    assert scale.item() == pytest.approx(4.605170, abs=1e-6)  # ln(100)
