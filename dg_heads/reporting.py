@@ -8,6 +8,7 @@ import io
 import torch
 
 from dg_heads.errors import DGHeadsError
+from dg_heads.tasks import metrics as names
 
 
 def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
@@ -15,7 +16,8 @@ def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
     `test/n/*`) as plain floats."""
     out = {}
     for key, value in metrics.items():
-        if key.startswith(("val/acc", "test/acc", "val/n/", "test/n/")):
+        if key.startswith(tuple(names.key(stage, name) for stage in names.STAGES for name in (names.ACCURACY,
+                                                                                                 names.COUNT + "/"))):
             out[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
     return dict(sorted(out.items()))
 
@@ -26,12 +28,12 @@ def format_table(accs: dict[str, float], source_domains: list[str], test_domains
     rows = [("domain", "role", "accuracy", "images")]
     for split, domains, role in (("val", source_domains, "source (val)"), ("test", test_domains, "held out (test)")):
         for domain in domains:
-            if f"{split}/acc/{domain}" in accs:
-                n = accs.get(f"{split}/n/{domain}")
-                rows.append((domain, role, f"{100 * accs[f'{split}/acc/{domain}']:.2f}",
-                             "" if n is None else f"{int(n)}"))
-        if f"{split}/acc" in accs:
-            rows.append(("mean", role, f"{100 * accs[f'{split}/acc']:.2f}", ""))
+            acc = names.key(split, names.ACCURACY, domain)
+            if acc in accs:
+                n = accs.get(names.key(split, names.COUNT, domain))
+                rows.append((domain, role, f"{100 * accs[acc]:.2f}", "" if n is None else f"{int(n)}"))
+        if names.key(split, names.ACCURACY) in accs:
+            rows.append(("mean", role, f"{100 * accs[names.key(split, names.ACCURACY)]:.2f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from dg_heads.reporting import accuracy_metrics, format_table, skipped_images
 from dg_heads.run_files import write_run_file
+from dg_heads.tasks import metrics as names
 
 
 class DomainReport(Callback):
@@ -61,7 +62,7 @@ class DomainReport(Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         accs = {k: v for k, v in accuracy_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
         if getattr(trainer.datamodule, "oracle_pass", False):
-            accs.pop("test/acc", None)  # the mean of `in` and `out` splits means nothing
+            accs.pop(names.key("test", names.ACCURACY), None)  # the mean of `in` and `out` splits means nothing
             self.report(trainer, pl_module, "oracle", accs)
             return
         if self._validated is not None and self._validated[0] == self._weights(trainer):
