@@ -36,7 +36,7 @@ import numpy as np
 
 from dg_heads.errors import DGHeadsError
 from dg_heads.figure import write_figure
-from dg_heads.tasks.metrics import ACCURACY, COUNT, RECALLS, RETRIEVAL_METRICS, RSUM, SELECTION, key
+from dg_heads.tasks.metrics import ACCURACY, COUNT, RETRIEVAL_METRICS, RSUM, SELECTION, key
 
 VAL_ACC = SELECTION["classification"][0]  # `val/acc`: what training-domain validation selects by
 TEST_ACC = key("test", ACCURACY)
@@ -48,7 +48,8 @@ ORACLE = "test-domain validation set (oracle)"
 SELECTIONS = (TRAINING, ORACLE)
 SELECTION_SUFFIX = {TRAINING: "", ORACLE: "_oracle"}  # in file names
 DISPLAY = {"pacs": "PACS", "vlcs": "VLCS", "office_home": "OfficeHome", "terra_incognita": "TerraIncognita",
-           "domain_net": "DomainNet", "rotated_digits": "RotatedDigits"}
+           "domain_net": "DomainNet", "rotated_digits": "RotatedDigits", "flickr30k": "Flickr30k",
+           "mscoco": "MS-COCO"}
 
 
 def display(dataset: str) -> str:
@@ -421,13 +422,14 @@ def model_label(model: tuple) -> str:
     return f"{name or '?'}" + (f" ({pretrained})" if pretrained else "")
 
 
-def retrieval_select(runs: list[Run]) -> dict[tuple, dict[str, float]]:
+def retrieval_select(runs: list[Run]) -> tuple[dict[tuple, dict[str, float]], list[str]]:
     """(method, model, test dataset, trial seed) -> the recall of that dataset's test (percent).
     A run's metrics are `test/<dataset>/<name>`, or `test/<name>` when it tested one dataset. The
     checkpoint was already selected in the run (by `val/rsum`); several runs of one method, model
     and trial seed (another learning rate, a rerun): the one with the best `val/rsum`, the last
-    one found among equals (a test-only run has none)."""
+    one found among equals (a test-only run has none). Also returns what was left out, and why."""
     best: dict[tuple, tuple[float, dict]] = {}
+    left_out = []
     for run in runs:
         if run.task != "retrieval" or run.metrics is None or not run.job:
             continue
@@ -436,12 +438,15 @@ def retrieval_select(runs: list[Run]) -> dict[tuple, dict[str, float]]:
             if any(v is None for v in values.values()) and len(run.tested) == 1:
                 values = {m: run.metrics.get(key("test", m)) for m in RETRIEVAL_METRICS}
             if any(v is None for v in values.values()):
+                missing = [key("test", m, dataset) for m, v in values.items() if v is None]
+                left_out.append(f"{run.folder}: metrics_test.json lacks {', '.join(missing)}")
                 continue
             group = (run.job["method"], tuple(run.model), dataset, run.job.get("trial_seed"))
             score = run.metrics.get(VAL_RSUM, -math.inf)
             if group not in best or score >= best[group][0]:
                 best[group] = (score, {m: float(v) for m, v in values.items()})
-    return {group: values for group, (_, values) in best.items()}
+    # each group's `val/rsum` too: -inf for a test-only run (nothing trained, nothing drawn at random)
+    return {group: {**values, VAL_RSUM: score} for group, (score, values) in best.items()}, left_out
 
 
 @dataclass
@@ -449,6 +454,7 @@ class RetrievalTable:
     dataset: str
     rows: dict[tuple, dict[str, tuple[float, float, int]]]  # (method, model) -> metric -> (mean, se, n seeds)
     splits: set = field(default_factory=set)  # (split, images) of the runs' test
+    test_only: set = field(default_factory=set)  # rows of test-only runs (zero-shot): the same figure for any seed
 
     def caption(self) -> str:
         tested = ", ".join(f"{split or 'test'} split, {images} images" if images else f"{split or 'test'} split"
@@ -503,7 +509,9 @@ def retrieval_tables(chosen: dict[tuple, dict[str, float]], runs: list[Run]) -> 
         rows = {(m, model): {name: (*mean_se([v[name] for v in seeds], scale=1), len(seeds))
                              for name in RETRIEVAL_METRICS}
                 for (ds, m, model), seeds in by_row.items() if ds == dataset}
-        out.append(RetrievalTable(dataset, rows, splits[dataset]))
+        test_only = {(m, model) for (ds, m, model), seeds in by_row.items()
+                     if ds == dataset and all(v[VAL_RSUM] == -math.inf for v in seeds)}
+        out.append(RetrievalTable(dataset, rows, splits[dataset], test_only))
     return out
 
 
@@ -543,6 +551,7 @@ class Collected:
     tables: dict[str, list[Table]]  # selection -> one table per dataset
     retrieval_chosen: dict[tuple, dict[str, float]] = field(default_factory=dict)  # `retrieval_select`
     retrieval: list[RetrievalTable] = field(default_factory=list)  # one table per test dataset
+    retrieval_left_out: list[str] = field(default_factory=list)  # finished retrieval runs not tabulated, and why
 
     @property
     def incomplete(self) -> list[Run]:
@@ -567,8 +576,9 @@ def gather(runs_dir: Path) -> Collected:
     for selection in SELECTIONS:
         chosen[selection], partial[selection] = select(classification, selection)
         result[selection] = tables(chosen[selection], domains_of, seeds, selection, splits)
-    retrieval_chosen = retrieval_select(runs)
-    return Collected(runs, chosen, partial, result, retrieval_chosen, retrieval_tables(retrieval_chosen, runs))
+    retrieval_chosen, left_out = retrieval_select(runs)
+    return Collected(runs, chosen, partial, result, retrieval_chosen, retrieval_tables(retrieval_chosen, runs),
+                     left_out)
 
 
 def collect(runs_dir: Path, out_dir: Path | None = None,
@@ -637,6 +647,10 @@ def main(argv: list[str]) -> None:
         print(table.markdown())
     no_oracle = [r for r in found.runs if r.metrics is not None and r.task == "classification"
                  and not r.test_only and not r.oracle]  # a fit run that tested no last weights
+    if found.retrieval_left_out:
+        print(f"\n{len(found.retrieval_left_out)} retrieval test(s) left out of the tables:")
+        for why in found.retrieval_left_out:
+            print(f"  {why}")
     misfits = oracle_misfits([r for r in found.runs if r.task == "classification"])
     if misfits:
         print(f"\n{len(misfits)} test-only run(s) have nothing to select and scored the whole held-out domain: "
