@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import QUICK, demo_configs, run_cli, run_main
+from tests.conftest import CONFIGS, QUICK, demo_configs, run_cli, run_main
 
 PACS = ["art_painting", "cartoon", "photo", "sketch"]
 
@@ -451,3 +451,22 @@ def test_compare_aat_puts_our_zero_shot_recall_beside_open_clips(tmp_path):
     assert "flickr30k,ViT-B-16,openai,zero_shot,t2i_r1,62.1700,0.0000,2,62.16,0.0100,false" in rows
     assert "flickr30k,ViT-B-32,openai,zero_shot,i2t_r1,79.0000,0.0000,1,78.9,0.1000,false" in rows
     assert "\\caption{Flickr30k: our zero\\_shot recall" in (runs / "results/compare_aat.tex").read_text()
+
+
+@pytest.mark.slow
+def test_collect_reads_a_real_retrieval_run(tmp_path):
+    """What `lightning test` with the zero-shot config leaves on DigitCaptions (tiny CLIP): collect
+    names its method (the logger's), model (config.yaml) and test dataset (splits.json), and its
+    row is the run's own metrics_test.json; `--compare aat` says no reference exists for it."""
+    configs = [a for name in ("data/digit_captions.yaml", "method/zero_shot.yaml", "trainer/demo.yaml")
+               for a in ("--config", str(CONFIGS / name))]
+    result = run_cli("test", *configs, "--data.init_args.num_workers", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs/digit_captions/zero_shot/version_0/metrics_test.json").read_text())
+    result = run_main("collect", "runs/digit_captions", "--compare", "aat", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cells = " | ".join(f"{metrics['test/' + m]:.2f} ± 0.00" for m in [*RECALL_NAMES, "rsum"])
+    assert f"| zero_shot | dg-tiny-vit | {cells} | 1 |" in result.stdout
+    assert "## digit_captions (test split, 100 images): retrieval recall (%)" in result.stdout
+    assert "digit_captions: no reference figures in dg_heads/papers/aat.yaml (it has Flickr30k, MS-COCO)" \
+        in result.stdout
