@@ -12,6 +12,13 @@ Two model selections, DomainBed's (`domainbed/model_selection.py`), each table n
   weights were tested on the test domain's `in` and `out` splits (`metrics_oracle.json`); the
   run with the best `out` accuracy is chosen and its `in` accuracy kept.
 
+A test-only run (`lightning test`: no `val/acc`, nothing to select) reports its test accuracy in
+both, in the oracle's only when it scored the test domains' `in` split (`test_split: in`).
+
+Retrieval runs (`splits.json`'s `task: retrieval`) get one table per test dataset
+(`retrieval_<dataset>.*`): recall@1/5/10 both ways and RSUM per method and model, mean ± SE over
+trial seeds; each run already tested the checkpoint it selected by `val/rsum`.
+
 Cells are the mean plus/minus standard error over trial seeds (DomainBed's `np.std(x) /
 sqrt(n)`); `Avg` is the mean of a row's cells, as in DomainBed. A sweep job without a `done` file
 and a `metrics_test.json` is incomplete: it is listed, never averaged in, and a selection group
