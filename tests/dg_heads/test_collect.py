@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import QUICK, demo_configs, run_cli, run_main
+from tests.conftest import CONFIGS, QUICK, demo_configs, run_cli, run_main
 
 PACS = ["art_painting", "cartoon", "photo", "sketch"]
 
@@ -165,7 +165,7 @@ def test_an_unknown_paper_is_one_error_line_naming_the_known_ones(tmp_path):
     _hap_runs(runs)
     result = run_main("collect", str(runs), "--compare", "happ", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --compare happ: no such paper; known: hap"
+    assert result.stderr.strip() == "error: --compare happ: no such paper; known: aat, hap"
     assert not (runs / "results").exists()
 
 
@@ -273,14 +273,200 @@ def test_a_test_only_run_is_its_own_selection_in_both_tables(tmp_path):
         _job(runs, "zero_shot", "pacs", "photo", seed, 0, None, acc)
         metrics = runs / f"pacs/zero_shot/photo_seed{seed}_hp0/version_0/metrics_test.json"
         metrics.write_text(json.dumps({"test/acc": acc, "test/acc/photo": acc}))
-    _job(runs, "zero_shot", "flickr30k", "test", 0, 0, None, None)
-    (runs / "flickr30k/zero_shot/test_seed0_hp0/version_0/metrics_test.json").write_text(
-        json.dumps({"test/rsum": 300.0, "test/i2t_r1": 50.0}))
     result = run_main("collect", str(runs), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    # 90 and 94: mean 92.0, SE = std([90, 94]) / sqrt(2) = 2 / 1.414 = 1.4, in both tables
+    # 90 and 94: mean 92.0, SE = std([90, 94]) / sqrt(2) = 2 / 1.414 = 1.4, in both tables (test_split `in`)
     md = (runs / "results/pacs.md").read_text()
     training, oracle = md.split("\n\n## ")
     assert "| zero_shot | 92.0 ± 1.4 | 92.0 |" in training
     assert "| zero_shot | 92.0 ± 1.4 | 92.0 |" in oracle
-    assert "a retrieval run's (collect tabulates classification)" in result.stdout + result.stderr
+    assert "metrics_oracle.json" not in result.stdout  # a test-only run never should have one
+    assert "test-only run(s)" not in result.stdout
+
+
+def test_a_test_only_run_of_the_whole_held_out_domain_is_in_the_training_domain_table_only(tmp_path):
+    """The zero-shot sweep's jobs score `test_split: all` (the whole held-out domain); the oracle's
+    figure is the test domain's `in` split, so they stay out of the oracle table, with one message
+    naming how many and why; they are not counted as runs lacking metrics_oracle.json."""
+    runs = tmp_path / "runs"
+    for seed, acc in ((0, 0.90), (1, 0.94)):
+        _job(runs, "zero_shot", "pacs", "photo", seed, 0, None, acc)
+        version = runs / f"pacs/zero_shot/photo_seed{seed}_hp0/version_0"
+        (version / "metrics_test.json").write_text(json.dumps({"test/acc": acc, "test/acc/photo": acc}))
+        (version / "splits.json").write_text(json.dumps({"test_split": "all"}))
+    _job(runs, "erm", "pacs", "photo", 0, 0, 0.90, 0.70, (0.60, 0.65))
+    result = run_main("collect", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (runs / "results/pacs.md").read_text()
+    training, oracle = md.split("\n\n## ")
+    assert "| zero_shot | 92.0 ± 1.4 | 92.0 |" in training and "| erm | 70.0 ± 0.0 (1/2 seeds) | 70.0 |" in training
+    assert "zero_shot" not in oracle and "| erm | 65.0 ± 0.0 (1/2 seeds) | 65.0 |" in oracle
+    assert result.stdout.count("test-only run(s)") == 1
+    assert ("2 test-only run(s) have nothing to select and scored the whole held-out domain: in the "
+            "training-domain table only") in result.stdout
+    assert "metrics_oracle.json" not in result.stdout
+
+
+def test_within_2_se_allows_for_the_papers_rounding(tmp_path):
+    """HAP prints its figures to 0.1, so a figure stands for +/- 0.05. Three identical zero-shot
+    trials (SE 0): PACS 96.13 against HAP's 96.1 is +0.03, within 0 + 0.05: yes; OfficeHome 82.46
+    against 82.4 is +0.06, beyond 0.05: no."""
+    from data_modules.registry import get_dataset
+
+    runs = tmp_path / "runs"
+    for dataset, acc in (("pacs", 0.9613), ("office_home", 0.8246)):
+        for domain in get_dataset(dataset).domains:
+            for seed in (0, 1, 2):
+                _job(runs, "zero_shot", dataset, domain, seed, 0, 0.5, acc, (0.5, acc))
+    result = run_main("collect", str(runs), "--compare", "hap", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (runs / "results/compare_hap.md").read_text()
+    assert "| zero_shot | PACS | 96.1 ± 0.0 | 3 | 96.1 | +0.0 | yes |" in md
+    assert "| zero_shot | OfficeHome | 82.5 ± 0.0 | 3 | 82.4 | +0.1 | no |" in md
+    assert ("Within 2 SE: |ours − paper| ≤ 2 SE + half the last digit the paper prints (0.05 for a figure given "
+            "to 0.1, its rounding)") in md
+    rows = (runs / "results/compare_hap.csv").read_text().splitlines()
+    assert "training-domain validation set,main,zero_shot,pacs,96.1300,0.0000,3,,96.1,false,0.0300,true" in rows
+
+
+RECALL_NAMES = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
+
+
+def _retrieval_run(folder, method, seed, model, tested, val_rsum=None, job=None):
+    """A retrieval run folder as `lightning fit/test` leaves it (checked against a real run of the
+    demo configs): config.yaml (the logger's name = the method, seed_everything, the CLIP),
+    splits.json (`task: retrieval`, the test datasets), metrics_test.json (`test/<name>` with one
+    test dataset, `test/<dataset>/<name>` and their mean with several). `tested`: dataset -> six
+    recalls (I->T R@1/5/10, T->I R@1/5/10); RSUM is their sum. With `job`, a sweep job folder."""
+    import yaml
+
+    version = folder / "version_0" if job is not None else folder
+    version.mkdir(parents=True)
+    config = {"seed_everything": seed, "trainer": {"logger": {"init_args": {"name": method}}},
+              "model": {"init_args": {"clip": {"model_name": model[0], "pretrained": model[1]}}}}
+    (version / "config.yaml").write_text(yaml.safe_dump(config))
+    (version / "splits.json").write_text(json.dumps({"task": "retrieval", "test": {
+        ds: {"dataset": ds, "split": "test", "images": 1000} for ds in tested}}))
+    metrics = {} if val_rsum is None else {"val/rsum": val_rsum}
+    for ds, recalls in tested.items():
+        values = dict(zip(RECALL_NAMES, recalls), rsum=sum(recalls))
+        metrics[f"test/n/{ds}"] = 1000.0
+        for name, value in values.items():
+            metrics[f"test/{ds}/{name}" if len(tested) > 1 else f"test/{name}"] = value
+    if len(tested) > 1:
+        for name in [*RECALL_NAMES, "rsum"]:
+            metrics[f"test/{name}"] = float(np.mean([metrics[f"test/{ds}/{name}"] for ds in tested]))
+    (version / "metrics_test.json").write_text(json.dumps(metrics))
+    if job is not None:
+        (folder / "job.json").write_text(json.dumps({"method": method, "dataset": job, "test_domain": "test",
+                                                     "trial_seed": seed, "hparams_index": 0}))
+        (folder / "done").write_text("{}")
+
+
+def test_retrieval_runs_are_tabulated_per_test_dataset(tmp_path):
+    """Ordinary runs and sweep jobs of retrieval: a table per test dataset, a row per method and
+    model, each recall's mean ± SE over trial seeds. Hand-computed: finetune on Flickr30k seeds 0
+    and 1 (seed 0 run twice: the rerun with the lower val/rsum is not chosen): I->T R@1 60 and 64,
+    62.00 ± std([60, 64]) / sqrt(2) = 2 / 1.414 = 1.41; RSUM 60+80+90+40+70+80 = 420 and 424, 422.00 ±
+    1.41. aat_scan, sweep jobs tested on Flickr30k and MS-COCO (seeds 0, 1): Flickr30k I->T R@1
+    70 and 71, 70.50 ± 0.35; MS-COCO I->T R@1 40 both, 40.00 ± 0.00."""
+    runs = tmp_path / "runs"
+    tiny = ("dg-tiny-vit", None)
+    _retrieval_run(runs / "flickr30k/finetune/version_0", "finetune", 0, tiny, {"flickr30k": [60, 80, 90, 40, 70, 80]},
+                   val_rsum=300)
+    _retrieval_run(runs / "flickr30k/finetune/version_1", "finetune", 0, tiny, {"flickr30k": [10, 10, 10, 10, 10, 10]},
+                   val_rsum=100)
+    _retrieval_run(runs / "flickr30k/finetune/version_2", "finetune", 1, tiny, {"flickr30k": [64, 80, 90, 40, 70, 80]},
+                   val_rsum=310)
+    for seed, r1 in ((0, 70), (1, 71)):
+        _retrieval_run(runs / f"sweep/mscoco/aat_scan/test_seed{seed}_hp0", "aat_scan", seed, tiny,
+                       {"flickr30k": [r1, 80, 90, 40, 70, 80], "mscoco": [40, 60, 70, 20, 40, 50]},
+                       val_rsum=200, job="mscoco")
+    result = run_main("collect", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    flickr = (runs / "results/retrieval_flickr30k.md").read_text()
+    assert flickr.startswith("## Flickr30k (test split, 1000 images): retrieval recall (%), I->T image to text, "
+                             "T->I text to image, RSUM their sum; model selection: each run's own, the checkpoint "
+                             "with the best val/rsum")
+    assert """| Method | Model | I->T R@1 | I->T R@5 | I->T R@10 | T->I R@1 | T->I R@5 | T->I R@10 | RSUM | n |
+|---|---|---|---|---|---|---|---|---|---|
+| aat_scan | dg-tiny-vit | 70.50 ± 0.35 | 80.00 ± 0.00 | 90.00 ± 0.00 | 40.00 ± 0.00 | 70.00 ± 0.00 | 80.00 ± 0.00 | \
+430.50 ± 0.35 | 2 |
+| finetune | dg-tiny-vit | 62.00 ± 1.41 | 80.00 ± 0.00 | 90.00 ± 0.00 | 40.00 ± 0.00 | 70.00 ± 0.00 | 80.00 ± 0.00 | \
+422.00 ± 1.41 | 2 |""" in flickr
+    coco = (runs / "results/retrieval_mscoco.md").read_text()
+    assert "| aat_scan | dg-tiny-vit | 40.00 ± 0.00 | 60.00 ± 0.00 | 70.00 ± 0.00 | 20.00 ± 0.00 | 40.00 ± 0.00 | " \
+           "50.00 ± 0.00 | 280.00 ± 0.00 | 2 |" in coco
+    assert "finetune" not in coco
+    csv = (runs / "results/retrieval_flickr30k.csv").read_text().splitlines()
+    assert csv[0] == "method,model_name,pretrained,metric,mean,std_error,trial_seeds"
+    assert "finetune,dg-tiny-vit,,i2t_r1,62.0000,1.4142,2" in csv
+    assert "finetune,dg-tiny-vit,,rsum,422.0000,1.4142,2" in csv
+    assert "\\caption{Flickr30k (test split, 1000 images)" in (runs / "results/retrieval_flickr30k.tex").read_text()
+    assert flickr.split("\n\n", 1)[1] in result.stdout
+    assert "retrieval_flickr30k.{md,tex,csv}, retrieval_mscoco.{md,tex,csv}" in result.stdout
+    assert "metrics_oracle.json" not in result.stdout and "pending" not in result.stdout
+
+
+def test_compare_aat_puts_our_zero_shot_recall_beside_open_clips(tmp_path):
+    """open_clip's published zero-shot figures (OpenAI weights), only beside runs of that model.
+    Hand-computed, ViT-B-16 on Flickr30k, 2 seeds: I->T R@1 82.23 both (SE 0) against 82.2: +0.03,
+    within 0 + 0.05 (printed to 0.1): yes; I->T R@5 96 and 97: 96.50 ± 0.5 / 1.414 = 0.35 against 96.6:
+    -0.10, within 0.71 + 0.05: yes; T->I R@1 62.17 against 62.16: +0.01, beyond 0 + 0.005 (printed to
+    0.01): no. ViT-B-32, one run: zero-shot is test-only (nothing trained, the figure is the same for
+    every seed: SE 0), so it is judged too: I->T R@1 79.0 against 78.9, +0.10, beyond 0.05: no;
+    T->I R@1 58.78 against 58.78: yes. A zero_shot run of another model is not compared; MS-COCO
+    has no run."""
+    runs = tmp_path / "runs"
+    for seed, r5 in ((0, 96.0), (1, 97.0)):
+        _retrieval_run(runs / f"b16/version_{seed}", "zero_shot", seed, ("ViT-B-16", "openai"),
+                       {"flickr30k": [82.23, r5, 99.0, 62.17, 85.72, 91.92]})
+    _retrieval_run(runs / "b32/version_0", "zero_shot", 0, ("ViT-B-32", "openai"),
+                   {"flickr30k": [79.0, 94.9, 98.2, 58.78, 83.56, 90.02]})
+    _retrieval_run(runs / "tiny/version_0", "zero_shot", 0, ("dg-tiny-vit", None), {"flickr30k": [1, 5, 10, 1, 5, 10]})
+    result = run_main("collect", str(runs), "--compare", "aat", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (runs / "results/compare_aat.md").read_text()
+    assert md.startswith("### Flickr30k: our zero_shot recall beside Zero-shot retrieval with OpenAI's weights "
+                         "(open_clip's published results)\n\nReference: open_clip's "
+                         "docs/openclip_retrieval_results.csv")
+    assert "AAT's own per-dataset recall table" in md and "Karpathy 1k test (1000 images)" in md
+    assert """| Model | Recall | Ours | n | Reference | Ours − reference | Within 2 SE |
+|---|---|---|---|---|---|---|
+| ViT-B-16 (openai) | I->T R@1 | 82.23 ± 0.00 | 2 | 82.2 | +0.03 | yes |
+| ViT-B-16 (openai) | I->T R@5 | 96.50 ± 0.35 | 2 | 96.6 | -0.10 | yes |
+| ViT-B-16 (openai) | I->T R@10 | 99.00 ± 0.00 | 2 | 99.0 | +0.00 | yes |
+| ViT-B-16 (openai) | T->I R@1 | 62.17 ± 0.00 | 2 | 62.16 | +0.01 | no |
+| ViT-B-16 (openai) | T->I R@5 | 85.72 ± 0.00 | 2 | 85.72 | +0.00 | yes |
+| ViT-B-16 (openai) | T->I R@10 | 91.92 ± 0.00 | 2 | 91.92 | +0.00 | yes |
+| ViT-B-32 (openai) | I->T R@1 | 79.00 ± 0.00 | 1 | 78.9 | +0.10 | no |""" in md
+    assert "| ViT-B-32 (openai) | T->I R@1 | 58.78 ± 0.00 | 1 | 58.78 | +0.00 | yes |" in md
+    assert "except test-only runs (nothing trained, a fixed test set: the same figure for every seed, SE 0)" in md
+    assert "dg-tiny-vit" not in md
+    assert md.rstrip().endswith("Reference datasets with no retrieval run here: MS-COCO")
+    assert md.split("\n\n", 2)[2].split("\n\n")[0] in result.stdout
+    rows = (runs / "results/compare_aat.csv").read_text().splitlines()
+    assert rows[0] == ("dataset,model_name,pretrained,method,metric,ours_mean,ours_std_error,trial_seeds,reference,"
+                       "difference,within_2se")
+    assert "flickr30k,ViT-B-16,openai,zero_shot,t2i_r1,62.1700,0.0000,2,62.16,0.0100,false" in rows
+    assert "flickr30k,ViT-B-32,openai,zero_shot,i2t_r1,79.0000,0.0000,1,78.9,0.1000,false" in rows
+    assert "\\caption{Flickr30k: our zero\\_shot recall" in (runs / "results/compare_aat.tex").read_text()
+
+
+@pytest.mark.slow
+def test_collect_reads_a_real_retrieval_run(tmp_path):
+    """What `lightning test` with the zero-shot config leaves on DigitCaptions (tiny CLIP): collect
+    names its method (the logger's), model (config.yaml) and test dataset (splits.json), and its
+    row is the run's own metrics_test.json; `--compare aat` says no reference exists for it."""
+    configs = [a for name in ("data/digit_captions.yaml", "method/zero_shot.yaml", "trainer/demo.yaml")
+               for a in ("--config", str(CONFIGS / name))]
+    result = run_cli("test", *configs, "--data.init_args.num_workers", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs/digit_captions/zero_shot/version_0/metrics_test.json").read_text())
+    result = run_main("collect", "runs/digit_captions", "--compare", "aat", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cells = " | ".join(f"{metrics['test/' + m]:.2f} ± 0.00" for m in [*RECALL_NAMES, "rsum"])
+    assert f"| zero_shot | dg-tiny-vit | {cells} | 1 |" in result.stdout
+    assert "## digit_captions (test split, 100 images): retrieval recall (%)" in result.stdout
+    assert "digit_captions: no reference figures in dg_heads/papers/aat.yaml (it has Flickr30k, MS-COCO)" \
+        in result.stdout
