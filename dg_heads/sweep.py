@@ -39,9 +39,11 @@ A spec (YAML):
 
 Before anything is queued the job count is printed with an estimate of the accelerator-hours
 (`estimate`): each job's steps x the measured seconds per step of its model and method, plus its
-evaluation images x the measured seconds per image, from the step-time file that `make gpu-check`
-writes on a GPU (experiments/measured/step_times.json, `experiments/bench_step_time.py`); a job
-whose model and method have no measured figure is named as such, never guessed.
+evaluation images x the measured seconds per image (AAT's scan and GA: their search instead of
+steps, its masks counted from the search's settings x the measured seconds to fill the scorer's
+cache and score a mask, per image), from the step-time file that `make gpu-check` writes on a GPU
+(experiments/measured/step_times.json, `experiments/bench_step_time.py`); a job whose model and
+method have no measured figure is named as such, never guessed.
 
 Each job's folder is `RUNS_DIR/<dataset>/<method>/<domain>_seed<S>_hp<I>_<hash>`, the hash of its
 arguments: relaunching the same spec maps every job to the same folder, where a `done` file
@@ -394,13 +396,15 @@ class JobCost:
     devices: set = field(default_factory=set)
 
 
-def job_cost(job: Job, entries: list[dict]) -> JobCost:
-    """Seconds of one job on one accelerator: training steps x the measured seconds per step of its
-    model and method (scaled from the measured images per step to the job's, 3 or 5 source domains
-    x batch_size_per_domain), plus the images it evaluates x the measured seconds per image:
-    every validation of the source `out` splits (steps / val_check_interval, and once more for the
-    selected checkpoint) and the held-out domain's test. A `test` job: the test alone. AAT's
-    training-free searches (scan, GA): their measured seconds per search, plus the evaluation."""
+def job_cost(job: Job, entries: list[dict], processes: int = 1) -> JobCost:
+    """Seconds of one job, each of its `processes` busy throughout (its accelerator-seconds: that x
+    `processes`): training steps x the measured seconds per step of its model and method (scaled
+    from the measured images per step to the job's, 3 or 5 source domains x batch_size_per_domain;
+    every process takes a batch of its own), plus the images it evaluates x the measured seconds per
+    image, shared out over the processes: every validation of the source `out` splits (steps /
+    val_check_interval, and once more for the selected checkpoint) and the held-out domain's test.
+    A `test` job: the test alone. AAT's training-free searches (scan, GA): `search_seconds`, then
+    the searched model's validation and test."""
     from dg_heads.preflight import config_value
 
     args = [a for k, v in job.hparams.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
@@ -416,7 +420,8 @@ def job_cost(job: Job, entries: list[dict]) -> JobCost:
         return JobCost(missing=f"{job.dataset}: no image counts in the registry to size its evaluation")
     sources = [d for d in info.domains if d != job.test_domain]
     test_images = info.counts[job.test_domain]
-    val_images = float(value("data.init_args.holdout_fraction", 0.2)) * sum(info.counts[d] for d in sources)
+    holdout = float(value("data.init_args.holdout_fraction", 0.2))
+    val_images = holdout * sum(info.counts[d] for d in sources)
     evals = _latest(entries, kind="eval", model=model, precision=precision)
     no_eval = JobCost(missing=f"no measured evaluation time for {model} ({precision}) on a GPU yet")
     per_image = float(evals[0]["s_per_image"]) if evals else 0.0
@@ -424,19 +429,21 @@ def job_cost(job: Job, entries: list[dict]) -> JobCost:
     if job.subcommand == "test":
         if not evals:
             return no_eval
-        return JobCost(test_images * per_image, detail=f"{test_images:,} images x {per_image * 1e3:.2f} ms",
-                       devices=devices)
-    if value("model.init_args.search.strategy") in ("scan", "ga"):  # AAT: a search, no training steps
-        searches = _latest(entries, kind="search", model=model, method=job.method, precision=precision)
-        if not searches:
-            return JobCost(missing=f"no measured search time for {what} on a GPU yet (experiments/bench_step_time.py "
-                                   f"does not time AAT's searches: add a `search` entry with s_per_search by hand)")
+        return JobCost(test_images * per_image / processes, devices=devices,
+                       detail=f"{test_images:,} images x {per_image * 1e3:.2f} ms")
+    strategy = value("model.init_args.search.strategy")
+    if strategy is None and str(value("model.class_path", "")).endswith("AttentionAblation"):
+        strategy = "ga"  # SearchSpec's default
+    if strategy in ("scan", "ga"):  # AAT: a search, no training steps
+        scoring = [min(int(info.counts[d] * holdout), _scoring_limit(value)) for d in sources]
+        search = search_seconds(strategy, value, scoring, model, precision, job.method, entries, processes)
+        if search.missing:
+            return search
         if not evals:
             return no_eval
         eval_images = val_images + test_images  # the searched model's validation, then its test
-        search = float(searches[0]["s_per_search"])
-        return JobCost(search + eval_images * per_image, devices=devices | {searches[0].get("device", "?")},
-                       detail=f"search {search / 60:.1f} min + {eval_images:,.0f} images x {per_image * 1e3:.2f} ms")
+        return JobCost(search.seconds + eval_images * per_image / processes, devices=devices | search.devices,
+                       detail=f"search {search.detail} + {eval_images:,.0f} images x {per_image * 1e3:.2f} ms")
     steps = value("trainer.max_steps", -1)
     if not isinstance(steps, int) or steps <= 0:
         return JobCost(missing=f"{job.method} on {job.dataset} runs by epochs (trainer.max_steps {steps}): "
@@ -452,9 +459,64 @@ def job_cost(job: Job, entries: list[dict]) -> JobCost:
     interval = value("trainer.val_check_interval")
     validations = steps // interval if isinstance(interval, int) and interval > 0 else 1
     eval_images = (validations + 1) * val_images + test_images
-    return JobCost(steps * per_step + eval_images * per_image, devices=devices | {nearest.get("device", "?")},
+    return JobCost(steps * per_step + eval_images * per_image / processes,
+                   devices=devices | {nearest.get("device", "?")},
                    detail=f"{steps} steps x {per_step:.3f} s at {images} images/step + "
                           f"{eval_images:,.0f} images x {per_image * 1e3:.2f} ms")
+
+
+def _scoring_limit(value) -> float:
+    """A source domain's scoring images at most: max_scoring_batches x eval_batch_size (null: all)."""
+    batches = value("model.init_args.search.max_scoring_batches", 4)
+    return float("inf") if batches is None else int(batches) * int(value("data.init_args.eval_batch_size", 128))
+
+
+def search_seconds(strategy: str, value, scoring: list[int], model: str, precision: str, method: str,
+                   entries: list[dict], processes: int = 1) -> JobCost:
+    """One AAT search (scan or GA) over `scoring` images per source domain, shared out over
+    `processes`: the cache filled once, then its masks scored, from the model's measured `search`
+    entry (experiments/bench_step_time.py, per image: `s_fill_per_image`; one mask running every
+    block, `s_score_per_image`, or none, `s_score_overhead_per_image`). The masks and blocks they
+    run come from the search's settings and the cache the job plans within its cache_budget_gb
+    (`scorer.search_cost`, `scorer.plan_cache`): a mask running `k` of the `blocks` blocks costs
+    overhead + k / blocks x (score - overhead). Scan: exact; GA: at most (every mask after the
+    unablated one taken as new and as ablating a head of block 0). An older file's hand-written
+    `search` entry of the method (`s_per_search`) is read as it says."""
+    measured = [e for e in _latest(entries, kind="search", model=model, precision=precision)
+                if "s_fill_per_image" in e]
+    if not measured:
+        legacy = [e for e in _latest(entries, kind="search", model=model, method=method, precision=precision)
+                  if "s_per_search" in e]
+        if legacy:
+            seconds = float(legacy[0]["s_per_search"])
+            return JobCost(seconds, devices={legacy[0].get("device", "?")},
+                           detail=f"{seconds / 60:.1f} min (the file's s_per_search)")
+        return JobCost(missing=f"no measured search time for {model} ({precision}) on a GPU yet")
+    if value("model.init_args.mask"):
+        return JobCost(0.0, detail="none (a given mask)")  # applied as is: nothing is searched
+    from dg_heads.methods.aat.genetic import GASpec
+    from dg_heads.methods.aat.scorer import GB, plan_cache, search_cost
+
+    entry = measured[0]
+    blocks, heads = int(entry["blocks"]), int(entry["heads"])
+    images = sum(scoring)
+    share = -(-images // processes)  # the largest process's share, as the job plans its cache
+    budget = float(value("model.init_args.search.cache_budget_gb", 4.0))
+    plan = plan_cache(blocks, share * int(entry["level_bytes_per_image"]), budget * GB)
+    if plan is None:
+        return JobCost(missing=f"{model}/{method}: its search's cache would not fit in cache_budget_gb {budget} "
+                               f"(the job stops with an error at its start)")
+    ga = GASpec()
+    for key in ("population", "generations", "elitism"):
+        setattr(ga, key, int(value(f"model.init_args.search.ga.{key}", getattr(ga, key))))
+    cost = search_cost(strategy, blocks, heads, ga, plan.levels)
+    fill, score = float(entry["s_fill_per_image"]), float(entry["s_score_per_image"])
+    overhead = float(entry["s_score_overhead_per_image"])
+    per_image = fill + cost.masks * overhead + cost.block_runs * (score - overhead) / blocks
+    at_most = "" if cost.exact else "at most "
+    return JobCost(images * per_image / processes, devices={entry.get("device", "?")},
+                   detail=f"{images:,} images x ({fill * 1e3:.2f} ms cache fill + {at_most}{cost.masks} masks "
+                          f"{(per_image - fill) * 1e3:.1f} ms)")
 
 
 def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path) -> list[str]:
@@ -464,7 +526,7 @@ def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path
     processes = slurm_layout(spec)[0] * slurm_layout(spec)[1] if spec.slurm else 1
     groups: dict[tuple[str, str], list[JobCost]] = {}
     for job in jobs:
-        groups.setdefault((job.method, job.dataset), []).append(job_cost(job, entries))
+        groups.setdefault((job.method, job.dataset), []).append(job_cost(job, entries, processes))
     lines, missing, total, counted, devices = [], {}, 0.0, 0, set()
     for (method, dataset), costs in groups.items():
         known = [c for c in costs if c.seconds is not None]
@@ -484,7 +546,7 @@ def estimate(spec: SweepSpec, jobs: list[Job], entries: list[dict], source: Path
             + ("" if source.is_file() else f" ({source} does not exist)"))
     lines.insert(0, head)
     for reason, count in missing.items():
-        hint = "" if "bench_step_time" in reason else f": {GPU_CHECK}"
+        hint = f": {GPU_CHECK}" if reason.startswith("no measured") else ""
         lines.append(f"  not estimated ({count} job(s)): {reason}{hint}")
     limit = _hours(spec.slurm.get("time"))
     longest = max(((c.seconds / 3600, m, d) for (m, d), costs in groups.items() for c in costs if c.seconds),

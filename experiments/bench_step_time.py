@@ -12,12 +12,18 @@ nothing measurable), through the CLI's own parser (`DGHeadsCLI(run=False)`), wit
 method's `training_loss` on `domains` x `per_domain` images under the precision's autocast, its
 backward, an AdamW step. The figure is the median over `--steps` timed steps after `--warmup`.
 Evaluation: the zero-shot model's forward over `--eval-batch` images, per image (what validation
-and test cost; a trained method's adapters add little to a forward). Training-free searches (AAT
-scan, GA) are not measured here: the estimate names them as unmeasured.
+and test cost; a trained method's adapters add little to a forward). AAT's training-free searches
+(scan, GA; one `search` entry per model and precision, whatever the strategy): their scorer
+(`MaskScorer`, every block's input cached) over `--eval-batch` images, per image: filling the
+cache (`s_fill_per_image`), scoring one mask that ablates a head of block 0, so every block runs
+(`s_score_per_image`), and the unablated mask, which runs no block (`s_score_overhead_per_image`:
+the final norm, projection and classifier); with the grid (`blocks`, `heads`) and the bytes of one
+block's input per image (`level_bytes_per_image`), from which the estimate plans the job's cache
+and counts its masks and blocks (`dg_heads.methods.aat.scorer.search_cost`).
 
 The entries (device name, model, method, precision, images per step, s/step, date) go into
 `--out` (default experiments/measured/step_times.json), replacing earlier entries of the same
-device, model, method, precision and batch; `dg-heads sweep` reads them.
+kind, device, model, method, precision and batch; `dg-heads sweep` reads them.
 """
 
 from __future__ import annotations
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: --methods {unknown}: not in the sweeps {[str(s) for s in args.sweeps]} "
               f"(their methods: {sorted(methods)})", file=sys.stderr)
         sys.exit(2)
-    entries = []
+    entries, measured = [], set()
     for name, method in methods.items():
         if args.methods and name not in args.methods:
             continue
@@ -140,8 +146,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{model_name} eval: {seconds / args.eval_batch * 1e3:.3f} ms/image ({device_name}, {precision})")
             continue
         strategy = getattr(getattr(module, "search_spec", None), "strategy", None)
-        if strategy in ("scan", "ga"):
-            print(f"{name}: a training-free search ({strategy}): not measured here")
+        if strategy in ("scan", "ga"):  # one figure for every search of this model and precision
+            if (model_name, "search") not in measured:
+                measured.add((model_name, "search"))
+                scorer = search_scorer(prepare(module, 7, 1, args.device).eval(), args.device, precision)
+                entry = {"kind": "search", **base, "batch": args.eval_batch,
+                         **time_search(scorer, args.eval_batch, args.steps, args.warmup, args.device)}
+                entries.append(entry)
+                print(f"{model_name} search: cache fill {entry['s_fill_per_image'] * 1e3:.3f} ms/image, one mask "
+                      f"{entry['s_score_per_image'] * 1e3:.3f} ms/image from block 0 "
+                      f"({entry['s_score_overhead_per_image'] * 1e3:.3f} ms/image running no block) "
+                      f"({device_name}, {precision})")
             continue
         for domains in args.domains:
             module = prepare(module, 7, domains, args.device).train()
@@ -175,6 +190,42 @@ def evaluator(module, batch: int, device: str, precision: str):
             module(images)
 
     return forward
+
+
+def search_scorer(module, device: str, precision: str):
+    """AAT's scorer of this module as its search builds it (`_scorer`): every block's input cached."""
+    import torch.nn.functional as F
+
+    from dg_heads.methods.aat.scorer import MaskScorer
+
+    return MaskScorer(module.clip, lambda f: module.logits(F.normalize(f, dim=-1)), module.search_spec.mode,
+                      module.search_spec.alpha, num_domains=1, autocast=lambda: autocast(device, precision))
+
+
+def time_search(scorer, batch: int, steps: int, warmup: int, device: str) -> dict:
+    """Seconds per image of filling the scorer's cache with `batch` images, and of scoring one mask
+    from block 0 (every block runs) and the unablated one (no block runs: the cache holds the
+    last block's output); with the grid and the bytes of one cached block input per image."""
+    from dg_heads.backbone import image_size_of
+    from dg_heads.heads import HeadMask
+
+    size = image_size_of(scorer.model)
+    images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def fill() -> None:
+        scorer.batches.clear()  # one batch held, whatever the repeats
+        scorer.add(images, labels, 0)
+
+    s_fill = time_calls(fill, steps, warmup, device)
+    blocks, heads = scorer.grid
+    first_block, unablated = HeadMask.from_pairs([(0, 0)]), HeadMask()
+    s_score = time_calls(lambda: scorer.counts(first_block), steps, warmup, device)  # uncached: `counts`, not `score`
+    s_overhead = time_calls(lambda: scorer.counts(unablated), steps, warmup, device)
+    level = scorer.batches[0].block_inputs[1]  # a block's output, as the module plans its cache (`_plan_cache`)
+    return {"blocks": blocks, "heads": heads, "level_bytes_per_image": level[0].numel() * level.element_size(),
+            "s_fill_per_image": s_fill / batch, "s_score_per_image": s_score / batch,
+            "s_score_overhead_per_image": s_overhead / batch, "steps_timed": steps}
 
 
 def stepper(module, per_domain: int, domains: int, device: str, precision: str):

@@ -114,6 +114,49 @@ def plan_cache(blocks: int, level_bytes: int, budget_bytes: float) -> CachePlan 
     return CachePlan(tuple(levels), level_bytes, blocks)
 
 
+@dataclass(frozen=True)
+class SearchCost:
+    """What one training-free search runs, counted from its settings (`search_cost`), per scoring
+    image: `fill_blocks` blocks to fill the cache, then `block_runs` blocks over its `masks`
+    distinct masks (each from the nearest kept block at or before its first ablated one)."""
+
+    evaluations: int  # masks the search asks the scorer for (its `evaluations`), repeats included
+    masks: int  # masks scored (a repeat comes from the scorer's cache); GA: at most
+    block_runs: int  # blocks run over those masks, per scoring image; GA: at most
+    fill_blocks: int  # blocks run to fill the cache, per scoring image (one pass: every block's when all are kept)
+    blocks: int
+    exact: bool  # scan: exact; GA: an upper bound (repeats and masks ablating later blocks cost less)
+
+    @property
+    def passes(self) -> float:
+        """Block forwards in units of one full pass over the scoring data (the scorer's `cost`)."""
+        return (self.fill_blocks + self.block_runs) / self.blocks
+
+
+def search_cost(strategy: str, blocks: int, heads: int, ga=None, levels: tuple[int, ...] | None = None
+                ) -> SearchCost:
+    """The masks and block forwards of AAT's `scan` or `ga` search (`ga`: its `GASpec`) over a
+    `blocks` x `heads` grid, with the inputs of `levels` cached (a `CachePlan`'s; None: every
+    block's), counted as `MaskScorer`, `scan.scan` and `genetic.genetic_search` run them; no
+    model is built. Scan: the unablated mask, then every head alone. GA: `population` masks in
+    each of `generations` + 1 scorings; after the first, its `elitism` elites are repeats."""
+    kept = sorted(set(range(blocks + 1) if levels is None else levels))
+
+    def runs(first: int) -> int:  # a mask whose first ablated block is `first` (`blocks`: none ablated)
+        return blocks - max(k for k in kept if k <= first)
+
+    fill = max(kept)  # `add` runs the blocks up to the last kept one
+    if strategy == "scan":
+        masks = 1 + blocks * heads
+        return SearchCost(masks, masks, runs(blocks) + heads * sum(runs(b) for b in range(blocks)), fill, blocks,
+                          exact=True)
+    if strategy == "ga":
+        evaluations = ga.population * (ga.generations + 1)
+        masks = ga.population + ga.generations * (ga.population - ga.elitism)  # the first holds the unablated mask
+        return SearchCost(evaluations, masks, runs(blocks) + (masks - 1) * runs(0), fill, blocks, exact=False)
+    raise ValueError(f"search_cost: strategy {strategy!r} is not a training-free search (scan, ga)")
+
+
 @dataclass
 class ScoringBatch:
     domain: int
