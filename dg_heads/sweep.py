@@ -196,7 +196,12 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def _draw(space: dict, rng: np.random.RandomState) -> dict:
-    """One DomainBed-style random draw of every hyper-parameter in `space`."""
+    """One DomainBed-style random draw of every hyper-parameter in `space`.
+
+    The syntax (`{log10_uniform: [-5, -3]}`, `{uniform: [a, b]}`, `{choice: [...]}`) is DomainBed's
+    hparams_registry draws (`10**r.uniform(-5, -3)`, `r.choice(...)`) written as YAML. It stays its
+    own: the project's other value syntaxes (config values, the grid's lists) name values, not
+    distributions, and neither jsonargparse nor Lightning has one for ranges to align with."""
     out = {}
     for key, dist in space.items():
         (kind, arg), = dist.items()
