@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: fine-tune the tiny CLIP on RotatedDigits (sources 0..60 degrees), hold out 75
 # degrees, select the checkpoint by source validation accuracy, test it, print the table.
-# Composed: dataset, method, then the demo preset (tiny CLIP on the CPU; last, so it wins).
+# Composed: dataset, method, then the demo preset (tiny CLIP on the CPU; last, so it wins: the
+# CLI refuses it before the method file).
 DEMO_CONFIGS := --config configs/data/rotated_digits.yaml --config configs/method/finetune.yaml \
                 --config configs/trainer/demo.yaml
 

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional, Union
 
+import yaml
 from lightning.pytorch.cli import LightningCLI, instantiate_class
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
@@ -132,6 +133,45 @@ def select_by_task(trainer, datamodule) -> None:
             callback._ModelCheckpoint__init_monitor_mode(task.mode)  # Lightning's own (its best-score start)
 
 
+# ------------------------------------------------- the order of --config files (enforced here only)
+def config_files(argv: list[str]) -> list[str]:
+    """The `--config` files of a command line, in the order given."""
+    return [argv[i + 1] if arg == "--config" else arg.split("=", 1)[1] for i, arg in enumerate(argv)
+            if (arg == "--config" and i + 1 < len(argv)) or arg.startswith("--config=")]
+
+
+def _model_section(path: str) -> dict | None:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):  # jsonargparse names the file and what is wrong with it
+        return None
+    model = loaded.get("model") if isinstance(loaded, dict) else None
+    return model if isinstance(model, dict) else None
+
+
+def check_config_order(argv: list[str]) -> None:
+    """Later `--config` files win, key by key. A file that changes the model without choosing it
+    (a `model:` section with no `class_path`: configs/trainer/demo.yaml, a configs/method/hap_variants/
+    overlay) therefore goes after the file that chooses it (`model.class_path`: configs/method/*.yaml).
+    The one place this order is checked (Makefile, README, tests and demos just follow it); given the
+    other way round, jsonargparse stops at the overlay with `Option 'clip.model_name' is not accepted`,
+    naming neither file. An overlay after some chooser is left alone: it changes that model."""
+    overlay, chosen = None, False
+    for path in config_files(argv):
+        model = _model_section(path)
+        if model is None:
+            continue
+        if "class_path" not in model:
+            overlay = overlay or (None if chosen else path)  # after a chooser it changes that model: fine
+        elif overlay:
+            raise DGHeadsError(
+                f"--config {overlay} changes the model (a `model:` section without class_path) but comes before "
+                f"--config {path}, which chooses the model (model.class_path): give {overlay} after it "
+                f"(later files win)")
+        else:
+            chosen = True
+
+
 class _NoTips(logging.Filter):
     """Lightning's advertisements (`💡 Tip: For seamless cloud logging ...`) look like messages about the run."""
 
@@ -151,6 +191,7 @@ class DGHeadsCLI(LightningCLI):
         elif isinstance(args, list):
             args = expand_help(args)
         self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        check_config_order(self._argv)
         super().__init__(
             model_class=None,
             datamodule_class=None,

@@ -34,6 +34,11 @@ def config_value(configs: list[str], args: list[str], key: str, default=None):
         except (OSError, yaml.YAMLError):
             continue  # the job check (`--print_config`) reports an unreadable file
         for part in key.split("."):
+            if isinstance(node, str) and node.endswith((".yaml", ".yml")):  # a file for a group, read relative
+                try:  # to the config (method files' `clip: ../backbone/default.yaml`)
+                    node = yaml.safe_load((Path(config).parent / node).read_text()) or {}
+                except (OSError, yaml.YAMLError):
+                    node = MISSING
             node = node.get(part, MISSING) if isinstance(node, dict) else MISSING
         if node is not MISSING:
             value = node

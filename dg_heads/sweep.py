@@ -198,7 +198,12 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def _draw(space: dict, rng: np.random.RandomState) -> dict:
-    """One DomainBed-style random draw of every hyper-parameter in `space`."""
+    """One DomainBed-style random draw of every hyper-parameter in `space`.
+
+    The syntax (`{log10_uniform: [-5, -3]}`, `{uniform: [a, b]}`, `{choice: [...]}`) is DomainBed's
+    hparams_registry draws (`10**r.uniform(-5, -3)`, `r.choice(...)`) written as YAML. It stays its
+    own: the project's other value syntaxes (config values, the grid's lists) name values, not
+    distributions, and neither jsonargparse nor Lightning has one for ranges to align with."""
     out = {}
     for key, dist in space.items():
         (kind, arg), = dist.items()
@@ -287,22 +292,29 @@ def slurm_asks_for_gpu(slurm: dict) -> bool:
 
 
 def trainer_accelerator(configs: list[str], args: list[str]) -> str:
-    """`trainer.accelerator` as the CLI will resolve it: the config files in order, then the
-    arguments, else Lightning's default `auto`."""
-    value = "auto"
-    for config in configs:
-        try:
-            trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
-        except (OSError, yaml.YAMLError, AttributeError) as error:
-            raise DGHeadsError(f"sweep: cannot read config file {config}: {error}") from None
-        if isinstance(trainer, dict) and trainer.get("accelerator") is not None:
-            value = str(trainer["accelerator"])
-    for i, arg in enumerate(args):
-        if arg == "--trainer.accelerator" and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--trainer.accelerator="):
-            value = arg.split("=", 1)[1]
-    return value
+    """`trainer.accelerator` as the CLI will resolve it: the job's config files and arguments parsed
+    by the CLI itself (LightningCLI's `--print_config`: parsed and printed, nothing built), so the
+    composition, omegaconf interpolation and defaults are the run's own. A job that does not
+    parse is an error now, not in every array task."""
+    import io
+    import warnings
+    from contextlib import redirect_stdout
+
+    from dg_heads.lightning_cli import DGHeadsCLI
+
+    argv = [*(a for config in configs for a in ("--config", str(config))), *args, "--print_config"]
+    printed = io.StringIO()
+    try:
+        with redirect_stdout(printed), warnings.catch_warnings():
+            # Lightning warns when `args` is given while sys.argv holds arguments (here: the sweep's own)
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            DGHeadsCLI(args=argv, run=False)
+    except SystemExit:  # `--print_config` ends the parse
+        pass
+    except ConfigError as error:
+        raise DGHeadsError(f"sweep: the job's configs {configs} with arguments {args} do not parse: "
+                           f"{str(error).removeprefix('error: ')}") from None
+    return str((yaml.safe_load(printed.getvalue()) or {}).get("trainer", {}).get("accelerator", "auto"))
 
 
 def check_gpu_request(spec: SweepSpec, method: dict, configs: list[str], args: list[str], where: str) -> None:

@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 FINETUNE_RUNS = Path("runs/rotated_digits/finetune")  # `make demo`'s run folder, under the current folder
 
 
-def demo_configs(method: str) -> list[str]:
-    """`--config` arguments of a method's demo, as the Makefile composes them (demo preset last)."""
-    files = ("data/rotated_digits.yaml", f"method/{method}.yaml", "trainer/demo.yaml")
+def demo_configs(method: str, data: str = "rotated_digits") -> list[str]:
+    """`--config` arguments of a method's demo, as the Makefile composes them (the demo preset
+    last: the CLI refuses it before the method file)."""
+    files = (f"data/{data}.yaml", f"method/{method}.yaml", "trainer/demo.yaml")
     return [arg for name in files for arg in ("--config", str(REPO / "configs" / name))]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from dg_heads.methods.aat.module import STRATEGIES  # noqa: E402  (the package, when run as a script from anywhere)
+from experiments.demo_aat import demo_configs as aat_demo_configs  # noqa: E402
 from experiments.demo_aat import finetuned_checkpoint  # noqa: E402
 
 FINETUNE_RUNS = Path("runs/digit_captions/finetune")  # under the current folder
@@ -30,9 +31,8 @@ STRATEGY_ARGS = {"bp": ["--model.init_args.optim.lr", "5.0e-2"]}  # as demo_aat.
 
 
 def demo_configs(method: str) -> list[str]:
-    """`--config` arguments: DigitCaptions, the method, the demo preset last (tiny CLIP on the CPU)."""
-    files = ("data/digit_captions.yaml", f"method/{method}.yaml", "trainer/demo.yaml")
-    return [arg for name in files for arg in ("--config", str(REPO / "configs" / name))]
+    """`--config` arguments: DigitCaptions, the method, the demo preset (tiny CLIP on the CPU), as demo_aat's."""
+    return aat_demo_configs(method, data="digit_captions")
 
 
 def run(subcommand: str, method: str, *args: str) -> None:

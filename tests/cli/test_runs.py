@@ -161,8 +161,8 @@ def _built(args: list[str], tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, folder", [
     (demo_configs("finetune"), "runs/rotated_digits/finetune"),
     (demo_configs("aat_bp"), "runs/rotated_digits/aat_bp"),
-    ([*demo_configs("hap"), "--config", str(CONFIGS / "method/hap_variants/plain_lora.yaml")],
-     "runs/rotated_digits/lora"),
+    ([*demo_configs("hap"), "--config", str(CONFIGS / "method/hap_variants/ha_lora_only.yaml")],
+     "runs/rotated_digits/ha_lora"),
     ([*demo_configs("hap"), "--data.init_args.dataset", "PACS", "--data.init_args.test_domains", "[photo]"],
      "runs/pacs/hap"),
     ([*demo_configs("finetune"), "--trainer.logger.init_args.save_dir", "out/{dataset}",

@@ -47,9 +47,9 @@ OWN = {"my_folder": {"cam_a": ["cat", "dog"], "cam_b": ["cat", "dog"], "cam_c": 
 
 
 def _files(composition: str) -> list[Path]:
-    """`gpu/pacs/hap`, `gpu/pacs/hap+plain_lora` (a HAP variant overlay), `demo/rotated_digits/hap`:
+    """`gpu/pacs/hap`, `gpu/pacs/hap+gating_only` (a HAP variant overlay), `demo/rotated_digits/hap`:
     the files in the order the README gives (the demo preset goes last: it replaces the method's
-    backbone, learning rate and run length)."""
+    backbone, learning rate and run length; the CLI refuses it before the method file)."""
     preset, dataset, method = composition.split("/")
     method, _, variant = method.partition("+")
     files = [CONFIGS / f"data/{dataset}.yaml", CONFIGS / f"method/{method}.yaml"]
@@ -86,8 +86,18 @@ def _composed(files: list[Path]) -> dict:
     return out
 
 
+BACKBONE = CONFIGS / "backbone/default.yaml"
+
+
+def _backbone(method_file: Path):
+    """A method file's `model.init_args.clip`: a backbone file (read relative to the method file), or inline."""
+    clip = yaml.safe_load(method_file.read_text())["model"]["init_args"].get("clip")
+    return (method_file.parent / clip).resolve() if isinstance(clip, str) else clip
+
+
 def test_the_matrix_covers_every_shipped_config():
     used = {f for c in COMPOSITIONS for f in _files(c)}
+    used |= {b for f in used if f.parent == CONFIGS / "method" and isinstance(b := _backbone(f), Path)}  # read by them
     shipped = set(CONFIGS.rglob("*.yaml"))
     assert shipped == used, f"configs no composition runs: {sorted(map(str, shipped - used))}"
     assert set(DATASET_FILES) == set(DATASETS) | set(OWN)
@@ -95,6 +105,44 @@ def test_the_matrix_covers_every_shipped_config():
     assert {"zero_shot", "linear_probe", "finetune", "lora", "hap", "aat_scan", "aat_ga", "aat_bp"} <= set(METHODS)
     assert set(BENCHMARKS) | {"digit_captions"} <= {c.split("/")[1] for c in DDP_COMPOSITIONS}
     assert {c.split("/")[2] for c in DDP_COMPOSITIONS} == set(METHODS)
+
+
+def test_every_method_file_names_the_one_backbone_file():
+    """The backbone is written once: every method file reads it from configs/backbone/default.yaml
+    (a user changes it there), which holds the papers' CLIP ViT-B/16 with OpenAI weights."""
+    assert {m: _backbone(CONFIGS / f"method/{m}.yaml") for m in METHODS} == {m: BACKBONE for m in METHODS}
+    assert yaml.safe_load(BACKBONE.read_text()) == {"model_name": "ViT-B-16", "pretrained": "openai"}
+
+
+def test_lora_is_hap_with_plain_lora_and_no_gates():
+    """lora.yaml is hap.yaml but for three keys (the HAP paper's plain-LoRA row). jsonargparse cannot
+    derive one file from the other: a file that includes hap.yaml (`config: hap.yaml`) and sets its
+    own `model:` replaces the included model section whole instead of merging into it. So this
+    test keeps the two from drifting apart (change hap.yaml's optimiser, backbone or LoRA targets
+    and lora.yaml must follow)."""
+    hap = yaml.safe_load((CONFIGS / "method/hap.yaml").read_text())
+    lora = yaml.safe_load((CONFIGS / "method/lora.yaml").read_text())
+    hap["model"]["init_args"]["lora"]["head_aware"] = False
+    hap["model"]["init_args"]["gating"] = {"enabled": False, "mmd_weight": 0.0}
+    assert lora == hap
+
+
+@pytest.mark.parametrize("files, overlay, chooser", [
+    (["trainer/demo.yaml", "data/rotated_digits.yaml", "method/finetune.yaml"], "trainer/demo.yaml",
+     "method/finetune.yaml"),
+    (["trainer/gpu.yaml", "data/pacs.yaml", "method/hap_variants/gating_only.yaml", "method/hap.yaml"],
+     "method/hap_variants/gating_only.yaml", "method/hap.yaml"),
+])
+def test_an_overlay_before_the_method_file_is_one_error_line(files, overlay, chooser, tmp_path):
+    """The order of the --config files is enforced in one place, the CLI: a file that changes the
+    model without choosing it (the demo preset, a HAP variant) given before the method file."""
+    args = [a for f in files for a in ("--config", str(CONFIGS / f))]
+    result = run_main("fit", *args, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --config {CONFIGS / overlay} changes the model (a `model:` section without class_path) but "
+        f"comes before --config {CONFIGS / chooser}, which chooses the model (model.class_path): give "
+        f"{CONFIGS / overlay} after it (later files win)"]
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +221,8 @@ def _takes_steps(model: dict) -> bool:
 
 
 # The run folder's name (TRAINER_DEFAULTS' `{method}`) where it is not the method file's name.
-RUN_NAMES = {"hap+ha_lora_gating": "hap", "hap+ha_lora_only": "ha_lora", "hap+gating_only": "gating",
-             "hap+plain_lora": "lora", "hap+plain_lora_gating": "lora_gating", "hap+mmd_on_lora": "hap_mmd_lora",
+RUN_NAMES = {"hap+ha_lora_only": "ha_lora", "hap+gating_only": "gating",
+             "hap+plain_lora_gating": "lora_gating", "hap+mmd_on_lora": "hap_mmd_lora",
              "hap+mmd_on_both": "hap_mmd_both", "hap+mmd_gates_local": "hap_mmd_gates_local"}
 
 
