@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from data_modules.registry import get_dataset
+from dg_heads.config_files import inline_group_files
 from dg_heads.errors import DGHeadsError
 
 MISSING = object()
@@ -29,16 +30,11 @@ def config_value(configs: list[str], args: list[str], key: str, default=None):
     and `--key value` arguments (the last wins); `default` when none sets it."""
     value = default
     for config in configs:
-        try:
-            node = yaml.safe_load(Path(config).read_text()) or {}
-        except (OSError, yaml.YAMLError):
+        try:  # a group given as a file (method files' `clip: ../backbone/default.yaml`) read as the CLI reads it
+            node = inline_group_files(yaml.safe_load(Path(config).read_text()) or {}, Path(config).parent)
+        except (OSError, yaml.YAMLError, DGHeadsError):
             continue  # the job check (`--print_config`) reports an unreadable file
         for part in key.split("."):
-            if isinstance(node, str) and node.endswith((".yaml", ".yml")):  # a file for a group, read relative
-                try:  # to the config (method files' `clip: ../backbone/default.yaml`)
-                    node = yaml.safe_load((Path(config).parent / node).read_text()) or {}
-                except (OSError, yaml.YAMLError):
-                    node = MISSING
             node = node.get(part, MISSING) if isinstance(node, dict) else MISSING
         if node is not MISSING:
             value = node

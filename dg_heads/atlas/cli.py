@@ -37,6 +37,7 @@ from dg_heads.atlas import measures as M
 from dg_heads.atlas import page, textspan
 from dg_heads.atlas.decomposition import check_decomposable, decompose
 from dg_heads.backbone import DEFAULT_TEMPLATES, image_size_of, resolve_templates
+from dg_heads.config_files import inline_group_files
 from dg_heads.errors import DGHeadsError
 from dg_heads.leakage import held_out_domains
 from dg_heads.methods.aat.scorer import MaskScorer, ScoringBatch
@@ -74,7 +75,7 @@ def read_configs(paths: list[Path]) -> dict:
             raise DGHeadsError(f"config {path} is not YAML: {error}") from None
         if not isinstance(data, dict):
             raise DGHeadsError(f"config {path} must be a mapping of keys (model, data, ...), got {str(data)[:60]}")
-        merged = _merge(merged, data)
+        merged = _merge(merged, inline_group_files(data, path.parent))  # `clip: ../backbone/default.yaml`
     return merged
 
 
