@@ -15,6 +15,11 @@ CLI and a plain `Trainer.fit(model, datamodule)` in a notebook leave the same fi
     done_marker.DoneMarker           not a default: a file written when a chosen stage finished
                                      (the CLI's `--done_marker`; sweeps skip runs that have it)
 
+A method's own steps live beside the method: AAT's search is `dg_heads.methods.aat.HeadSearch`
+(runs scan / GA when fit starts, bp's choice when training ends, writes `ablation.json`, hands
+the mask to the module) and its report `dg_heads.methods.aat.SearchReport` (the lines and the
+search's other files when fit ends).
+
 The pattern, for a method's own files: one idea per file here, a `Callback` whose hook builds
 the text and hands it to `dg_heads.run_files.write_run_file(trainer, name, text)` (rank 0 only,
 atomic, into the logger's run folder; never a collective call from one rank), and the method's

@@ -23,6 +23,7 @@ from dg_heads.heads.api import (
     run_blocks,
     save_export,
     set_taps,
+    tapping,
     taps,
     unmerge_lora,
     validate_mask,
@@ -35,6 +36,6 @@ from dg_heads.heads.mask import HeadMask
 __all__ = [
     "ABLATION_MODES", "TARGETS", "HeadAttention", "HeadGate", "HeadLoRA", "HeadMask", "ablate", "ablate_soft",
     "ablation_mask", "add_gates", "add_lora", "clear_ablation", "clear_taps", "convert", "embed", "export", "features",
-    "gate_values", "head_attentions", "head_grid", "merge_lora", "run_blocks", "save_export", "set_taps", "taps",
-    "unmerge_lora", "validate_mask",
+    "gate_values", "head_attentions", "head_grid", "merge_lora", "run_blocks", "save_export", "set_taps", "tapping",
+    "taps", "unmerge_lora", "validate_mask",
 ]

@@ -13,8 +13,9 @@ tower in stages uses `embed` -> `run_blocks` -> `features` from here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from dg_heads.errors import DGHeadsError
 from dg_heads.heads import open_clip_vit
-from dg_heads.heads.attention import ABLATION_MODES, HeadAttention
+from dg_heads.heads.attention import ABLATION_MODES, HeadAttention, HeadTap, TapSink
 from dg_heads.heads.gates import HeadGate
 from dg_heads.heads.lora import TARGETS, HeadLoRA
 from dg_heads.heads.mask import HeadMask
@@ -155,9 +156,36 @@ def gate_values(model: nn.Module) -> torch.Tensor:
     return torch.stack([r.float().cpu() for r in rows])
 
 
+@contextlib.contextmanager
+def tapping(model: nn.Module, blocks: Iterable[int] | None = None) -> Iterator[dict[int, HeadTap]]:
+    """Record each head's output (after ablation, before its gate) of the chosen blocks in the one
+    forward run inside the scope, inside the autograd graph:
+
+        with heads.tapping(model, blocks=[10, 11]) as taps:
+            logits = model(images)
+        loss = f(taps[11]["cls"], taps[11]["gate"])   # [B, H, d_h] and [H] (see `HeadTap`)
+
+    The record is the caller's: nothing of it stays on the model after the scope, so a copy, a
+    compile or a later forward cannot read or change it; a second forward inside the scope raises.
+    (Activation checkpointing's recomputation in the backward records nothing.)"""
+    attns = head_attentions(model)
+    chosen = _blocks_arg(attns, blocks)
+    if any(attns[b].tap_sink is not None for b in chosen):
+        raise RuntimeError("heads.tapping scopes cannot nest on the same blocks")
+    record: dict[int, HeadTap] = {}
+    for b in chosen:
+        attns[b].tap_sink = TapSink(record, b)
+    try:
+        yield record
+    finally:
+        for b in chosen:
+            attns[b].tap_sink = None
+
+
 def set_taps(model: nn.Module, enabled: bool = True, blocks: Iterable[int] | None = None) -> None:
     """Record each head's output (after ablation, before its gate; CLS token and token mean) of
-    the chosen blocks in every forward, inside the autograd graph."""
+    the chosen blocks in every forward, inside the autograd graph, on the module (`taps` reads
+    the last forward's). A loss prefers `tapping`, whose record no other forward can overwrite."""
     attns = head_attentions(model)
     for b in _blocks_arg(attns, blocks):
         attns[b].tap_enabled = enabled

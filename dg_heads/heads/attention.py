@@ -68,6 +68,31 @@ class HeadTap(dict):
         return value
 
 
+class TapSink:
+    """Where one block's attention puts its `HeadTap` inside a `heads.tapping` scope: the scope's
+    record (`{block: HeadTap}`), which the scope hands to its caller, never the module.
+
+    A scope holds one forward: a second write for the same block (a second forward run inside the
+    scope, e.g. by a hook) is refused rather than letting a loss read the wrong forward's features.
+    A copy or a pickle of the module made while a scope is open holds no sink."""
+
+    def __init__(self, record: dict[int, HeadTap], block: int) -> None:
+        self.record, self.block = record, block
+
+    def put(self, tap: HeadTap) -> None:
+        if self.block in self.record:
+            raise RuntimeError(
+                f"block {self.block}'s heads were tapped twice in one `heads.tapping` scope: a scope holds "
+                f"one forward, and a second forward ran inside it (open one scope per forward)")
+        self.record[self.block] = tap
+
+    def __deepcopy__(self, memo) -> None:
+        return None
+
+    def __reduce__(self):
+        return type(None), ()
+
+
 def _in_backward() -> bool:
     """True while autograd's engine runs a backward in this thread: a forward run then is the
     recomputation of activation checkpointing (`clip.grad_checkpointing`), whose taps nobody reads.
@@ -91,8 +116,9 @@ class HeadAttention(nn.MultiheadAttention):
         self.ablation_mode: str | None = None
         self.ablation_strength: torch.Tensor | None = None  # [H] in [0, 1], may carry gradients
         self.ablation_alpha = 0.0
-        self.tap_enabled = False
+        self.tap_enabled = False  # `heads.set_taps`: the last forward's tap stays on the module (`tap`)
         self.tap: dict[str, torch.Tensor] = {}
+        self.tap_sink: TapSink | None = None  # set only inside a `heads.tapping` scope
 
     def __setattr__(self, name: str, value) -> None:
         """Replacing `lora` while it is merged takes its update out of the weights first: the
@@ -106,7 +132,8 @@ class HeadAttention(nn.MultiheadAttention):
     def controlled(self) -> bool:
         """True when the explicit per-head path is needed."""
         return ((self.lora is not None and not self.lora_merged) or self.gate is not None
-                or self.ablation_strength is not None or self.tap_enabled)
+                or self.ablation_strength is not None or self.tap_enabled
+                or self.tap_sink is not None)
 
     def set_ablation(self, mode: str, strength: torch.Tensor, alpha: float = 0.0) -> None:
         if mode not in ABLATION_MODES:
@@ -152,9 +179,14 @@ class HeadAttention(nn.MultiheadAttention):
         if self.ablation_strength is not None:
             y = self._ablate(y, v, attn_mask)
         gate = self.gate.values() if self.gate is not None else None
-        if self.tap_enabled and not _in_backward():  # not when activation checkpointing recomputes the block
+        if (self.tap_enabled or self.tap_sink is not None) and not _in_backward():
+            # not when activation checkpointing recomputes the block (in the backward: nobody reads it)
             # per head [B, H, d_h]: CLS token and token mean (computed when read), and the gate values
-            self.tap = HeadTap(y, gate)
+            tap = HeadTap(y, gate)
+            if self.tap_sink is not None:
+                self.tap_sink.put(tap)
+            if self.tap_enabled:
+                self.tap = tap
         y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
         lora_o = lora is not None and "o" in lora.targets
         # The gates multiply in fp32 (the weights' dtype), never cast to the activations' dtype

@@ -49,7 +49,7 @@ from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
 from dg_heads.callbacks import GateFile
 from dg_heads.errors import DGHeadsError, keyed
-from dg_heads.heads.attention import TapFeature
+from dg_heads.heads.attention import HeadTap, TapFeature
 from dg_heads.losses import DOMAINBED_GAMMAS, KERNELS, batched_mmd
 from dg_heads.losses.mmd import Kernel
 from dg_heads.methods.base import DGModule
@@ -114,8 +114,6 @@ class HeadPurification(DGModule):
             with keyed(f"gating.blocks {self.gating_spec.blocks}"):
                 heads.add_gates(self.clip, self.gating_spec.blocks)
             self.gated_blocks = sorted(set(self.gating_spec.blocks or range(num_blocks)))
-        if self.mmd_on:
-            heads.set_taps(self.clip, blocks=self.gated_blocks)
         self.num_domains: int | None = None  # source domains: set in setup (a step then reads nothing on the host)
         # on the weights' device with them: no host-to-device copy in a step
         self.register_buffer("mmd_gammas", torch.tensor(self.gating_spec.mmd_gammas, dtype=torch.float32),
@@ -178,15 +176,15 @@ class HeadPurification(DGModule):
                 )
 
     # -------------------------------------------------------------- loss
-    def mmd_loss(self, domains: torch.Tensor) -> torch.Tensor:
+    def mmd_loss(self, taps: dict[int, HeadTap], domains: torch.Tensor) -> torch.Tensor:
         """Mean over gated blocks of the MMD between source domains of the gated head features
-        (from this forward's taps), all blocks in one batched computation. Only `gates_local`
-        detaches anything here; `mmd_term` routes the gradient of the others."""
-        spec, attns = self.gating_spec, heads.head_attentions(self.clip)
-        taps = [attns[block].tap for block in self.gated_blocks]
+        (`taps`: what `heads.tapping` recorded in the loss's own forward), all blocks in one batched
+        computation. Only `gates_local` detaches anything here; `mmd_term` routes the gradient of
+        the others."""
+        spec = self.gating_spec
+        taps = [taps[block] for block in self.gated_blocks]
         outputs = torch.stack([tap[spec.mmd_feature] for tap in taps])  # [blocks, n, H, d_h]
         gates = torch.stack([tap["gate"] for tap in taps])  # the values this forward used
-        heads.clear_taps(self.clip)  # read: they hold no head outputs (and no graph) past this step
         if spec.mmd_routing == "gates_local":
             outputs = outputs.detach()
         # in fp32, as the MMD: a bf16 gate near 1 would round to 1 (see HeadAttention's fold)
@@ -262,12 +260,16 @@ class HeadPurification(DGModule):
         return mmd.detach() + surrogate - surrogate.detach()
 
     def training_loss(self, images, labels, domains):
-        logits = self(images)
+        """The gated blocks' head outputs come from this forward alone: `heads.tapping` hands them
+        to the loss and keeps nothing on the model (no state a copy, a compile or another forward
+        could see)."""
+        with heads.tapping(self.clip, self.gated_blocks if self.mmd_on else []) as taps:
+            logits = self(images)
         ce = F.cross_entropy(logits, labels)
         logs = {"train/ce": ce, "train/acc": (logits.argmax(-1) == labels).float().mean()}
         if not self.mmd_on:
             return ce, logs
-        mmd = self.mmd_loss(domains)
+        mmd = self.mmd_loss(taps, domains)
         logs["train/mmd"] = mmd.detach()
         return ce + self.gating_spec.mmd_weight * self.mmd_term(mmd), logs
 

@@ -5,7 +5,8 @@ heads are suppressed by editing their attention weights (`zero`, `identity`, `un
 `scale`). Heads are chosen on the *source* domains only, from the source `out` splits
 (training-domain validation); the held-out domain is not read before `test`.
 
-Strategies (`search.strategy`), all run by `lightning fit`:
+Strategies (`search.strategy`), all run by `lightning fit` through the `HeadSearch` callback
+(`search.py`, one named step: it writes the mask to `ablation.json` and gives it to this module):
   scan  ablate each head alone and score it: the head-importance map; the mask keeps the
         `scan_top_k` heads whose ablation helps most (gain > 0);
   ga    a seeded genetic algorithm over binary head masks, fitness = mean source accuracy; its
@@ -22,12 +23,13 @@ captions embedded once (only the image tower's heads are ablated; the text tower
 follow-up); bp learns its strengths with CLIP's symmetric contrastive loss on the training pairs
 (+ the sparsity term), the checkpoint selected by `val/rsum`.
 
-The search (package `dg_heads.methods.aat`: scorer, scan, genetic, backprop) chooses a
-`HeadMask`; the `SearchReport` callback this module installs says what was chosen (the heads,
-the source-validation accuracy with and without them, or a warning when every mask scored the
-same) and writes it to `ablation.json` ({"block": [heads]}) in the run folder; the checkpoint
-stores it too. `mask: path/to/ablation.json` applies a saved one without searching (with any
-strategy, bp included: nothing is trained then, and fit ends at once).
+The search (package `dg_heads.methods.aat`: scorer, scan, genetic, backprop; run by the
+`HeadSearch` callback) chooses a `HeadMask` and writes it to `ablation.json` ({"block": [heads]})
+in the run folder; the `SearchReport` callback says what was chosen (the heads, the
+source-validation accuracy with and without them, or a warning when every mask scored the same)
+and writes the search's other files; the checkpoint stores the mask too.
+`mask: path/to/ablation.json` applies a saved one without searching (with any strategy, bp
+included: nothing is trained then, and fit ends at once).
 
 Memory: the scorer's cache of block inputs is sized before any scoring image is read and held
 within `search.cache_budget_gb` per process (`scorer.plan_cache`; beyond it some blocks are
@@ -40,7 +42,6 @@ that file again.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,10 +57,10 @@ from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.heads import HeadMask
 from dg_heads.heads.attention import AblationMode
 from dg_heads.methods.aat import backprop
-from dg_heads.methods.aat.genetic import GASpec, genetic_search
+from dg_heads.methods.aat.genetic import GASpec
 from dg_heads.methods.aat.report import SearchOutcome, SearchReport
-from dg_heads.methods.aat.scan import scan, top_heads
 from dg_heads.methods.aat.scorer import GB, CachePlan, MaskScorer, RetrievalMaskScorer, plan_cache
+from dg_heads.methods.aat.search import HeadSearch
 from dg_heads.methods.base import DGModule
 from dg_heads.optim import OptimSpec, build_optimizer
 from dg_heads.tasks.metrics import RETRIEVAL_METRICS
@@ -137,8 +138,9 @@ class AttentionAblation(DGModule):
         return [k for k, v in self.clip.state_dict().items() if k not in before or not torch.equal(before[k], v)]
 
     def default_callbacks(self):
-        """The search's own files and its summary (`report.SearchReport`) beside the common ones."""
-        return super().default_callbacks() + [SearchReport()]
+        """The search, a step of its own (`search.HeadSearch`: it writes `ablation.json`), and its
+        summary and other files (`report.SearchReport`), beside the common ones."""
+        return super().default_callbacks() + [HeadSearch(), SearchReport()]
 
     def configure_trainable(self) -> None:
         super().configure_trainable()
@@ -194,41 +196,18 @@ class AttentionAblation(DGModule):
                                int(self.trainer.estimated_stepping_batches))
 
     # ------------------------------------------------------------- search
-    def on_fit_start(self) -> None:
-        if self.mask_given:
-            self.trainer.should_stop = True  # a given mask (any strategy, bp too): nothing to search or train
-            return
-        self.cache_plan = self._plan_cache()  # before any work: an impossible cache is an error now
-        if self.ablation_logits is not None:
-            return  # bp: trains; its mask is scored when training ends
-        started = time.perf_counter()
-        scorer = self._scorer()
-        progress = self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
-        extra: dict[str, Any] = {}
-        if self.search_spec.strategy == "scan":
-            gains = scan(scorer, progress)
-            extra["matrices"] = {"head_importance": gains}
-            chosen = top_heads(gains, self.search_spec.scan_top_k)
-        else:
-            chosen, extra["history"] = genetic_search(scorer, self.search_spec.ga, progress, self._log_generation)
-            if scorer.score(chosen) <= scorer.score(HeadMask()):
-                chosen = HeadMask()  # ablate only what improves the source validation accuracy
-        chosen = self.trainer.strategy.broadcast(chosen)  # one mask on every rank, whatever happened
-        outcome = SearchOutcome.from_scorer(self.search_spec.strategy, chosen, scorer, **extra)
-        outcome.cost = {"cost_full_passes": scorer.cost, "mask_evaluations": scorer.evaluations,
-                        "unique_masks": len(scorer.scores), "scoring_images": scorer.total_images,
-                        "cache_bytes_per_process": self.cache_plan.bytes,
-                        "cache_blocks_kept": list(self.cache_plan.levels),
-                        "processes": self.trainer.world_size, "seconds": round(time.perf_counter() - started, 3)}
-        self.mask, self.search_outcome = chosen, outcome
+    # The search itself is a step of its own, `search.HeadSearch` (a callback that
+    # `default_callbacks` lists); the module provides what it scores with and applies its choice.
+    def use_mask(self, mask: HeadMask, outcome: SearchOutcome | None = None) -> None:
+        """Apply the mask the search chose (`outcome`: why, for `SearchReport`)."""
+        self.mask, self.search_outcome = mask, outcome
         self.apply_mask()
-        self.trainer.should_stop = True
 
     @property
     def retrieval(self) -> bool:
         return self.task is not None and self.task.name == "retrieval"
 
-    def _scorer(self) -> MaskScorer:
+    def build_scorer(self) -> MaskScorer:
         """Cache the source `out` splits' block inputs; the held-out domains are never read
         (retrieval: the validation datasets' images, and their captions' embeddings once).
 
@@ -238,7 +217,7 @@ class AttentionAblation(DGModule):
         scoring both run in the trainer's precision context (bf16 autocast under bf16-mixed)."""
         trainer = self.trainer
         loaders = self._scoring_loaders()
-        plan = self.cache_plan or self._plan_cache(loaders)
+        plan = self.cache_plan or self.plan_scoring_cache(loaders)
         strategy = trainer.strategy
         device = self.pixel_mean.device  # the weights' device (on_fit_start: after the strategy moved them)
         if self.retrieval:
@@ -281,7 +260,7 @@ class AttentionAblation(DGModule):
             return datamodule.source_val_dataloaders(max_images)
         return [_first_images(loader, max_images, self.trainer) for loader in datamodule.val_dataloader()]
 
-    def _plan_cache(self, loaders: list | None = None) -> CachePlan:
+    def plan_scoring_cache(self, loaders: list | None = None) -> CachePlan:
         """The scorer's cache, sized before any scoring image is read: this process's scoring images
         x (tokens x width of the dtype the blocks run in) per kept block, within
         `search.cache_budget_gb` and 80% of the memory free on the device (the host: shared by this
@@ -321,23 +300,20 @@ class AttentionAblation(DGModule):
             sys.exit(2)  # rank 0 says why, once
         raise DGHeadsError(message, "model.init_args.search.cache_budget_gb")
 
-    def _log_generation(self, generation: int, best: float, mean: float) -> None:
+    def log_generation(self, generation: int, best: float, mean: float) -> None:
         if self.logger is not None:
             self.logger.log_metrics({"search/ga_best_fitness": best, "search/ga_mean_fitness": mean}, step=generation)
 
-    def on_train_end(self) -> None:
-        """BP: take the strengths of the checkpoint that training-domain validation selected (what
-        `--test_after_fit` tests), binarise them, and score the binary mask against no mask on the
-        source `out` splits (what the report says)."""
-        if self.ablation_logits is None:
-            return
+    def bp_outcome(self) -> SearchOutcome:
+        """BP's choice when training ends: the strengths of the checkpoint that training-domain
+        validation selected (what `--test_after_fit` tests), binarised, and the binary mask scored
+        against no mask on the source `out` splits (what the report says)."""
         selected = self._load_selected_strengths()
-        self.mask = self.binarize()
+        mask = self.binarize()
         with torch.no_grad():
-            outcome = SearchOutcome.from_scorer("bp", self.mask, self._scorer(), selected=selected)
+            outcome = SearchOutcome.from_scorer("bp", mask, self.build_scorer(), selected=selected)
         outcome.matrices = {"bp_strength": backprop.strengths(self.ablation_logits).detach().cpu()}
-        self.search_outcome = outcome
-        self.apply_mask()
+        return outcome
 
     def _load_selected_strengths(self) -> str | None:
         """BP's result is the val/acc-selected state, as for every other method (DomainBed's

@@ -2,13 +2,13 @@
 
 `SearchOutcome` is what a search chose and why; `SearchReport` (a Lightning callback that
 `AttentionAblation.configure_callbacks` installs, so a plain `Trainer.fit` gets it too) turns
-it into run files once fit ends: `ablation.json` (the mask, `{"block": [heads]}`),
-`search_cost.json`, `ga_history.csv`, the `head_importance` / `bp_strength` matrices, the
-TensorBoard heatmaps, the checkpoint holding the mask, and two lines on stdout saying which
-heads were ablated and the source-validation accuracy with and without them (bp: the mask of
-the checkpoint that val/acc selected, which the first line names). When every mask
-the search scored got the same score (a randomly initialised backbone: every mask scores
-chance) it says so in one `warning:` line on stderr instead.
+it into run files once fit ends (the mask itself, `ablation.json`, is written by the search
+step, `search.HeadSearch`, as soon as it is chosen): `search_cost.json`, `ga_history.csv`, the
+`head_importance` / `bp_strength` matrices, the TensorBoard heatmaps, the checkpoint holding
+the mask, and two lines on stdout saying which heads were ablated and the source-validation
+accuracy with and without them (bp: the mask of the checkpoint that val/acc selected, which the
+first line names). When every mask the search scored got the same score (a randomly
+initialised backbone: every mask scores chance) it says so in one `warning:` line on stderr instead.
 """
 
 from __future__ import annotations
@@ -111,7 +111,6 @@ class SearchReport(Callback):
 
     @staticmethod
     def _write_files(trainer, outcome: SearchOutcome) -> None:
-        write_run_file(trainer, "ablation.json", outcome.mask.to_json())
         if outcome.cost is not None:
             write_run_file(trainer, "search_cost.json", json.dumps(outcome.cost, indent=1) + "\n")
         if outcome.history is not None:

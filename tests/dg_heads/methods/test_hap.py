@@ -45,8 +45,9 @@ def _mmd_grads(routing: str) -> dict[str, bool]:
         torch.nn.init.normal_(attn.lora.factors["v_B"], std=0.1)
     images = torch.randn(8, 3, 32, 32)
     images[4:] += 1.0  # a shift between the two domains
-    module.image_features(images)
-    module.mmd_term(module.mmd_loss(torch.arange(2).repeat_interleave(4))).backward()
+    with heads.tapping(module.clip, module.gated_blocks) as taps:
+        module.image_features(images)
+    module.mmd_term(module.mmd_loss(taps, torch.arange(2).repeat_interleave(4))).backward()
     grad = lambda p: p.grad is not None and bool(p.grad.abs().sum() > 0)  # noqa: E731
     attn = heads.head_attentions(module.clip)
     return {"gate": grad(attn[3].gate.theta), "lora": any(grad(p) for a in attn for p in a.lora.parameters())}
@@ -75,12 +76,12 @@ def test_unknown_routing_and_nothing_to_train_are_refused():
 
 
 def _keep_taps(module) -> dict[int, torch.Tensor]:
-    """The CLS taps each `mmd_loss` call reads (it clears them once read), kept for `_reference_mmd`."""
+    """The CLS taps each `mmd_loss` call reads, kept for `_reference_mmd`."""
     kept, real = {}, module.mmd_loss
 
-    def mmd_loss(domains):
-        kept.update({b: a.tap["cls"] for b, a in enumerate(heads.head_attentions(module.clip))})
-        return real(domains)
+    def mmd_loss(taps, domains):
+        kept.update({b: tap["cls"] for b, tap in taps.items()})
+        return real(taps, domains)
 
     module.mmd_loss = mmd_loss
     return kept
@@ -119,10 +120,25 @@ def _routing_case(routing: str, clip: CLIPSpec | None = None):
     return module, images, labels, domains
 
 
+# Recorded from the code before `heads.tapping` (HAP's forward wrote `attn.tap`, its loss read it
+# back), commit f25f451, with: for each routing, `module, images, labels, domains = _routing_case(routing)`;
+# `loss, logs = module.training_loss(images, labels, domains)`; `loss.backward()`; print `float(loss)`,
+# `float(logs["train/mmd"])` and `sum(p.grad.double().abs().sum())` over the trainable parameters
+# (dg-tiny-vit, CPU; old and new were also compared with `torch.equal`: bit-identical). The loss
+# must not change with how its head outputs reach it.
+RECORDED = {  # routing: (loss, mmd, sum of |grad|)
+    "gates": (6.364790439605713, 2.145455837249756, 46.89255858623437),
+    "lora": (6.364790439605713, 2.145455837249756, 47.982289892764584),
+    "both": (6.364790439605713, 2.145455837249756, 48.022436384277626),
+    "gates_local": (6.364790439605713, 2.145455837249756, 46.87381584794275),
+}
+
+
 @pytest.mark.parametrize("routing", ["gates", "lora", "both", "gates_local"])
 def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
     """grad(loss) - grad(CE) equals w * grad(MMD) (torch.autograd.grad of an independent
-    implementation) for the routed parameter group and is zero for the other group."""
+    implementation) for the routed parameter group and is zero for the other group; the loss,
+    its MMD and its gradients are those recorded before the tapping scope (`RECORDED`)."""
     module, images, labels, domains = _routing_case(routing)
     taps = _keep_taps(module)
     loss, logs = module.training_loss(images, labels, domains)
@@ -130,6 +146,11 @@ def test_the_loss_carries_exactly_the_routed_mmd_gradient(routing):
     groups = {"gates": [a.gate.theta for a in attns], "lora": [p for a in attns for p in a.lora.parameters()]}
     params = groups["gates"] + groups["lora"]
     total = torch.autograd.grad(loss, params, retain_graph=True)
+    assert len(params) == sum(p.requires_grad for p in module.parameters())  # every trainable tensor
+    expected_loss, expected_mmd, expected_grads = RECORDED[routing]
+    assert float(loss.detach()) == pytest.approx(expected_loss, rel=1e-6)
+    assert float(logs["train/mmd"]) == pytest.approx(expected_mmd, rel=1e-6)
+    assert sum(float(g.double().abs().sum()) for g in total) == pytest.approx(expected_grads, rel=1e-6)
     ce = torch.autograd.grad(logs["train/ce"], params, retain_graph=True, allow_unused=True)
     reference = _reference_mmd(module, domains, (0.1, 1.0, 10.0), taps, detach_outputs=routing == "gates_local")
     assert logs["train/mmd"].item() == pytest.approx(reference.item(), rel=1e-5)
@@ -198,22 +219,53 @@ def test_grad_checkpointing_gives_the_same_gradients_with_taps_gates_and_lora(ro
 
 
 def test_a_copy_and_an_export_work_after_a_grad_forward():
-    """Taps sit in the autograd graph (non-leaf tensors, which `copy.deepcopy` refuses); a copy
-    of the module holds none, so `copy.deepcopy` and `heads.export` work after any forward."""
+    """Taps sit in the autograd graph (non-leaf tensors, which `copy.deepcopy` refuses); they live
+    in the loss's `heads.tapping` record, never on the module, so `copy.deepcopy` and
+    `heads.export` work after any forward and after a training step."""
     import copy
 
     module, images, labels, domains = _routing_case("gates")
-    module.image_features(images)  # a grad-enabled forward whose taps no loss read
-    assert heads.head_attentions(module.clip)[0].tap  # what a loss would read
-    copied = copy.deepcopy(module)
-    assert not any(attn.tap for attn in heads.head_attentions(copied.clip))
+    module.image_features(images)  # a grad-enabled forward outside a loss
+    assert not any(attn.tap or attn.tap_sink for attn in heads.head_attentions(module.clip))
+    with heads.tapping(module.clip, [0, 3]) as taps:
+        module.image_features(images)
+        copied = copy.deepcopy(module)  # even inside a scope: the copy holds no sink
+    assert sorted(taps) == [0, 3] and all(a.tap_sink is None for a in heads.head_attentions(copied.clip))
     exported = heads.export(module.clip)
     with torch.no_grad():
         assert torch.allclose(exported.encode_image(images), module.clip.encode_image(images), atol=1e-5)
-    loss, _ = module.training_loss(images, labels, domains)  # a training step: its loss reads, then drops, the taps
+    loss, _ = module.training_loss(images, labels, domains)
     loss.backward()
+    assert not any(attn.tap or attn.tap_sink for attn in heads.head_attentions(module.clip))
     copy.deepcopy(module)
     heads.export(module.clip)
+
+
+def test_a_second_forward_during_the_step_cannot_change_the_features_the_loss_reads():
+    """A forward run while HAP's step is under way (here a hook on the image tower runs a second
+    train forward of other images, as a second view for a consistency term might) used to
+    overwrite the taps its loss then read: the MMD silently came from the other images. Now it is
+    refused, and an eval forward between the train forward and the loss changes nothing."""
+    module, images, labels, domains = _routing_case("gates")
+    other = torch.randn_like(images)
+
+    def second_forward(tower, args, output):
+        if not getattr(tower, "_inner", False):
+            tower._inner = True
+            tower(other)
+            tower._inner = False
+
+    handle = module.clip.visual.register_forward_hook(second_forward)
+    with pytest.raises(RuntimeError, match="tapped twice in one `heads.tapping` scope"):
+        module.training_loss(images, labels, domains)
+    handle.remove()
+    assert not any(attn.tap_sink for attn in heads.head_attentions(module.clip))  # the scope closed
+    with heads.tapping(module.clip, module.gated_blocks) as taps:
+        module(images)
+    with torch.no_grad():
+        module.eval()(other)  # an eval forward between the train forward and the loss
+    module.train()
+    assert module.mmd_loss(taps, domains).item() == pytest.approx(RECORDED["gates"][1], rel=1e-6)  # this batch's
 
 
 # ---------------------------------------------------------------- through the CLI
