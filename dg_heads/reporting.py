@@ -40,12 +40,17 @@ def format_table(accs: dict[str, float], source_domains: list[str], test_domains
     return "\n".join(lines)
 
 
-def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]]) -> list[str]:
+def skipped_images(accs: dict[str, float], expected: dict[str, dict[str, int]],
+                   limited: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Domains where fewer images were scored than the split holds (unreadable images skipped).
 
-    A domain of which no image was read is an error: a score over nothing is not a result."""
+    A domain of which no image was read is an error: a score over nothing is not a result.
+    `limited`: the splits the trainer scored only part of (`limit_val_batches` / `limit_test_batches`):
+    their counts say nothing about unreadable images, so they are not compared."""
     notes = []
     for split, sizes in expected.items():
+        if split in limited:
+            continue
         for domain, size in sizes.items():
             n = accs.get(f"{split}/n/{domain}")
             if n is not None and int(n) == 0 and size > 0:
@@ -73,3 +78,10 @@ def predictions_csv(shares: list[torch.Tensor], datamodule) -> str:
         writer.writerow([sample_id, domain, label, classes[pred], f"{prob:.6f}"])
     return text.getvalue()
 
+
+def limited_splits(trainer) -> set[str]:
+    """The evaluation splits the trainer scores only part of: a `limit_*_batches` other than 1.0
+    (an int is a number of batches, so `1` limits where `1.0` does not)."""
+    limits = {"val": trainer.limit_val_batches, "test": trainer.limit_test_batches}
+    return {split for split, limit in limits.items()
+            if limit is not None and not (isinstance(limit, float) and limit == 1.0)}

@@ -10,7 +10,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from dg_heads.reporting import accuracy_metrics, format_table, skipped_images
+from dg_heads.reporting import accuracy_metrics, format_table, limited_splits, skipped_images
 from dg_heads.run_files import write_run_file
 from dg_heads.tasks import metrics as names
 
@@ -87,7 +87,8 @@ class DomainReport(Callback):
             return
         datamodule = trainer.datamodule
         sizes = {s: datamodule.eval_sizes(s) for s in ("val", "test")} if hasattr(datamodule, "eval_sizes") else {}
-        notes = skipped_images(accs, sizes)  # raises, on every process, if a domain scored no image
+        # raises, on every process, if a domain scored no image (a split the trainer limits is not compared)
+        notes = skipped_images(accs, sizes, limited_splits(trainer))
         write_run_file(trainer, f"metrics_{stage}.json", json.dumps(self.results[stage], indent=2, sort_keys=True))
         if not trainer.is_global_zero:
             return

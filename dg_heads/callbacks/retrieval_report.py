@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from dg_heads.callbacks.domain_report import DomainReport, log_hparams_session
-from dg_heads.reporting import skipped_images
+from dg_heads.reporting import limited_splits, skipped_images
 from dg_heads.run_files import write_run_file
 from dg_heads.tasks import metrics as names
 
@@ -83,7 +83,7 @@ class RetrievalReport(DomainReport):
             return
         datamodule = trainer.datamodule
         sizes = {s: datamodule.eval_sizes(s) for s in names.STAGES} if hasattr(datamodule, "eval_sizes") else {}
-        notes = skipped_images(values, sizes)  # raises, on every process, if a dataset scored no image
+        notes = skipped_images(values, sizes, limited_splits(trainer))  # raises if a dataset scored no image
         write_run_file(trainer, f"metrics_{stage}.json", json.dumps(self.results[stage], indent=2, sort_keys=True))
         if not trainer.is_global_zero:
             return
