@@ -81,7 +81,7 @@ $(FLOOR_VENV)/.installed: pyproject.toml .ci/floor_constraints.py
 
 test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_VENV)/bin/uv pip show --python $(FLOOR_PY) $(FLOOR_SHOW) | grep -E '^(Name|Version):' | paste - - | awk '{print $$2 "==" $$4}'
-	$(FLOOR_PY) -c "import dg_heads, data_modules, dg_heads.methods, dg_heads.heads; print('dg_heads imports')"
+	$(FLOOR_PY) -c "import dg_heads, dg_heads.data, dg_heads.methods, dg_heads.heads; print('dg_heads imports')"
 	$(FLOOR_PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 	rm -rf runs/floor
 	$(FLOOR_VENV)/bin/lightning fit $(DEMO_CONFIGS) --trainer.max_epochs 1 \

@@ -15,7 +15,7 @@ import yaml
 
 # the sections chosen by class_path, and the classes they may name (short names for `--X.help`)
 SECTIONS = {"model": ("dg_heads.methods", ("CLIPBaseline", "HeadPurification", "AttentionAblation")),
-            "data": ("data_modules", ("DomainBedDataModule",))}
+            "data": ("dg_heads.data", ("DomainBedDataModule",))}
 
 
 def _classes(section: str) -> list[type]:
@@ -61,7 +61,7 @@ def section_options(section: str) -> dict:
             except Exception:  # noqa: BLE001 - a base we cannot introspect (LightningModule's)
                 continue
             for name in inspect.signature(klass.__init__).parameters:
-                if name not in ("self", "args", "kwargs") and klass.__module__.startswith(("dg_heads", "data_modules")):
+                if name not in ("self", "args", "kwargs") and klass.__module__.startswith("dg_heads"):
                     tree.setdefault(name, _options_of(hints.get(name)))
     return tree
 

@@ -524,7 +524,7 @@ def retrieval_tables(chosen: dict[tuple, dict[str, float]], runs: list[Run]) -> 
 
 def registry_domains(dataset: str) -> list[str] | None:
     """A registry dataset's domains in DomainBed's order; None for one of one's own."""
-    from data_modules.registry import DATASETS
+    from dg_heads.data.registry import DATASETS
 
     info = DATASETS.get(dataset)
     return list(info.domains) if info is not None else None

@@ -29,7 +29,7 @@ jsonargparse (4.40 to 4.53, as LightningCLI uses it):
 Python:
 - `lightning_owner`: a traceback's frames' `f_locals` (public, but CPython-specific in spirit: a
   frame's `self` names the LightningModule or DataModule that raised). The recent-errors deque
-  that `errors.user_error_in` also reads lives in `data_modules/errors.py` (`RECENT`): DataLoader
+  that `errors.user_error_in` also reads lives in `dg_heads/data/errors.py` (`RECENT`): DataLoader
   workers and jsonargparse re-raise a `DGHeadsError` as text, and the deque finds it by that text.
   Public replacement: none (an exception that crossed a process or a `str()` is only text).
 

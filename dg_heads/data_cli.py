@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from data_modules.domainbed import default_root, load_table, split_manifest
-from data_modules.hf_source import HFSource
-from data_modules.own import resolve_dataset
-from data_modules.prepare import prepare, prepare_captions
-from data_modules.registry import CAPTION_DATASETS, DATASETS
+from dg_heads.data.domainbed import default_root, load_table, split_manifest
+from dg_heads.data.hf_source import HFSource
+from dg_heads.data.own import resolve_dataset
+from dg_heads.data.prepare import prepare, prepare_captions
+from dg_heads.data.registry import CAPTION_DATASETS, DATASETS
 
 DATASET_HELP = (f"one of {sorted(DATASETS)} or DomainBed's name; or your own: a folder "
                 f"<domain>/<class>/<image> named under --root or given by its path, or any name with --hf; "
@@ -78,7 +78,7 @@ def captions_main(args, say) -> None:
 
 def caption_source(text: str) -> dict:
     """`--source '{name: ..., caption_column: ...}'`: the fields of `CaptionSource`, checked by name."""
-    from data_modules.captions import CaptionSource
+    from dg_heads.data.captions import CaptionSource
 
     fields = _yaml_mapping(text)
     known = {f.name for f in dataclasses.fields(CaptionSource)}

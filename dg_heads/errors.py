@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 
-from data_modules.errors import RECENT as _RECENT
-from data_modules.errors import DGHeadsError  # one class for data and model mistakes
 from dg_heads.compat import lightning_owner
+from dg_heads.data.errors import RECENT as _RECENT
+from dg_heads.data.errors import DGHeadsError  # one class for data and model mistakes
 
 __all__ = ["DGHeadsError", "ConfigError", "keyed", "one_line", "parser_error", "user_error_in", "user_message"]
 

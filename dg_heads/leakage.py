@@ -18,7 +18,7 @@ from dg_heads.errors import DGHeadsError
 
 def trained_domains(checkpoint_path: str | Path) -> tuple[str, list[str]] | None:
     """(dataset, the source domains it trained on) of a checkpoint, or None when it does not say."""
-    from data_modules.registry import get_dataset
+    from dg_heads.data.registry import get_dataset
 
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)

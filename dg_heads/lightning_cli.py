@@ -25,10 +25,10 @@ import yaml
 from lightning.pytorch.cli import LightningCLI, instantiate_class
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
-from data_modules.registry import dataset_name
 from dg_heads import compat
 from dg_heads.callbacks import DoneMarker
 from dg_heads.cli_hints import expand_help, name_yaml_file, suggest
+from dg_heads.data.registry import dataset_name
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 from dg_heads.leakage import check_test_domains
 from dg_heads.resume import resume_checkpoint, resume_run_folder

@@ -85,8 +85,8 @@ def lightning_syncs(method: str, data_root: Path, steps: int = 5, log_every: int
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from data_modules import DomainBedDataModule
     from dg_heads.backbone import CLIPSpec
+    from dg_heads.data import DomainBedDataModule
     from dg_heads.methods import CLIPBaseline, GatingSpec, HeadPurification, LoRASpec
     from dg_heads.optim import OptimSpec
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from data_modules.registry import get_dataset
 from dg_heads.config_files import inline_group_files
+from dg_heads.data.registry import get_dataset
 from dg_heads.errors import DGHeadsError
 
 MISSING = object()
@@ -48,7 +48,7 @@ def config_value(configs: list[str], args: list[str], key: str, default=None):
 
 def dataset_problem(dataset: str, root: Path) -> str | None:
     """Why the DataModule could not split `dataset` under `root`, with the command that fixes it."""
-    from data_modules.folder import check_layout, scan_folder
+    from dg_heads.data.folder import check_layout, scan_folder
 
     info = get_dataset(dataset)
     if info.builtin:
@@ -86,7 +86,7 @@ def weights_problem(model_name: str, pretrained) -> str | None:
 
 def preflight(jobs) -> list[str]:
     """Every problem of the jobs' datasets and weights, once each (see the module's docstring)."""
-    from data_modules.domainbed import default_root
+    from dg_heads.data.domainbed import default_root
 
     problems: dict[str, None] = {}
     seen, checked = set(), {}  # checked: (dataset, root) -> its problem: a folder is walked once per sweep

@@ -65,8 +65,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data_modules.registry import get_dataset
-from data_modules.splits import seed_hash
+from dg_heads.data.registry import get_dataset
+from dg_heads.data.splits import seed_hash
 from dg_heads.errors import ConfigError, DGHeadsError, parser_error
 
 SBATCH = Path(__file__).resolve().parent / "slurm" / "array.sbatch"  # package data (pip install . ships it)

@@ -62,7 +62,7 @@ def main() -> None:
         config = {"seed_everything": 0,
                   "model": {"class_path": "dg_heads.methods.CLIPBaseline",
                             "init_args": {"mode": "zero_shot", "clip": {"model_name": args.model, "pretrained": None}}},
-                  "data": {"class_path": "data_modules.DomainBedDataModule",
+                  "data": {"class_path": "dg_heads.data.DomainBedDataModule",
                            "init_args": {"dataset": str(folder), "test_domains": ["c"], "image_size": 224,
                                          "holdout_fraction": 0.5, "num_workers": 0, "root": str(tmp)}}}
         (tmp / "config.yaml").write_text(yaml.safe_dump(config))

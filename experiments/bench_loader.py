@@ -25,8 +25,8 @@ import torch
 from bench_report import section, update_section
 from PIL import Image
 
-from data_modules import DomainBedDataModule
-from data_modules.registry import get_dataset
+from dg_heads.data import DomainBedDataModule
+from dg_heads.data.registry import get_dataset
 
 MARGIN = 1.25
 

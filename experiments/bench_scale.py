@@ -5,7 +5,7 @@
 
 1. Data: a DomainNet-shaped index (6 domains, 345 classes, 586,575 entries: the registry's counts,
    file names as DomainBed's copy has them) written as the folder index the DataModule reads
-   (`data_modules.folder`'s Arrow cache; no image files: pixels do not matter here), then the
+   (`dg_heads.data.folder`'s Arrow cache; no image files: pixels do not matter here), then the
    real `DomainBedDataModule` with the shipped `configs/data/domain_net.yaml` settings, in a
    fresh process: `prepare_data` + `setup("fit")` time and resident memory, the worker processes
    its training and validation loaders declare and, started, really are (counted in /proc), and
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import yaml
 
-from data_modules.registry import get_dataset
-from data_modules.splits import holdout_split
+from dg_heads.data.registry import get_dataset
+from dg_heads.data.splits import holdout_split
 
 # bench_hap and bench_report (beside this script, on sys.path when it runs) are imported where they are
 # used: tests import this file as `experiments.bench_scale` for `aat_cache_bytes`
@@ -68,8 +68,8 @@ def write_domain_net_index(root: Path, cache: Path, scale: float) -> int:
     """The DomainNet folder index (the Arrow file `load_folder_table` reads while the folder is
     unchanged, under `$DG_HEADS_CACHE` = `cache`), written directly: an empty `root/domain_net`
     folder and one entry per image, spread evenly over the 345 classes. Returns the entries written."""
-    from data_modules.folder import FolderScan, _cache_path, _write_cache  # the index's own writer
-    from data_modules.table import build_table
+    from dg_heads.data.folder import FolderScan, _cache_path, _write_cache  # the index's own writer
+    from dg_heads.data.table import build_table
 
     info = get_dataset("domain_net")
     dataset_dir = root / info.folder
@@ -132,7 +132,7 @@ def _training_sampler(loader):
 
 def measure_datamodule(root: Path, num_workers: int | None, start_workers: bool) -> dict:
     """In a fresh process: the real DataModule over the index under `root`."""
-    from data_modules import DomainBedDataModule
+    from dg_heads.data import DomainBedDataModule
 
     logging.getLogger("dg_heads.data").setLevel(logging.ERROR)  # workers read files that are not there
     args = {**shipped_data_args(), **({"num_workers": num_workers} if num_workers is not None else {})}

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--fit-only", action="store_true", help="print the Lightning-fit counts only")
     args = parser.parse_args()
-    from data_modules.domainbed import default_root
+    from dg_heads.data.domainbed import default_root
 
     if args.fit_only:
         for method in ("hap", "plain_lora", "finetune"):

@@ -49,7 +49,7 @@ def _index_cache(tmp_path_factory):
 def data_root(tmp_path_factory) -> Path:
     """A data root holding RotatedDigits, shared by every test; `DG_HEADS_DATA` points at it."""
     root = tmp_path_factory.mktemp("data")
-    from data_modules import rotated_digits
+    from dg_heads.data import rotated_digits
 
     rotated_digits.build(root / "RotatedDigits")
     os.environ["DG_HEADS_DATA"] = str(root)
@@ -72,7 +72,7 @@ def make_domainbed(root: Path, folder: str, domains: dict[str, list[str]], per_c
 def make_benchmark(root: Path, name: str, per_class: int = 1, size: int = 16,
                    domains: list[str] | None = None, classes: list[str] | None = None, seed: int = 0) -> Path:
     """A small fake copy of a registry benchmark's layout (its domain and class folders)."""
-    from data_modules.registry import get_dataset
+    from dg_heads.data.registry import get_dataset
 
     info = get_dataset(name)
     chosen = list(classes or info.classes)

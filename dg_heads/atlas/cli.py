@@ -122,7 +122,7 @@ def load_target(paths: list[Path], sets: list[str] = ()) -> Target:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         hp = checkpoint.get("datamodule_hyper_parameters")
         init_args = {k: v for k, v in (hp or {}).items() if not k.startswith("_")}  # not the CLI's `_instantiator`
-        data = {"class_path": "data_modules.DomainBedDataModule", "init_args": init_args} if init_args else None
+        data = {"class_path": "dg_heads.data.DomainBedDataModule", "init_args": init_args} if init_args else None
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return Target(module, f"{type(module).__name__} ({path.name})", data,
                       checkpoint.get("dg_heads", {}).get("seed"), run, held_out_domains(path))
@@ -199,7 +199,7 @@ def domain_sample(size: int, count: int, seed: int) -> list[int]:
 
 def measure(target: Target, datamodule, args, device: torch.device) -> dict:
     """Every measure of every head of one model; the same dict on every process."""
-    from data_modules.table import collate_skipping
+    from dg_heads.data.table import collate_skipping
 
     started = time.perf_counter()
     module = target.module.to(device).eval()

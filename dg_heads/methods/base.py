@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from data_modules.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 from dg_heads import compat
 from dg_heads.backbone import (
     DEFAULT_TEMPLATES,
@@ -54,6 +53,7 @@ from dg_heads.backbone import (
     resolve_templates,
 )
 from dg_heads.callbacks import PredictionsWriter, RequeueOnSignal, SplitsManifest
+from dg_heads.data.transforms import CLIP_MEAN, CLIP_STD, normalize_uint8
 from dg_heads.errors import DGHeadsError, keyed
 from dg_heads.losses.contrastive import contrastive_loss
 from dg_heads.optim import OptimSpec, build_optimizer

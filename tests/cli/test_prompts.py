@@ -26,8 +26,8 @@ def test_the_demo_preset_with_another_dataset_carries_no_digit_prompts(tmp_path)
 
 
 def test_a_model_without_templates_takes_the_datas(data_root):
-    from data_modules import DomainBedDataModule
     from dg_heads.backbone import CLIPSpec
+    from dg_heads.data import DomainBedDataModule
     from dg_heads.methods import CLIPBaseline
 
     class Trainer:  # what `setup` reads of the trainer

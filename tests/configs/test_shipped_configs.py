@@ -7,7 +7,7 @@ first; on a machine with a GPU, `make gpu-check` runs the same matrix on CUDA
 
 Shipped compositions: the GPU preset x every dataset x every method, the HAP variants on PACS,
 and every method's demo (RotatedDigits, the method, the demo preset last); every retrieval data
-config (`data_modules.RetrievalDataModule`) x every method that applies to retrieval (not the
+config (`dg_heads.data.RetrievalDataModule`) x every method that applies to retrieval (not the
 linear probe nor HAP's MMD: they refuse it), fine-tuning and an AAT search also as 2-process DDP."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from data_modules.registry import CAPTION_DATASETS, DATASETS, get_dataset
+from dg_heads.data.registry import CAPTION_DATASETS, DATASETS, get_dataset
 from tests.conftest import CONFIGS, make_benchmark, make_domainbed, run_cli, run_main
-from tests.data_modules.test_retrieval import make_caption_copy
+from tests.dg_heads.data.test_retrieval import make_caption_copy
 
 pytestmark = pytest.mark.slow
 

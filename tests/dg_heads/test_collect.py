@@ -138,7 +138,7 @@ def test_the_five_benchmark_average_is_per_trial_seed_over_complete_benchmarks(t
     over its domains is (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet) = (98, 80, 86, 50, 60)
     and (98, 82, 88, 52, 62): five-benchmark averages 74.8 and 76.4, so 75.6 ± 0.8 / sqrt(2) = 0.57;
     HAP's 78.2: -2.6, outside 2 SE (1.13)."""
-    from data_modules.registry import get_dataset
+    from dg_heads.data.registry import get_dataset
 
     runs = tmp_path / "runs"
     per_seed = {"pacs": (0.98, 0.98), "vlcs": (0.80, 0.82), "office_home": (0.86, 0.88),
@@ -246,7 +246,7 @@ def test_the_oracle_pass_reads_each_test_domains_in_and_out_splits(data_root):
     """Inside `oracle_test()` the test loaders are the held-out domain's DomainBed `in` and `out`
     splits (those of `dg-heads splits`), named `<domain>/in` and `<domain>/out`, whatever
     `test_split` says; outside it, the test split as configured."""
-    from data_modules import DomainBedDataModule
+    from dg_heads.data import DomainBedDataModule
 
     data = DomainBedDataModule("rotated_digits", ["75"], trial_seed=1, test_split="all", num_workers=0,
                                image_size=32)
@@ -311,7 +311,7 @@ def test_within_2_se_allows_for_the_papers_rounding(tmp_path):
     """HAP prints its figures to 0.1, so a figure stands for +/- 0.05. Three identical zero-shot
     trials (SE 0): PACS 96.13 against HAP's 96.1 is +0.03, within 0 + 0.05: yes; OfficeHome 82.46
     against 82.4 is +0.06, beyond 0.05: no."""
-    from data_modules.registry import get_dataset
+    from dg_heads.data.registry import get_dataset
 
     runs = tmp_path / "runs"
     for dataset, acc in (("pacs", 0.9613), ("office_home", 0.8246)):

@@ -15,8 +15,8 @@ import lightning as L
 import torch
 from clip_benchmark.metrics.zeroshot_retrieval import evaluate
 
-from data_modules import RetrievalDataModule
 from dg_heads.backbone import CLIPSpec
+from dg_heads.data import RetrievalDataModule
 from dg_heads.methods import CLIPBaseline
 
 

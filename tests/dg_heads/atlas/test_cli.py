@@ -313,8 +313,8 @@ def test_a_held_out_domain_is_sampled_across_its_classes(data_root):
     """`--held_out` maps a test domain's split, which is in table order (sorted by class): the
     atlas's sample of `--images_per_domain` images must span the classes, not be the first ones
     (a review found 30 images of RotatedDigits' `75`, all the digit 0)."""
-    from data_modules.domainbed import DomainBedDataModule
     from dg_heads.atlas.cli import domain_sample
+    from dg_heads.data.domainbed import DomainBedDataModule
 
     data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, num_workers=0,
                                test_split="all")

@@ -13,7 +13,7 @@ TEMPLATES = ["a photo of the digit {}."]
 
 
 def _datamodule():
-    from data_modules import DomainBedDataModule
+    from dg_heads.data import DomainBedDataModule
 
     return DomainBedDataModule(dataset="rotated_digits", test_domains=["75"], image_size=32,
                                batch_size_per_domain=8, eval_batch_size=64, num_workers=0, train_augment="none")

@@ -5,8 +5,8 @@ import lightning as L
 import pytest
 import torch
 
-from data_modules import DomainBedDataModule
 from dg_heads.backbone import CLIPSpec
+from dg_heads.data import DomainBedDataModule
 from dg_heads.errors import DGHeadsError
 from dg_heads.methods import CLIPBaseline
 from dg_heads.op_counter import lightning_syncs

@@ -17,8 +17,8 @@ import lightning as L
 import pytest
 import torch
 
-from data_modules import DomainBedDataModule
 from dg_heads.backbone import CLIPSpec
+from dg_heads.data import DomainBedDataModule
 from dg_heads.export_cli import load_module
 from dg_heads.methods import AttentionAblation, CLIPBaseline, GatingSpec, HeadPurification, LoRASpec, SearchSpec
 from dg_heads.optim import OptimSpec

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.trainer import call
 
-from data_modules import DomainBedDataModule
+from dg_heads.data import DomainBedDataModule
 from dg_heads.methods import AttentionAblation, CLIPBaseline, HeadPurification
 from tests.conftest import demo_configs, run_cli
 

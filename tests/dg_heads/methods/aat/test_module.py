@@ -11,9 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from data_modules import DomainBedDataModule
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
+from dg_heads.data import DomainBedDataModule
 from dg_heads.errors import DGHeadsError
 from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec

@@ -7,9 +7,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from data_modules import DomainBedDataModule
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec
+from dg_heads.data import DomainBedDataModule
 from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec
 from dg_heads.methods.aat import HeadSearch, SearchReport

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from data_modules.errors import DGHeadsError
-from data_modules.registry import DatasetInfo, get_dataset, known_names
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.registry import DatasetInfo, get_dataset, known_names
 
 LAYOUT = "<folder>/<domain>/<class>/<image>"
 

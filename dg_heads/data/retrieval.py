@@ -33,12 +33,12 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from data_modules.captions import CaptionSource, CaptionSplit, load_split, resolve
-from data_modules.domainbed import default_num_workers
-from data_modules.errors import DGHeadsError
-from data_modules.registry import CAPTION_DATASETS
-from data_modules.table import BAD_IMAGE_POLICIES, BadImagePolicy
-from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
+from dg_heads.data.captions import CaptionSource, CaptionSplit, load_split, resolve
+from dg_heads.data.domainbed import default_num_workers
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.registry import CAPTION_DATASETS
+from dg_heads.data.table import BAD_IMAGE_POLICIES, BadImagePolicy
+from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 
 log = logging.getLogger("dg_heads.data")
 

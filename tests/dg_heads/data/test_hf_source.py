@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_modules import DomainBedDataModule
-from data_modules.hf_source import HFSource
-from data_modules.registry import get_dataset
+from dg_heads.data import DomainBedDataModule
+from dg_heads.data.hf_source import HFSource
+from dg_heads.data.registry import get_dataset
 from dg_heads.data_cli import splits_main
 from dg_heads.errors import DGHeadsError
 from tests.conftest import make_benchmark

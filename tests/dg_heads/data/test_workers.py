@@ -52,7 +52,7 @@ def test_a_rank_runs_num_workers_for_training_and_as_many_for_the_loader_it_eval
 
 
 def test_num_workers_defaults_to_the_jobs_cpus_less_one(monkeypatch, data_root):
-    from data_modules import DomainBedDataModule
+    from dg_heads.data import DomainBedDataModule
     from dg_heads.errors import DGHeadsError
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
@@ -77,8 +77,8 @@ def test_one_training_loader_gives_every_domain_its_stream_batch(data_root):
     (today's per-domain loaders), under DDP too (each rank every other batch of every stream)."""
     from torch.utils.data import DataLoader
 
-    from data_modules import DomainBedDataModule
-    from data_modules.samplers import DomainStreamSampler
+    from dg_heads.data import DomainBedDataModule
+    from dg_heads.data.samplers import DomainStreamSampler
 
     dm = DomainBedDataModule("rotated_digits", ["75"], image_size=32, batch_size_per_domain=16, num_workers=0,
                              train_augment="none", trial_seed=1)

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from data_modules import DomainBedDataModule
+from dg_heads.data import DomainBedDataModule
 
 
 @pytest.mark.parametrize("augment", ["eval", "domainbed", "clip"])
 def test_uint8_images_normalised_on_the_device_equal_the_float_transform(augment, data_root):
-    from data_modules.transforms import eval_transform, normalize_uint8, train_transform
+    from dg_heads.data.transforms import eval_transform, normalize_uint8, train_transform
     from dg_heads.methods.base import DGModule
 
     dm = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, num_workers=0)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_modules import DomainBedDataModule
-from data_modules.hf_source import HFSource
-from data_modules.splits import holdout_split
+from dg_heads.data import DomainBedDataModule
+from dg_heads.data.hf_source import HFSource
+from dg_heads.data.splits import holdout_split
 from dg_heads.errors import DGHeadsError
 from tests.conftest import QUICK, REPO, demo_configs, make_benchmark, make_domainbed, run_cli, run_main
 
@@ -67,7 +67,7 @@ def test_a_registered_benchmark_copied_under_another_name_splits_the_same(tmp_pa
 
 
 def test_the_discovered_layout_is_indexed_once_and_again_when_a_folder_changes(tmp_path, monkeypatch):
-    import data_modules.folder as folder_module
+    import dg_heads.data.folder as folder_module
 
     folder = _cams(tmp_path)
     first = folder_module.load_folder_table(folder, None, None)

@@ -26,7 +26,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import image_transform
 from torchvision import transforms as T
 
-from data_modules.errors import DGHeadsError
+from dg_heads.data.errors import DGHeadsError
 
 Augmentation = Literal["domainbed", "clip", "none"]
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)

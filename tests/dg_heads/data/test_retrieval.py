@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data_modules import RetrievalDataModule
-from data_modules.rotated_digits import CLASS_NAMES
+from dg_heads.data import RetrievalDataModule
+from dg_heads.data.rotated_digits import CLASS_NAMES
 from tests.conftest import REPO, run_main
 
 
@@ -229,14 +229,14 @@ def test_caption_sources_read_offline(tmp_path, kind):
     assert captions == expected
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
     for n, image in zip(numbers, images):  # the right picture: its pixels, resized as evaluation does
-        from data_modules.transforms import eval_transform
+        from dg_heads.data.transforms import eval_transform
 
         original = eval_transform(16, uint8=True)(Image.open(io.BytesIO(_png(n))).convert("RGB"))
         assert torch.equal(image, original)
 
 
 def test_karpathy_split_column_and_held_out_val(tmp_path):
-    from data_modules.captions import CaptionSource
+    from dg_heads.data.captions import CaptionSource
 
     # one HF split holding every row, the Karpathy split in a column (nlphuji/flickr30k's layout)
     ref = make_caption_parquet(tmp_path / "k.parquet", ["train", "val", "test", "restval", "train", "test"])

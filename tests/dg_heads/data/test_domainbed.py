@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from data_modules import DomainBedDataModule
-from data_modules.rotated_digits import ANGLES
+from dg_heads.data import DomainBedDataModule
+from dg_heads.data.rotated_digits import ANGLES
 from dg_heads.errors import DGHeadsError
 from tests.conftest import make_benchmark
 

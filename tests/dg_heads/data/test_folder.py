@@ -3,7 +3,7 @@ or holds too much is named; non-image files are skipped; the index is cached unt
 
 import pytest
 
-from data_modules import DomainBedDataModule
+from dg_heads.data import DomainBedDataModule
 from dg_heads.errors import DGHeadsError
 from tests.conftest import make_benchmark
 
@@ -50,7 +50,7 @@ def test_non_image_files_are_skipped_and_counted(tmp_path, caplog):
 
 
 def test_folder_index_is_cached_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
-    import data_modules.folder as folder
+    import dg_heads.data.folder as folder
 
     make_benchmark(tmp_path, "pacs", per_class=2)
     info_args = (tmp_path / "PACS", ["art_painting", "cartoon", "photo", "sketch"],

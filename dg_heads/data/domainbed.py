@@ -27,7 +27,7 @@ seeded by each image's place in the stream) that an uninterrupted run sees.
 
 A dataset that is not in the registry (a DomainBed-layout folder, or a Hugging Face dataset) is
 used with no code: its domains and classes are discovered (and checked) when the data is
-prepared (`data_modules.own`), and everything above applies to it unchanged.
+prepared (`dg_heads.data.own`), and everything above applies to it unchanged.
 
 Images leave the workers as uint8 (`transforms`); the model normalises them on its device
 (CLIP mean/std, `DGModule.prepare_images`). Loaders pin memory when the trainer runs on CUDA.
@@ -48,16 +48,16 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Subset
 
-from data_modules import rotated_digits
-from data_modules.errors import DGHeadsError
-from data_modules.folder import load_folder_table
-from data_modules.hf_source import HFSource, load_hf_table
-from data_modules.own import looks_like_path, resolve_dataset, with_layout
-from data_modules.registry import DatasetInfo
-from data_modules.samplers import CollateDomains, SourceDomains, SourceStreamSampler, StreamLoader, steps_per_epoch
-from data_modules.splits import holdout_split
-from data_modules.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
-from data_modules.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
+from dg_heads.data import rotated_digits
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.folder import load_folder_table
+from dg_heads.data.hf_source import HFSource, load_hf_table
+from dg_heads.data.own import looks_like_path, resolve_dataset, with_layout
+from dg_heads.data.registry import DatasetInfo
+from dg_heads.data.samplers import CollateDomains, SourceDomains, SourceStreamSampler, StreamLoader, steps_per_epoch
+from dg_heads.data.splits import holdout_split
+from dg_heads.data.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
+from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 
 DATA_ENV = "DG_HEADS_DATA"
 TestSplit = Literal["all", "in"]
@@ -116,7 +116,7 @@ class DomainBedDataModule(L.LightningDataModule):
     """Leave-domains-out DG data: `ROOT/<dataset folder>/<domain>/<class>/<image>` or `hf`.
 
     Args:
-        dataset: a name from `data_modules.registry.DATASETS` (`rotated_digits` is built on first use);
+        dataset: a name from `dg_heads.data.registry.DATASETS` (`rotated_digits` is built on first use);
             or a dataset of your own: a DomainBed-layout folder `<domain>/<class>/<image>` named
             under `root` or given by its path, or with `hf` any name for a Hugging Face dataset
             (domains and classes are discovered from the folders or the columns).

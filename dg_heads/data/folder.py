@@ -6,7 +6,7 @@ sorted), which the holdout split depends on. The index is written once into an A
 copy changed (a file added, removed or renamed changes its folder's mtime). Files that are
 not images are skipped and counted; layout mistakes are errors that name the path at fault.
 A folder that is not in the registry has its domains and classes discovered from the scan
-(`discover_folder`, checked by `data_modules.own`); the index keeps them.
+(`discover_folder`, checked by `dg_heads.data.own`); the index keeps them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from data_modules.errors import DGHeadsError
-from data_modules.own import Discovered, first_readable
-from data_modules.table import FolderReader, SampleTable, build_table, open_rgb
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.own import Discovered, first_readable
+from dg_heads.data.table import FolderReader, SampleTable, build_table, open_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CACHE_ENV = "DG_HEADS_CACHE"

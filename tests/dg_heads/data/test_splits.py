@@ -10,7 +10,7 @@ DomainBed rather than against a second copy of the formula.
 
 import pytest
 
-from data_modules.splits import holdout_split, seed_hash
+from dg_heads.data.splits import holdout_split, seed_hash
 
 # misc.seed_hash(*args)
 SEED_HASHES = {

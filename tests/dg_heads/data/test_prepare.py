@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data_modules.prepare import prepare, verify_copy
-from data_modules.registry import Archive, get_dataset
+from dg_heads.data.prepare import prepare, verify_copy
+from dg_heads.data.registry import Archive, get_dataset
 from dg_heads.errors import DGHeadsError
 from tests.conftest import make_benchmark
 

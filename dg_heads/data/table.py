@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data_modules.errors import DGHeadsError
+from dg_heads.data.errors import DGHeadsError
 
 log = logging.getLogger("dg_heads.data")
 

@@ -5,7 +5,7 @@ values are matched to the registry's by their words (`Alarm_Clock` == "alarm clo
 follow the registry's (sorted) class order, and rows within a domain are ordered by class, then
 by `id_column` (relative paths reproduce the folder source's order exactly) or row number.
 A dataset that is not in the registry has its domains and classes discovered from the same
-columns instead (`discover_hf`, checked by `data_modules.own`).
+columns instead (`discover_hf`, checked by `dg_heads.data.own`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_modules.errors import DGHeadsError
-from data_modules.own import Discovered, first_readable
-from data_modules.registry import DatasetInfo, prompt_name
-from data_modules.table import SampleTable, build_table, open_rgb
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.own import Discovered, first_readable
+from dg_heads.data.registry import DatasetInfo, prompt_name
+from dg_heads.data.table import SampleTable, build_table, open_rgb
 
 
 @dataclass

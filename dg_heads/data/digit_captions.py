@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from data_modules.rotated_digits import CLASS_NAMES, _digit_image
+from dg_heads.data.rotated_digits import CLASS_NAMES, _digit_image
 
 NAME = "digit_captions"
 ANGLES = (0, 30, 60, 90, 120, 150)
@@ -57,7 +57,7 @@ class DigitReader:
 def split_rows(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(sklearn digit indices, angles) of a split, fixed by `SEED`."""
     if split not in SPLIT_SIZES:
-        from data_modules.errors import DGHeadsError
+        from dg_heads.data.errors import DGHeadsError
 
         raise DGHeadsError(f"{NAME} has no split {split!r}; expected one of {list(SPLIT_SIZES)}")
     rng = np.random.default_rng(SEED)

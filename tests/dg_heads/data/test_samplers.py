@@ -12,7 +12,7 @@ def _stream(sampler, epochs):
 def test_train_stream_continues_across_epochs_and_shards_over_ranks():
     from torch.utils.data import DistributedSampler
 
-    from data_modules.samplers import DomainStreamSampler
+    from dg_heads.data.samplers import DomainStreamSampler
 
     n, batch, steps = 10, 4, 3  # 12 samples per epoch of a 10-image domain: the stream wraps mid-epoch
     one = DomainStreamSampler(n, seed=7, batch_size=batch, steps_per_epoch=steps)
@@ -39,7 +39,7 @@ def test_augmentation_depends_on_the_image_place_in_the_stream_only(data_root):
     iteration starts: what a run resumed mid-epoch needs. The global random state is left alone."""
     import torch
 
-    from data_modules import DomainBedDataModule
+    from dg_heads.data import DomainBedDataModule
 
     def batches(workers, resume_at=None):
         dm = DomainBedDataModule("rotated_digits", ["0", "15", "75"], image_size=32, batch_size_per_domain=4,

@@ -7,7 +7,7 @@ the copy is then verified: domains, class folders, empty classes, non-image file
 per domain (and per class, where the registry tabulates them) against the registry's counts.
 A dataset of one's own (a folder or a Hugging Face dataset not in the registry) has nothing to
 download or compare with: the report says what was found (domains, classes, images per domain
-and class) and what keeps it from being used (`data_modules.own`).
+and class) and what keeps it from being used (`dg_heads.data.own`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_modules import rotated_digits
-from data_modules.errors import DGHeadsError
-from data_modules.folder import discover_folder, scan_folder, skip_note
-from data_modules.hf_source import HFSource, discover_hf
-from data_modules.own import Discovered
-from data_modules.registry import Archive, DatasetInfo, manual_steps, prompt_name
+from dg_heads.data import rotated_digits
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.folder import discover_folder, scan_folder, skip_note
+from dg_heads.data.hf_source import HFSource, discover_hf
+from dg_heads.data.own import Discovered
+from dg_heads.data.registry import Archive, DatasetInfo, manual_steps, prompt_name
 
 CHUNK = 1 << 20
 
@@ -275,7 +275,7 @@ def prepare_captions(dataset: str, source=None, splits: list[str] | None = None,
     source (no caption column, an empty split) raises `DGHeadsError`."""
     import os
 
-    from data_modules.captions import load_split, resolve
+    from dg_heads.data.captions import load_split, resolve
 
     name, source, info = resolve(dataset, source, "dataset")
     where = "built in (no download)" if source is None else source.describe()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_modules.dataset_classes import DOMAIN_NET_CLASSES, OFFICE_HOME_CLASSES
-from data_modules.errors import DGHeadsError
+from dg_heads.data.dataset_classes import DOMAIN_NET_CLASSES, OFFICE_HOME_CLASSES
+from dg_heads.data.errors import DGHeadsError
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class DatasetInfo:
     archives: tuple[Archive, ...] = ()
     manual_steps: str = ""
     builtin: bool = False  # made by dg-heads itself on first use (no download)
-    # not in this table: `folder` is its path, domains and classes are discovered (`data_modules.own`)
+    # not in this table: `folder` is its path, domains and classes are discovered (`dg_heads.data.own`)
     own: bool = False
 
     @property
@@ -175,9 +175,9 @@ def get_dataset(name: str) -> DatasetInfo:
 # ------------------------------------------------------------------ image-caption (retrieval) data
 @dataclass(frozen=True)
 class CaptionDatasetInfo:
-    """An image-caption dataset for retrieval (`data_modules.RetrievalDataModule`).
+    """An image-caption dataset for retrieval (`dg_heads.data.RetrievalDataModule`).
 
-    `source`: the fields of `data_modules.captions.CaptionSource` it is read from by default (a
+    `source`: the fields of `dg_heads.data.captions.CaptionSource` it is read from by default (a
     plain mapping: this module imports nothing heavy); None for a built-in one. `images`: images
     per split in a complete copy, where known."""
 
@@ -195,7 +195,7 @@ CAPTION_DATASETS: dict[str, CaptionDatasetInfo] = {
     for info in [
         CaptionDatasetInfo(
             "digit_captions", None, images={"train": 500, "val": 100, "test": 100}, builtin=True,
-            counts_source="scikit-learn's bundled digits, rotated; fixed splits (data_modules.digit_captions)",
+            counts_source="scikit-learn's bundled digits, rotated; fixed splits (dg_heads.data.digit_captions)",
             about="built in (no download): rotated handwritten digits, five captions naming digit and rotation",
         ),
         CaptionDatasetInfo(

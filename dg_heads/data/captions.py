@@ -1,7 +1,7 @@
 """Image-caption data for retrieval: one split of a dataset as images plus every image's captions.
 
 Sources:
-- the built-in `digit_captions` (`data_modules.digit_captions`, no download);
+- the built-in `digit_captions` (`dg_heads.data.digit_captions`, no download);
 - Hugging Face `datasets` (`CaptionSource`): a hub repository or local files as parquet with an
   image column, a list-of-captions column and, optionally, a split column (Karpathy's
   train/val/test); webdataset shards (`jpg` + `txt`, one caption a line, as CLIP_benchmark's
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from data_modules.errors import DGHeadsError
-from data_modules.own import looks_like_path
-from data_modules.registry import CAPTION_DATASETS, CaptionDatasetInfo
+from dg_heads.data.errors import DGHeadsError
+from dg_heads.data.own import looks_like_path
+from dg_heads.data.registry import CAPTION_DATASETS, CaptionDatasetInfo
 
 IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img")
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "txt", "text", "raw")
@@ -157,7 +157,7 @@ def load_split(dataset: str, source: CaptionSource | None, split: str, name: str
 
 
 def builtin_split(dataset: str, split: str, name: str | None = None) -> CaptionSplit:
-    from data_modules import digit_captions
+    from dg_heads.data import digit_captions
 
     reader, caps = digit_captions.load_split(split)
     return CaptionSplit(name or dataset, dataset, split, reader, caps, list(reader.ids))
@@ -324,7 +324,7 @@ def holdout_rows(n: int, count: int, what: str) -> np.ndarray:
 def source_split(source: CaptionSource, split: str, name: str, dataset: str,
                  cache_dir: str | None = None) -> CaptionSplit:
     """One split of a `datasets` source: its images (read on demand) and every image's captions."""
-    from data_modules.hf_source import HFReader
+    from dg_heads.data.hf_source import HFReader
 
     parts = _load(source, cache_dir)
     data, rows, how = _pick(parts, source, split)

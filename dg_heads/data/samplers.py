@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from data_modules.table import collate_skipping
+from dg_heads.data.table import collate_skipping
 
 log = logging.getLogger("dg_heads.data")
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from data_modules import DomainBedDataModule
-from data_modules.prepare import verify_copy
-from data_modules.registry import DATASETS, get_dataset
+from dg_heads.data import DomainBedDataModule
+from dg_heads.data.prepare import verify_copy
+from dg_heads.data.registry import DATASETS, get_dataset
 from dg_heads.data_cli import splits_main
 from dg_heads.errors import DGHeadsError
 from tests.conftest import REPO, make_benchmark
@@ -90,8 +90,8 @@ DOMAINBED_NAMES = {"PACS": "pacs", "VLCS": "vlcs", "OfficeHome": "office_home", 
 @pytest.mark.parametrize("given", [*DOMAINBED_NAMES, "officehome", "OFFICE_HOME", "Terra_Incognita", "domainnet",
                                    "Domain-Net", "pacs", "rotateddigits", "RotatedDigits"])
 def test_domainbed_names_in_any_case_are_the_registrys(given, tmp_path):
-    from data_modules.own import resolve_dataset
-    from data_modules.registry import dataset_name
+    from dg_heads.data.own import resolve_dataset
+    from dg_heads.data.registry import dataset_name
 
     expected = DOMAINBED_NAMES.get(given) or {"officehome": "office_home", "OFFICE_HOME": "office_home",
                                               "Terra_Incognita": "terra_incognita", "domainnet": "domain_net",

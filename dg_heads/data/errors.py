@@ -1,7 +1,7 @@
 """The one exception type for every mistake a user can make, data or not.
 
-It lives here, at the bottom of the import graph, because `data_modules` must not import
-`dg_heads` (imports go one way: `dg_heads` builds on `data_modules`). `dg_heads.errors`
+It lives here, at the bottom of the import graph, because `dg_heads.data` imports nothing else of
+`dg_heads` (imports go one way: the rest of `dg_heads` builds on `dg_heads.data`). `dg_heads.errors`
 re-exports it as `DGHeadsError` and turns it into the CLI's single `error:` line.
 """
 
