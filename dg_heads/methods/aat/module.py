@@ -241,7 +241,7 @@ class AttentionAblation(DGModule):
         scorer = RetrievalMaskScorer(
             self.clip, lambda f: F.normalize(f.float(), dim=-1), self.search_spec.mode, self.search_spec.alpha,
             num_domains=len(loaders), autocast=trainer.precision_plugin.forward_context, levels=plan.levels,
-            metric=self.search_spec.metric, gather=gather_cat)
+            metric=self.search_spec.metric, gather=gather_cat, dim=self.embed_dim())
         for domain_index, loader in enumerate(loaders):
             for batch in loader:
                 index = batch["image_index"].to(device)
@@ -370,19 +370,16 @@ class AttentionAblation(DGModule):
 
 def _first_images(loader, max_images: int | None, trainer):
     """`loader` over its split's first `max_images` images (all: None), shared out over the
-    processes without padding as the DataModule's evaluation loaders are."""
-    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    processes without padding as the DataModule's evaluation loaders are: process r takes images
+    r, r + P, r + 2P, ... (the split of Lightning's `UnrepeatedDistributedSampler`, which refuses a
+    process with no image; here a process may have none when there are fewer images than processes)."""
     from torch.utils.data import DataLoader, Subset
 
     dataset = loader.dataset
     if max_images is None or len(dataset) <= max_images:
         return loader
-    dataset = Subset(dataset, range(max_images))
-    sampler = None
-    if trainer.world_size > 1:
-        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                               shuffle=False)
-    return DataLoader(dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+    dataset = Subset(dataset, range(trainer.global_rank, max_images, trainer.world_size))
+    return DataLoader(dataset, batch_size=loader.batch_size, num_workers=loader.num_workers,
                       collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
 
 

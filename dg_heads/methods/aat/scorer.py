@@ -298,6 +298,7 @@ class RetrievalMaskScorer(MaskScorer):
 
     metric: str = "rsum"
     gather: Callable[[torch.Tensor], torch.Tensor] = _no_reduce  # concatenation over processes
+    dim: int | None = None  # the joint embedding's width: a process with no scoring image still gathers
     texts: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
     _gathered_texts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
@@ -334,7 +335,10 @@ class RetrievalMaskScorer(MaskScorer):
         for batch, features in self.outputs(mask):
             local[batch.domain].append((features.float(), batch.labels))
         dim = next((f.shape[1] for parts in local.values() for f, _ in parts), None)
-        dim = dim if dim is not None else next(t[0].shape[1] for parts in self.texts.values() for t in parts)
+        dim = dim if dim is not None else next((t[0].shape[1] for parts in self.texts.values() for t in parts), None)
+        dim = dim if dim is not None else self.dim  # this process has no scoring image: its share is empty
+        if dim is None:
+            raise DGHeadsError("the scoring set is empty: no validation images to score masks on")
         out, total = [], 0
         for domain in range(self.num_domains):
             parts = local[domain]

@@ -376,3 +376,22 @@ def test_an_init_checkpoint_that_trained_on_the_test_domain_is_flagged_before_an
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "test_domains ['0']" in errors[0] and "trained on this domain" in errors[0], errors
     assert not list(tmp_path.rglob("head_importance*")) and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_scoring_images_are_shared_out_even_when_a_process_gets_none():
+    """Fewer scoring images than processes (1 image, 2 processes: `max_scoring_batches 1` x
+    `eval_batch_size 1`): the other process scores nothing and still joins the gathers; Lightning's
+    `UnrepeatedDistributedSampler` refuses such a process (an AssertionError that hung the fit)."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+
+    from dg_heads.methods.aat.module import _first_images
+
+    loader = DataLoader(list(range(10)), batch_size=1)
+    shares = [[int(b) for b in _first_images(loader, 3, SimpleNamespace(world_size=2, global_rank=rank))]
+              for rank in range(2)]
+    assert shares == [[0, 2], [1]]
+    shares = [[int(b) for b in _first_images(loader, 1, SimpleNamespace(world_size=2, global_rank=rank))]
+              for rank in range(2)]
+    assert shares == [[0], []]

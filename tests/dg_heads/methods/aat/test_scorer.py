@@ -10,6 +10,7 @@ from dg_heads.errors import DGHeadsError
 from dg_heads.heads import HeadMask
 from dg_heads.methods import AttentionAblation, SearchSpec
 from dg_heads.methods.aat import GASpec, MaskScorer, cache_bytes, cache_dtype, genetic_search, plan_cache, scan
+from dg_heads.methods.aat.scorer import RetrievalMaskScorer
 
 
 @torch.no_grad()
@@ -25,6 +26,10 @@ def test_empty_scoring_set_is_refused():
     empty = MaskScorer(heads.convert(create_clip(CLIPSpec())[0]), lambda f: f)
     with pytest.raises(DGHeadsError, match="scoring set is empty"):
         empty.score(HeadMask())
+    for dim in (None, 16):  # a retrieval scorer too (a process whose share is empty still knows the width)
+        nothing = RetrievalMaskScorer(heads.convert(create_clip(CLIPSpec())[0]), lambda f: f, dim=dim)
+        with pytest.raises(DGHeadsError, match="scoring set is empty"):
+            nothing.score(HeadMask())
     with pytest.raises(DGHeadsError, match="max_scoring_batches must be >= 1"):
         AttentionAblation(search=SearchSpec(max_scoring_batches=0))
 
