@@ -3,7 +3,8 @@ real CLI (in process, `run_main`): a method (a `DGModule` subclass in a module o
 the package, found by its `class_path` on the import path, and `configs/method/<name>.yaml`), a
 dataset (a folder of one's own in DomainBed's layout, checked by `dg-heads prepare`, and
 `configs/data/<name>.yaml` made from `configs/data/my_folder.yaml`) and a metric (one entry of
-`CLASSIFICATION_METRICS` in `dg_heads/tasks/metrics.py`: macro-averaged, i.e. balanced, accuracy).
+`CLASSIFICATION_METRICS` in `dg_heads/tasks/metrics.py`, made in process: macro-averaged, i.e.
+balanced, accuracy).
 
 One `fit --test_after_fit true` of the toy method on the toy dataset (tiny CLIP, one epoch), then
 `predict` with the checkpoint that was tested: the toy metric of each test domain in
@@ -112,6 +113,8 @@ def test_a_toy_method_dataset_and_metric_take_the_readme_steps(tmp_path, monkeyp
     # the metric: one entry (here made in process; in the repository a line of dg_heads/tasks/metrics.py)
     monkeypatch.setitem(metrics.CLASSIFICATION_METRICS, "balanced_acc", _balanced_accuracy)
 
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # the in-process CLI seeds: set here, unset after the test
+        monkeypatch.setenv(name, "0")
     configs = ["--config", str(data_config), "--config", str(method_config),
                "--config", str(CONFIGS / "trainer" / "demo.yaml")]
     data_args = ["--data.init_args.root", str(root), "--data.init_args.test_domains", f"[{TEST_DOMAIN}]",
