@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import CONFIGS, run_main
+from tests.conftest import CONFIGS, REPO, run_main
 
 # Step "Adding a method" 1: one Python file, a `DGModule` subclass (here: only CLIP's temperature trains).
 TOY_METHOD = '''
@@ -77,6 +77,20 @@ def _by_hand(predictions: Path) -> dict[str, tuple[float, float]]:
             right[row["domain"]][row["label"]] += row["predicted"] == row["label"]
     return {d: (sum(right[d][c] / seen[d][c] for c in seen[d]) / len(seen[d]),
                 sum(right[d].values()) / sum(seen[d].values())) for d in seen}
+
+
+# what the README's steps name, in the order this file follows them
+STEPS = {"Adding a method": ["`DGModule`", "`configs/method/<name>.yaml`", "`model.class_path`"],
+         "Adding a dataset": ["`ROOT/<folder>/<domain>/<class>/<image>`", "`dg-heads prepare <folder> --root ROOT`",
+                              "a copy of `configs/data/my_folder.yaml` with `dataset: <folder>`"],
+         "Adding a metric": ["`CLASSIFICATION_METRICS` of `dg_heads/tasks/metrics.py`", "torchmetrics `Metric`"]}
+
+
+def test_the_readme_lists_the_steps_this_file_follows():
+    section = (REPO / "README.md").read_text().split("\n## Extending dg-heads\n", 1)[1].split("\n## ", 1)[0]
+    for title, names in STEPS.items():
+        steps = section.split(f"\n### {title}\n", 1)[1].split("\n### ", 1)[0]
+        assert [name for name in names if name not in steps] == [], (title, steps)
 
 
 @pytest.mark.slow
