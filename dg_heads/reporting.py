@@ -12,12 +12,14 @@ from dg_heads.tasks import metrics as names
 
 
 def accuracy_metrics(metrics: dict[str, object]) -> dict[str, float]:
-    """The `val/acc*`, `test/acc*` entries and the images scored per domain (`val/n/*`,
-    `test/n/*`) as plain floats."""
+    """The classification metrics (`val/acc*`, `test/acc*` and every other entry of
+    `names.CLASSIFICATION_METRICS`) and the images scored per domain (`val/n/*`, `test/n/*`) as
+    plain floats."""
     out = {}
+    logged = (*(f"{name}/" for name in names.CLASSIFICATION_METRICS), names.COUNT + "/")
     for key, value in metrics.items():
-        if key.startswith(tuple(names.key(stage, name) for stage in names.STAGES for name in (names.ACCURACY,
-                                                                                                 names.COUNT + "/"))):
+        stage, _, rest = key.partition("/")
+        if stage in names.STAGES and (rest in names.CLASSIFICATION_METRICS or rest.startswith(logged)):
             out[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
     return dict(sorted(out.items()))
 

@@ -5,12 +5,13 @@ checkpoints. The data chooses the task (a DataModule's `task` class attribute; n
     classification.py  DomainBed DG: class-prompt logits, per-domain accuracy, `val/acc`
     retrieval.py       image-text retrieval: image and caption embeddings, Recall@1/5/10 both
                        ways and RSUM (CLIP_benchmark's semantics, exact under DDP), `val/rsum`
-    metrics.py         every metric name, and the selection metric of each task (one place)
+    metrics.py         every metric name, and the selection metric of each task (one place);
+                       a classification metric is one entry of its `CLASSIFICATION_METRICS`
 
 A third task is one new file here (a `Task` subclass with its `name`: `setup`, `training_step`,
 `eval_step`, `epoch_end`, `report`; every module of this package is imported and its tasks
 registered by name, nothing to list), its metric names and selection metric in `metrics.py`, a
-DataModule with `task = "<name>"`, and configs (see the README's "Retrieval" section).
+DataModule with `task = "<name>"`, and configs (the README's "Extending dg-heads").
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Classification (dg-heads' first task, DomainBed's DG setting): a batch is `{domain: (images,
 labels)}` in training and `(images, labels)` per evaluation domain; the model scores images
-against class-prompt text embeddings (`DGModule.logits`); logged: the accuracy per domain
-(`val/acc/<domain>`, `test/acc/<domain>`), their mean (`val/acc`, which selects checkpoints,
-`test/acc`) and the images scored (`val/n/<domain>`); the report is `DomainReport`."""
+against class-prompt text embeddings (`DGModule.logits`); logged: every metric of
+`metrics.CLASSIFICATION_METRICS` per domain (`val/acc/<domain>`, `test/acc/<domain>`) and its
+mean over the domains (`val/acc`, which selects checkpoints, `test/acc`), and the images scored
+(`val/n/<domain>`); the report is `DomainReport`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torchmetrics import SumMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from dg_heads.callbacks import DomainReport
 from dg_heads.errors import DGHeadsError
@@ -31,8 +31,11 @@ class ClassificationTask(Task):
         for split in names.STAGES:
             domains = datamodule.eval_domains(split)
             module.eval_domains[split] = domains
+            # per domain: {metric name: its state} (`metrics.CLASSIFICATION_METRICS`: a new metric is an entry there)
             module.metrics[split] = nn.ModuleList(
-                MulticlassAccuracy(num_classes=len(datamodule.class_names), average="micro") for _ in domains
+                nn.ModuleDict({name: build(len(datamodule.class_names))
+                               for name, build in names.CLASSIFICATION_METRICS.items()})
+                for _ in domains
             )
             module.counts[split] = nn.ModuleList(SumMetric() for _ in domains)
 
@@ -44,21 +47,26 @@ class ClassificationTask(Task):
     def eval_step(self, module, split: str, batch, dataloader_idx: int) -> None:
         images, labels = batch
         if len(labels):
-            module.metrics[split][dataloader_idx].update(module(images), labels)
+            logits = module(images)
+            for metric in module.metrics[split][dataloader_idx].values():
+                metric.update(logits, labels)
         # a fill on the device (torch.tensor(n, device=...) would be a blocking host-to-device copy)
         module.counts[split][dataloader_idx].update(torch.full((), float(len(labels)), device=labels.device))
 
     def epoch_end(self, module, split: str) -> None:
-        accs = {}
-        for domain, metric, count in zip(module.eval_domains[split], module.metrics[split], module.counts[split]):
-            accs[domain] = metric.compute()
-            metric.reset()
-            # synced already; sync_dist silences DDP's warning
-            module.log(names.key(split, names.ACCURACY, domain), accs[domain], sync_dist=True)
+        values: dict[str, list[torch.Tensor]] = {}  # metric name -> its value per domain
+        for domain, metrics, count in zip(module.eval_domains[split], module.metrics[split], module.counts[split]):
+            for name, metric in metrics.items():
+                value = metric.compute()
+                metric.reset()
+                values.setdefault(name, []).append(value)
+                # synced already; sync_dist silences DDP's warning
+                module.log(names.key(split, name, domain), value, sync_dist=True)
             module.log(names.key(split, names.COUNT, domain), count.compute(), sync_dist=True)  # summed already
             count.reset()
-        module.log(names.key(split, names.ACCURACY), torch.stack(list(accs.values())).mean(),
-                   prog_bar=split == "val", sync_dist=True)
+        for name, per_domain in values.items():
+            module.log(names.key(split, name), torch.stack(per_domain).mean(),
+                       prog_bar=split == "val" and name == names.ACCURACY, sync_dist=True)
 
     def report(self, **kwargs):
         return DomainReport(**kwargs)
