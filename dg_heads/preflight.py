@@ -65,7 +65,7 @@ def dataset_problem(dataset: str, root: Path) -> str | None:
 def weights_problem(model_name: str, pretrained) -> str | None:
     """Why a run could not build `model_name` with `pretrained` on a node without network."""
     from dg_heads.backbone import _is_path
-    from dg_heads.weights import cached_weights
+    from dg_heads.weights import cached_weights, sources
 
     if pretrained in (None, "", "none", "None", "null"):
         return None
@@ -74,6 +74,8 @@ def weights_problem(model_name: str, pretrained) -> str | None:
         if not Path(pretrained).expanduser().is_file():
             return f"weights file {pretrained} (model.init_args.clip.pretrained) does not exist"
         return None
+    if sources(model_name, pretrained) == (None, [], None):  # open_clip knows no such model or tag (it
+        return None  # returns an empty config, no exception): the job's own check names it
     try:
         found = cached_weights(model_name, pretrained)
     except Exception:  # noqa: BLE001 - an unknown model or tag: the job's own check names it

@@ -87,8 +87,6 @@ def test_weights_given_as_a_file_none_or_an_unknown_tag(tmp_path, empty_cache):
         assert weights_problem("ViT-B-16", none) is None  # random init: nothing to fetch
 
 
-@pytest.mark.xfail(strict=True, reason="bug: open_clip's get_pretrained_cfg returns {} for an unknown model or "
-                   "tag (no exception), so preflight says 'not in the cache; run `dg-heads weights ...`'")
 @pytest.mark.parametrize("model, tag", [("ViT-Q-99", "openai"), ("ViT-B-16", "no_such_tag")])
 def test_an_unknown_model_or_tag_is_left_to_the_jobs_own_check(empty_cache, model, tag):
     """As preflight's comment says: the job's check (`--print_config`) names an unknown model or tag;
