@@ -19,8 +19,8 @@ from tests.conftest import CONFIGS, REPO, run_cli, run_main
 pytestmark = pytest.mark.slow
 
 # CLIP_benchmark 1.6.2's `zeroshot_retrieval.evaluate` on the model and data of
-# `test_zero_shot_recalls_equal_clip_benchmarks` (percent), from tests/tasks/clip_benchmark_reference.py:
-#   PYTHONPATH=/tmp/cb:. python tests/tasks/clip_benchmark_reference.py
+# `test_zero_shot_recalls_equal_clip_benchmarks` (percent), from tests/cli/clip_benchmark_reference.py:
+#   PYTHONPATH=/tmp/cb:. python tests/cli/clip_benchmark_reference.py
 CLIP_BENCHMARK = {"i2t_r1": 1.0, "i2t_r10": 9.0, "i2t_r5": 5.0, "t2i_r1": 1.4, "t2i_r10": 10.0, "t2i_r5": 4.4}
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 

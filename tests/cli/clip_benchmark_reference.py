@@ -6,7 +6,7 @@ percent. CLIP_benchmark is not a dependency (its package pulls transformers, pyc
 webdataset; the module used here imports only torch and tqdm), so its figures are stored:
 
     pip download clip-benchmark==1.6.2 --no-deps -d /tmp/cb && (cd /tmp/cb && unzip -oq clip_benchmark-*.whl)
-    PYTHONPATH=/tmp/cb:. python tests/tasks/clip_benchmark_reference.py
+    PYTHONPATH=/tmp/cb:. python tests/cli/clip_benchmark_reference.py
 """
 
 from __future__ import annotations
