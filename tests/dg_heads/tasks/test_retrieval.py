@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dg_heads.tasks.retrieval import RetrievalEmbeddings, retrieval_recalls
+from dg_heads.tasks.retrieval import RetrievalEmbeddings, caption_layout, ordered, retrieval_recalls
 
 
 def _tiny_case():
@@ -49,3 +49,19 @@ def test_gathered_embeddings_are_ordered_and_each_image_counted_once():
     image_emb, text_emb, rows = metric.compute()
     assert torch.equal(image_emb, images) and torch.equal(text_emb, texts) and torch.equal(rows, text_image)
     assert retrieval_recalls(image_emb, text_emb, rows) == expected
+
+
+def test_an_eval_batchs_captions_flattened_with_their_image_and_place():
+    texts, text_image, text_pos = caption_layout(torch.tensor([7, 3]), [["a", "b", "c"], ["d", "e"]])
+    assert texts == ["a", "b", "c", "d", "e"]
+    assert text_image.tolist() == [7, 7, 7, 3, 3] and text_pos.tolist() == [0, 1, 2, 0, 1]
+
+
+def test_a_caption_whose_image_is_missing_is_dropped():
+    """Images 4 and 9 gathered (9 twice); captions of 9, 5 (an image no process scored), 4: rows 1, 0."""
+    image_emb = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    text_emb = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    images, texts, rows = ordered(image_emb, torch.tensor([9, 4, 9]), text_emb, torch.tensor([9, 5, 4]),
+                                  torch.tensor([0, 0, 0]))
+    assert torch.equal(images, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert torch.equal(texts, torch.tensor([[3.0, 3.0], [1.0, 1.0]])) and rows.tolist() == [0, 1]
