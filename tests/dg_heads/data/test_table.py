@@ -36,16 +36,17 @@ class _Reader:
 
 def _table() -> SampleTable:
     table = build_table(["cat", "dog"], ["photo", "sketch"], domain=[1, 0, 1, 0, 0], label=[0, 1, 0, 0, 1],
-                        ids=["s/b.png", "p/d2.png", "s/a.png", "p/c.png", "p/d1.png"])
+                        ids=["s/b.png", "p/d2.png", "s/a.png", "p/x.png", "p/d1.png"])
     return SampleTable(["cat", "dog"], ["photo", "sketch"], table, _Reader())
 
 
 def test_rows_in_domainbed_order_and_a_domains_rows_and_ids():
     table = _table()
-    assert table.table.column("id").to_pylist() == ["p/c.png", "p/d1.png", "p/d2.png", "s/a.png", "s/b.png"]
+    # by domain, then class, then file
+    assert table.table.column("id").to_pylist() == ["p/x.png", "p/d1.png", "p/d2.png", "s/a.png", "s/b.png"]
     assert table.domain_of.tolist() == [0, 0, 0, 1, 1] and table.labels.tolist() == [0, 1, 1, 0, 0]
     assert table.rows_of("sketch").tolist() == [3, 4]
-    assert table.ids_of(np.array([4, 0])) == ["s/b.png", "p/c.png"]
+    assert table.ids_of(np.array([4, 0])) == ["s/b.png", "p/x.png"]
 
 
 def test_an_unreadable_image_is_skipped_and_named_or_one_error(caplog):
