@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -67,6 +68,13 @@ LOGIT_SCALE_MAX = math.log(100)  # CLIP's temperature ceiling (open_clip's train
 class DGModule(L.LightningModule):
     """Base LightningModule: CLIP image features scored against class-prompt text embeddings
     (classification) or caption embeddings (retrieval), as the data's task says."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A method's spec dataclasses (its `__init__`'s annotations) may be rebuilt by torch's
+        weights-only loader as soon as the class is imported: `Method.load_from_checkpoint(path)` of
+        a model built in Python, in a fresh process, needs nothing registered by hand."""
+        super().__init_subclass__(**kwargs)
+        allow_spec_types(*spec_types_of(cls.__init__))
 
     def __init__(self, clip: CLIPSpec | None = None, optim: OptimSpec | None = None) -> None:
         super().__init__()
@@ -434,6 +442,33 @@ def allow_loading(value: Any) -> None:
 
     visit(value)
     allow_spec_types(*sorted(found, key=lambda t: t.__qualname__))
+
+
+def spec_types_of(function) -> list[type]:
+    """The dataclasses a function's annotations name, and those their fields name, recursively
+    (`SearchSpec | None` -> SearchSpec, and the `GASpec` of its `ga` field). An annotation that
+    cannot be resolved yet (a name defined after the class) is skipped: `allow_loading` still
+    registers what a model holds when it is built."""
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - an unresolvable forward reference: nothing found here
+        return []
+    found: dict[type, None] = {}
+
+    def visit(hint) -> None:
+        if isinstance(hint, type) and is_dataclass(hint):
+            if hint not in found:
+                found[hint] = None
+                for sub in spec_types_of(hint.__init__):
+                    found.setdefault(sub, None)
+            return
+        for arg in typing.get_args(hint):
+            visit(arg)
+
+    for name, hint in hints.items():
+        if name != "return":
+            visit(hint)
+    return list(found)
 
 
 def allow_spec_types(*types: type) -> None:

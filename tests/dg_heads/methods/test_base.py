@@ -1,6 +1,8 @@
 """A training step at GPU speed: no host sync in the step, and a non-finite loss skipped on the
 device (weights and AdamW state untouched) and reported within `log_every_n_steps` steps."""
 
+from dataclasses import dataclass, field
+
 import lightning as L
 import pytest
 import torch
@@ -8,7 +10,7 @@ import torch
 from dg_heads.backbone import CLIPSpec
 from dg_heads.data import DomainBedDataModule
 from dg_heads.errors import DGHeadsError
-from dg_heads.methods import CLIPBaseline
+from dg_heads.methods import CLIPBaseline, DGModule
 from dg_heads.op_counter import lightning_syncs
 from dg_heads.optim import OptimSpec, fused_adamw_available
 
@@ -93,3 +95,30 @@ def test_a_trained_logit_scale_is_clamped_to_clips_ceiling_after_each_step():
     scale.requires_grad_(True)
     module.on_train_batch_end(None, None, 0)
     assert scale.item() == pytest.approx(4.605170, abs=1e-6)  # ln(100)
+
+
+@dataclass
+class _ToyInner:
+    depth: int = 2
+
+
+@dataclass
+class _ToySpec:  # a new method's own spec, with a spec inside it
+    width: int = 3
+    inner: _ToyInner = field(default_factory=_ToyInner)
+
+
+class _ToyMethod(DGModule):  # defining the class is all a method does: nothing registered by hand
+    def __init__(self, toy: _ToySpec | None = None, clip: CLIPSpec | None = None) -> None:
+        super().__init__(clip=clip)
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, "add_safe_globals"), reason="torch < 2.4 loads unrestricted")
+def test_a_methods_spec_dataclasses_load_with_the_weights_only_loader_once_the_class_exists(tmp_path):
+    """What `Method.load_from_checkpoint` of a model built in Python meets in a fresh process: its
+    hparams hold the spec dataclasses, which torch's weights-only loader (the default) refuses
+    unless allowed; importing the method's module allows them (`DGModule.__init_subclass__`)."""
+    assert _ToyMethod.__name__
+    torch.save({"hyper_parameters": {"toy": _ToySpec(inner=_ToyInner(depth=5))}}, tmp_path / "hp.ckpt")
+    loaded = torch.load(tmp_path / "hp.ckpt", weights_only=True)
+    assert loaded["hyper_parameters"]["toy"] == _ToySpec(width=3, inner=_ToyInner(depth=5))
