@@ -1,4 +1,4 @@
-"""Per-head controls: ablation semantics, LoRA, gates, taps, merge/unmerge, export, bad input."""
+"""Per-head controls: ablation semantics, LoRA, gates, the tapping scope, merge/unmerge, export, bad input."""
 
 import copy
 
@@ -153,18 +153,33 @@ def test_add_lora_on_a_merged_block_takes_the_merged_update_out_first(tiny):
     assert not attn.lora_merged and (attn.in_proj_weight - base[1][0]).abs().max() <= 1e-6
 
 
-def test_taps_record_every_head_in_the_same_forward(tiny):
+def test_tapping_records_every_head_of_one_forward_for_the_caller_only(tiny):
+    """The scope's record holds each chosen block's head outputs of the forward run inside it, in
+    the autograd graph, before the block's own gate (with the gate values beside); nothing of it
+    stays on the model (the old `set_taps` / `taps` side channel is gone)."""
     heads.add_gates(tiny, blocks=[2, 3])
-    heads.set_taps(tiny, blocks=[2, 3])
-    features = tiny.encode_image(torch.randn(5, 3, 32, 32))
-    recorded = heads.taps(tiny)
-    assert set(recorded) == {2, 3} and recorded[3].shape == (5, 4, 16)
-    assert heads.taps(tiny, "mean")[2].shape == (5, 4, 16)
-    recorded[3].pow(2).sum().backward()  # taps sit in the graph: a loss on them trains upstream parts
     attns = heads.head_attentions(tiny)
+    with torch.no_grad():
+        attns[3].gate.theta.normal_()
+    outputs = []
+    hook = tiny.visual.transformer.resblocks[3].attn.register_forward_hook(
+        lambda m, i, out: outputs.append(out[0]))
+    with heads.tapping(tiny, blocks=[2, 3]) as taps:
+        features = tiny.encode_image(torch.randn(5, 3, 32, 32))
+    hook.remove()
+    assert set(taps) == {2, 3} and taps[3]["cls"].shape == taps[2]["mean"].shape == (5, 4, 16)
+    gate = attns[3].gate.values()
+    assert torch.equal(taps[3]["gate"], gate)
+    # block 3's attention output at the class token is its out_proj of the gated tapped heads
+    token = outputs[0][:, 0] if attns[3].batch_first else outputs[0][0]
+    by_hand = attns[3].out_proj((taps[3]["cls"] * gate[None, :, None]).flatten(1))
+    torch.testing.assert_close(by_hand, token, atol=1e-5, rtol=1e-5)
+    taps[3]["cls"].pow(2).sum().backward()  # taps sit in the graph: a loss on them trains upstream parts
     assert attns[2].gate.theta.grad.abs().sum() > 0  # block 2's gate shapes block 3's input
     assert attns[3].gate.theta.grad is None  # the tap is taken before block 3's own gate
     assert features.requires_grad
+    assert all(a.tap_sink is None and not {"tap", "tap_enabled"} & set(vars(a)) for a in attns)
+    assert not {"set_taps", "taps", "clear_taps"} & set(dir(heads))
 
 
 @torch.no_grad()
