@@ -10,7 +10,7 @@ from torch import nn
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec, create_clip
 from dg_heads.errors import DGHeadsError
-from dg_heads.heads import HeadAttention, HeadLoRA, HeadMask, open_clip_vit
+from dg_heads.heads import HeadAttention, HeadMask, open_clip_vit
 
 D, H, N = 32, 4, 7
 
@@ -60,38 +60,6 @@ def test_partial_strength_blends_the_attention_weights():
     attn.set_ablation("identity", torch.tensor([0.3, 0, 0, 0], dtype=torch.float64))
     expected = _explicit(attn, x, lambda h, a: 0.7 * a + 0.3 * EDITS["identity"](a) if h == 0 else a)
     assert torch.allclose(attn(x, x, x)[0], expected, atol=1e-10)
-
-
-@pytest.mark.parametrize("head_aware", [True, False])
-@pytest.mark.parametrize("target", ["q", "k", "v", "o"])
-@torch.no_grad()
-def test_lora_delta_equals_its_dense_weight_update(target, head_aware):
-    lora = HeadLoRA(D, H, rank=3, targets=(target,), head_aware=head_aware, alpha=6.0).double()
-    for p in lora.factors.values():
-        p.normal_()
-    x = torch.randn(5, D, dtype=torch.float64)
-    assert lora.scaling == 2.0
-    assert torch.allclose(lora.delta(target, x), x @ lora.delta_weight(target).T)
-
-
-@torch.no_grad()
-def test_head_aware_lora_gives_each_head_its_own_factors():
-    lora = HeadLoRA(D, H, rank=2, targets=("q",), head_aware=True).double()
-    for p in lora.factors.values():
-        p.normal_()
-    d_h = D // H
-    dense = lora.delta_weight("q")
-    for h in range(H):  # head h's rows come from B_h A_h alone
-        a, b = lora.factors["q_A"][h], lora.factors["q_B"][h]
-        assert torch.allclose(dense[h * d_h:(h + 1) * d_h], b @ a)
-
-
-def test_lora_parameter_counts():
-    ha = HeadLoRA(768, 12, rank=8, targets=("q", "v"), head_aware=True)
-    plain = HeadLoRA(768, 12, rank=8, targets=("q", "v"), head_aware=False)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(plain) == 2 * (8 * 768 + 768 * 8)
-    assert count(ha) == 2 * (12 * 8 * 768 + 12 * 64 * 8)
 
 
 @pytest.fixture()
