@@ -5,7 +5,7 @@
 Rows (ratios of median step times, the cases interleaved):
 - converted model, no control active, vs native: inference and a full training step;
 - exported model (HA-LoRA + gates + zero ablation folded) vs native: inference;
-- the per-head path in use (taps on) vs native: inference, for reference;
+- the per-head path in use (a `heads.tapping` scope) vs native: inference, for reference;
 - head-aware LoRA training step (backbone frozen) vs plain LoRA, with trainable-parameter counts.
 """
 
@@ -47,6 +47,16 @@ def infer(model: torch.nn.Module, x: torch.Tensor):
     return run
 
 
+def infer_tapped(model: torch.nn.Module, x: torch.Tensor):
+    """Inference with every head's output recorded (a `heads.tapping` scope per forward, as a loss opens)."""
+    @torch.no_grad()
+    def run() -> None:
+        with heads.tapping(model):
+            model.encode_image(x)
+
+    return run
+
+
 def lora_model(native: torch.nn.Module, head_aware: bool) -> tuple[torch.nn.Module, list]:
     model = heads.convert(copy.deepcopy(native))
     model.requires_grad_(False)
@@ -70,7 +80,6 @@ def main() -> None:
 
     converted = heads.convert(copy.deepcopy(native))
     tapped = heads.convert(copy.deepcopy(native))
-    heads.set_taps(tapped)
     with_controls = heads.convert(copy.deepcopy(native))
     blocks = len(heads.head_attentions(with_controls))
     heads.add_lora(with_controls, ("q", "v"), hap_ranks(blocks))
@@ -82,7 +91,7 @@ def main() -> None:
 
     inference = interleaved({
         "native": infer(native, x), "converted": infer(converted, x),
-        "exported": infer(exported, x), "tapped": infer(tapped, x),
+        "exported": infer(exported, x), "tapped": infer_tapped(tapped, x),
     }, args.repeats)
 
     train_native, train_converted = copy.deepcopy(native).train(), heads.convert(copy.deepcopy(native)).train()

@@ -19,18 +19,21 @@ dg_heads atlas ...` each process takes a share of the images and the statistics 
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
+import re
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 import yaml
+from jsonargparse import ActionYesNo, ArgumentError, ArgumentParser
+from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
 
 from dg_heads import heads
 from dg_heads.atlas import measures as M
@@ -38,11 +41,9 @@ from dg_heads.atlas import page, textspan
 from dg_heads.atlas.decomposition import check_decomposable, decompose
 from dg_heads.backbone import DEFAULT_TEMPLATES, image_size_of, resolve_templates
 from dg_heads.config_files import inline_group_files
-from dg_heads.errors import DGHeadsError
+from dg_heads.errors import ConfigError, DGHeadsError
 from dg_heads.leakage import held_out_domains
 from dg_heads.methods.aat.scorer import MaskScorer, ScoringBatch
-
-PRECISIONS = ("32", "bf16-mixed")
 
 
 @dataclass
@@ -82,7 +83,6 @@ def read_configs(paths: list[Path]) -> dict:
 def instantiate(section: str, config: dict, source: str):
     """A `model` or `data` section (`class_path` + `init_args`) built as the Lightning CLI builds it."""
     import lightning as L
-    from jsonargparse import ArgumentParser
 
     from dg_heads.methods import DGModule
 
@@ -197,7 +197,7 @@ def domain_sample(size: int, count: int, seed: int) -> list[int]:
     return sorted(torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist())
 
 
-def measure(target: Target, datamodule, args, device: torch.device) -> dict:
+def measure(target: Target, datamodule, args: Options, device: torch.device) -> dict:
     """Every measure of every head of one model; the same dict on every process."""
     from dg_heads.data.table import collate_skipping
 
@@ -301,7 +301,7 @@ def measure(target: Target, datamodule, args, device: torch.device) -> dict:
     return result
 
 
-def words(module, model, sample: M.Sample, datamodule, args) -> dict[str, dict[str, list]]:
+def words(module, model, sample: M.Sample, datamodule, args: Options) -> dict[str, dict[str, list]]:
     """TextSpan's basis of each head of the last `--words_blocks` blocks, per text pool."""
     blocks, num_heads = heads.head_grid(model)
     chosen = list(range(blocks))[max(0, blocks - args.words_blocks):] if args.words_blocks > 0 else []
@@ -423,45 +423,102 @@ def tensorboard(images: dict, out: Path, run_folder: Path | None) -> None:
 
 
 # ------------------------------------------------------------------ entry
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dg-heads atlas", description=__doc__.splitlines()[0])
-    p.add_argument("model", nargs="*", type=Path, help="a dg-heads checkpoint (.ckpt), or YAML configs merged in order")
-    p.add_argument("--config", type=Path, action="append", default=[],
+AblationBlocks = restricted_number_type("AblationBlocks", int, (">=", -1), docstring="an int >= -1")
+
+
+@dataclass
+class Options:
+    """What `dg-heads atlas` is asked to do: its command line (`parser()` is built from these fields,
+    their types and the help below).
+
+    Args:
+        compare: `zero_shot` (the same backbone untrained), another checkpoint, or a YAML config
+        out: folder to write; default: the run folder's atlas/
+        images_per_domain: a sample of each domain's split
+        ablation_blocks: zero-ablate the heads of the last N blocks (-1: all; 0: none)
+        words_blocks: TextSpan's words for the last N blocks (0: none)
+        basis_size: texts per head (TextSpan's basis)
+        text_pool: a file of descriptions, one a line (default: the shipped pool)
+        batch_size: images per forward
+        num_workers: DataLoader workers
+        precision: the forward's precision (bf16-mixed: bf16 autocast; the terms are summed in fp32)
+        accelerator: where to run (auto: CUDA if available)
+    """
+
+    # given by hand in `parser()` (argparse's positional list, repeated flags and a bare switch)
+    model: list[Path] = field(default_factory=list)
+    config: list[Path] = field(default_factory=list)
+    data: list[Path] = field(default_factory=list)
+    set: list[str] = field(default_factory=list)
+    held_out: bool = False
+    # the rest: jsonargparse reads them from the types and the docstring above
+    compare: str | None = None
+    out: Path | None = None
+    images_per_domain: PositiveInt = 64
+    ablation_blocks: AblationBlocks = -1
+    words_blocks: NonNegativeInt = 4
+    basis_size: PositiveInt = 5
+    text_pool: str | None = None
+    batch_size: PositiveInt = 32
+    num_workers: NonNegativeInt = 0
+    precision: Literal["32", "bf16-mixed"] = "32"
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+HAND_WRITTEN = ("model", "config", "data", "set", "held_out")
+
+
+def parser() -> ArgumentParser:
+    """jsonargparse's parser of `Options`. Not `jsonargparse.CLI`: CLI adds its own `--config` (a
+    file of this command's options), and here `--config` is a model's YAML, as `lightning fit`
+    takes it. Five arguments are added by hand to keep their documented spellings: MODEL is a
+    positional list, `--config` / `--data` / `--set` repeat (jsonargparse's list options take
+    `--set+ V` to append; a repeated `--set V` would replace), `--held_out` is a bare switch
+    (jsonargparse's `ActionYesNo`; a typed bool wants `--held_out true`)."""
+    p = ArgumentParser(prog="dg-heads atlas", description=__doc__.splitlines()[0], exit_on_error=False)
+    p.add_argument("model", nargs="*", default=[],
+                   help="a dg-heads checkpoint (.ckpt), or YAML configs merged in order")
+    p.add_argument("--config", action="append", default=[],
                    help="a YAML config, as `lightning fit --config` takes it (repeatable; after MODEL's)")
-    p.add_argument("--compare", default=None,
-                   help="`zero_shot` (the same backbone untrained), another checkpoint, or a YAML config")
-    p.add_argument("--data", type=Path, action="append", default=[],
-                   help="YAML with a `data` section (e.g. configs/data/pacs.yaml); replaces MODEL's data")
+    p.add_argument("--data", action="append", default=[],
+                   help="YAML with a `data` section (e.g. configs/data/pacs.yaml); replaces MODEL's data (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. data.init_args.root=/data (repeatable)")
-    p.add_argument("--out", type=Path, default=None, help="folder to write; default: the run folder's atlas/")
-    p.add_argument("--images_per_domain", type=int, default=64, help="a sample of each domain's split")
-    p.add_argument("--held_out", action="store_true", help="also map the held-out (test) domains")
-    p.add_argument("--ablation_blocks", type=int, default=-1,
-                   help="zero-ablate the heads of the last N blocks (-1: all; 0: none)")
-    p.add_argument("--words_blocks", type=int, default=4, help="TextSpan's words for the last N blocks (0: none)")
-    p.add_argument("--basis_size", type=int, default=5, help="texts per head (TextSpan's basis)")
-    p.add_argument("--text_pool", default=None, help="a file of descriptions, one a line (default: the shipped pool)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--num_workers", type=int, default=0)
-    p.add_argument("--precision", default="32", choices=PRECISIONS)
-    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--held_out", action=ActionYesNo, default=False, help="also map the held-out (test) domains")
+    p.add_class_arguments(Options, skip=set(HAND_WRITTEN), as_group=False)
     return p
 
 
-def check_args(args) -> None:
+def parse_args(argv: list[str]) -> Options:
+    """The command line as `Options`; a mistake is one line (`ConfigError`, printed by `dg_heads.cli`)."""
+    from dg_heads.cli_hints import suggest
+
+    p = parser()
+    try:
+        namespace = p.parse_args(argv)
+    except ArgumentError as error:
+        text = str(error).strip()
+        keyed = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.DOTALL)
+        if keyed:  # 'Parser key "batch_size": Not of type PositiveInt: 0 does not conform to restriction v>0'
+            text = f"--{keyed.group(1)}: {keyed.group(2)}"
+        raise ConfigError(f"dg-heads atlas: {suggest(' '.join(text.split()), p)}") from None
+    values = namespace.as_dict()
+    for name in ("model", "config", "data"):
+        values[name] = [Path(v) for v in values[name]]
+    args = Options(**values)
+    args.model = args.model + args.config
+    check_args(args)
+    return args
+
+
+def check_args(args: Options) -> None:
     if not args.model:
         raise DGHeadsError("no model: pass a checkpoint (.ckpt) or YAML configs (positional or --config)")
-    for name in ("images_per_domain", "batch_size", "basis_size"):
-        if getattr(args, name) < 1:
-            raise DGHeadsError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.ablation_blocks < -1 or args.words_blocks < 0:
-        raise DGHeadsError("--ablation_blocks must be >= -1 and --words_blocks >= 0")
     if args.text_pool is not None:
         textspan.read_pool(args.text_pool)  # a bad pool file fails before any model is built
 
 
-def build_data(target: Target, args):
+def build_data(target: Target, args: Options):
     config = {"data": target.data} if target.data else {}
     if args.data:
         config = _merge(config, {"data": read_configs(args.data).get("data") or {}})
@@ -516,7 +573,7 @@ def check_image_size(targets: list[Target], datamodule) -> None:
                                f"data.init_args.image_size={expected}")
 
 
-def check_leakage(models: list[tuple[str, Target]], datamodule, args) -> list[str]:
+def check_leakage(models: list[tuple[str, Target]], datamodule, args: Options) -> list[str]:
     """A checkpoint's held-out domains are mapped only with `--held_out` (else: an error naming
     them); returns the notes the page shows for those mapped knowingly."""
     mapped = [d for d, _ in domain_sets(datamodule, args.held_out)]
@@ -539,9 +596,7 @@ def check_leakage(models: list[tuple[str, Target]], datamodule, args) -> list[st
 
 def main(argv: list[str]) -> None:
     started = time.perf_counter()
-    args = parser().parse_args(argv)
-    args.model = list(args.model) + list(args.config)
-    check_args(args)
+    args = parse_args(argv)
     device = setup_processes(args.accelerator)
     target = load_target(args.model, args.set)
     other = None

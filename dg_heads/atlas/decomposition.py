@@ -83,9 +83,9 @@ def decompose(model: nn.Module, images: torch.Tensor, autocast: AbstractContextM
     hooks = [block.ls_2.register_forward_hook(
         lambda _m, _i, out, index=index: mlp_out.__setitem__(index, out[:, 0].float()))
         for index, block in enumerate(blocks)]
-    heads.set_taps(model, True)
     try:
-        with autocast or nullcontext():
+        # every head's output in this forward alone (the scope's record, nothing left on the model)
+        with heads.tapping(model) as record, autocast or nullcontext():
             tokens = heads.embed(model, images)
             final = tokens
             for index in range(len(blocks)):
@@ -95,9 +95,8 @@ def decompose(model: nn.Module, images: torch.Tensor, autocast: AbstractContextM
             if block_inputs is not None:
                 block_inputs.append(final)
             embedding = heads.features(model, final)
-        taps = [(attn.tap["cls"].float(), attn.tap["gate"]) for attn in attns]
+        taps = [(record[index]["cls"].float(), record[index]["gate"]) for index in range(len(attns))]
     finally:
-        heads.set_taps(model, False)
         for hook in hooks:
             hook.remove()
     residual = final[:, 0].float()  # [B, width]: the CLS token entering ln_post

@@ -11,7 +11,6 @@ from dg_heads.heads.api import (
     add_gates,
     add_lora,
     clear_ablation,
-    clear_taps,
     convert,
     embed,
     export,
@@ -22,9 +21,7 @@ from dg_heads.heads.api import (
     merge_lora,
     run_blocks,
     save_export,
-    set_taps,
     tapping,
-    taps,
     unmerge_lora,
     validate_mask,
 )
@@ -35,7 +32,7 @@ from dg_heads.heads.mask import HeadMask
 
 __all__ = [
     "ABLATION_MODES", "TARGETS", "HeadAttention", "HeadGate", "HeadLoRA", "HeadMask", "ablate", "ablate_soft",
-    "ablation_mask", "add_gates", "add_lora", "clear_ablation", "clear_taps", "convert", "embed", "export", "features",
-    "gate_values", "head_attentions", "head_grid", "merge_lora", "run_blocks", "save_export", "set_taps", "tapping",
-    "taps", "unmerge_lora", "validate_mask",
+    "ablation_mask", "add_gates", "add_lora", "clear_ablation", "convert", "embed", "export", "features",
+    "gate_values", "head_attentions", "head_grid", "merge_lora", "run_blocks", "save_export", "tapping",
+    "unmerge_lora", "validate_mask",
 ]

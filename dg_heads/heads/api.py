@@ -182,29 +182,6 @@ def tapping(model: nn.Module, blocks: Iterable[int] | None = None) -> Iterator[d
             attns[b].tap_sink = None
 
 
-def set_taps(model: nn.Module, enabled: bool = True, blocks: Iterable[int] | None = None) -> None:
-    """Record each head's output (after ablation, before its gate; CLS token and token mean) of
-    the chosen blocks in every forward, inside the autograd graph, on the module (`taps` reads
-    the last forward's). A loss prefers `tapping`, whose record no other forward can overwrite."""
-    attns = head_attentions(model)
-    for b in _blocks_arg(attns, blocks):
-        attns[b].tap_enabled = enabled
-        attns[b].tap = {}
-
-
-def taps(model: nn.Module, kind: str = "cls") -> dict[int, torch.Tensor]:
-    """`{block: [batch, heads, head_dim]}` recorded by the last forward (`kind`: cls or mean)."""
-    return {b: a.tap[kind] for b, a in enumerate(head_attentions(model)) if a.tap_enabled and a.tap}
-
-
-def clear_taps(model: nn.Module) -> None:
-    """Drop what the last forward's taps hold (a loss calls this once it has read them): the
-    head outputs they point to are then freed with the step's graph, and nothing of the graph
-    stays on the module (which `copy.deepcopy` and `export` could not copy)."""
-    for attn in head_attentions(model):
-        attn.tap = {}
-
-
 def merge_lora(model: nn.Module) -> None:
     for attn in head_attentions(model):
         attn.merge_lora()

@@ -42,20 +42,13 @@ class HeadTap(dict):
     computed when first read, so an unused one costs nothing) and `tap["gate"]` ([H], the gate
     values that forward used, or None).
 
-    A tap is a by-product of one forward, inside its autograd graph: a copy or a pickle of the
-    module holds none (`copy.deepcopy` cannot copy non-leaf tensors; `heads.export` copies), and
-    a loss that has read its taps clears them (`heads.clear_taps`), so they hold no activations
-    past the step."""
+    A tap is a by-product of one forward, inside its autograd graph: it lives only in the record of
+    the `heads.tapping` scope that asked for it (the caller's), never on the module, so a copy or a
+    pickle of the module holds none, and its activations are freed with the caller's record."""
 
     def __init__(self, heads_out: torch.Tensor, gate: torch.Tensor | None) -> None:
         super().__init__(gate=gate)
         self._heads_out = heads_out  # [B, H, tokens, d_h]
-
-    def __deepcopy__(self, memo) -> dict:
-        return {}
-
-    def __reduce__(self):
-        return dict, ()
 
     def __missing__(self, key: str) -> torch.Tensor:
         if key == "cls":
@@ -116,8 +109,6 @@ class HeadAttention(nn.MultiheadAttention):
         self.ablation_mode: str | None = None
         self.ablation_strength: torch.Tensor | None = None  # [H] in [0, 1], may carry gradients
         self.ablation_alpha = 0.0
-        self.tap_enabled = False  # `heads.set_taps`: the last forward's tap stays on the module (`tap`)
-        self.tap: dict[str, torch.Tensor] = {}
         self.tap_sink: TapSink | None = None  # set only inside a `heads.tapping` scope
 
     def __setattr__(self, name: str, value) -> None:
@@ -132,8 +123,7 @@ class HeadAttention(nn.MultiheadAttention):
     def controlled(self) -> bool:
         """True when the explicit per-head path is needed."""
         return ((self.lora is not None and not self.lora_merged) or self.gate is not None
-                or self.ablation_strength is not None or self.tap_enabled
-                or self.tap_sink is not None)
+                or self.ablation_strength is not None or self.tap_sink is not None)
 
     def set_ablation(self, mode: str, strength: torch.Tensor, alpha: float = 0.0) -> None:
         if mode not in ABLATION_MODES:
@@ -179,14 +169,10 @@ class HeadAttention(nn.MultiheadAttention):
         if self.ablation_strength is not None:
             y = self._ablate(y, v, attn_mask)
         gate = self.gate.values() if self.gate is not None else None
-        if (self.tap_enabled or self.tap_sink is not None) and not _in_backward():
+        if self.tap_sink is not None and not _in_backward():
             # not when activation checkpointing recomputes the block (in the backward: nobody reads it)
             # per head [B, H, d_h]: CLS token and token mean (computed when read), and the gate values
-            tap = HeadTap(y, gate)
-            if self.tap_sink is not None:
-                self.tap_sink.put(tap)
-            if self.tap_enabled:
-                self.tap = tap
+            self.tap_sink.put(HeadTap(y, gate))
         y = y.transpose(1, 2).reshape(batch, tokens, self.embed_dim)
         lora_o = lora is not None and "o" in lora.targets
         # The gates multiply in fp32 (the weights' dtype), never cast to the activations' dtype

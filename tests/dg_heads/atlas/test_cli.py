@@ -133,6 +133,49 @@ def test_bad_input_is_one_error_line(tmp_path):
                        "model.init_args.clip.model_name=dg-tiny-vit", "--set", "model.init_args.clip.pretrained=null",
                        cwd=tmp_path)
     assert no_data.returncode == 2 and "no data" in no_data.stderr and "--data" in no_data.stderr
+    for flags, line in [  # the parser's own refusals: one line too (argparse printed its usage first)
+        (["--precision", "16"], "error: dg-heads atlas: --precision: Expected a typing.Literal['32', 'bf16-mixed']. "
+                                "Got value: 16"),
+        (["--batch_size", "0"], "error: dg-heads atlas: --batch_size: Not of type PositiveInt: 0 does not conform "
+                                "to restriction v>0"),
+        (["--imges_per_domain", "3"], "error: dg-heads atlas: unrecognized arguments: --imges_per_domain 3; did you "
+                                      "mean --images_per_domain?"),
+    ]:
+        bad = run_main("atlas", "model.ckpt", *flags, cwd=tmp_path)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [line], bad.stderr
+
+
+def test_every_documented_flag_spelling_is_read_and_listed_by_help(tmp_path):
+    """The spellings of the README, the Makefile, the tests and bench_atlas (argparse's, kept on
+    jsonargparse): MODEL as a positional list, repeated --config / --data / --set, --held_out as
+    a bare switch; `--help` lists each with its help."""
+    from dg_heads.atlas.cli import parse_args
+
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a red square\na blue circle\n")  # read at once: a bad pool fails before any model
+    args = parse_args(["a.yaml", "b.yaml", "--config", "c.yaml", "--config", "d.yaml", "--data", "e.yaml", "--data",
+                       "f.yaml", "--set", "data.init_args.test_domains=[75]", "--set", "data.init_args.root=/data",
+                       "--held_out", "--compare", "zero_shot", "--precision", "bf16-mixed", "--out", "o",
+                       "--images_per_domain", "3", "--ablation_blocks", "-1", "--words_blocks", "0", "--basis_size",
+                       "2", "--text_pool", str(pool), "--batch_size", "8", "--num_workers", "1", "--accelerator",
+                       "cpu"])
+    assert [str(p) for p in args.model] == ["a.yaml", "b.yaml", "c.yaml", "d.yaml"]  # MODEL's, then --config's
+    assert [str(p) for p in args.data] == ["e.yaml", "f.yaml"]
+    assert args.set == ["data.init_args.test_domains=[75]", "data.init_args.root=/data"]
+    assert (args.held_out, args.compare, args.precision, str(args.out), args.text_pool, args.accelerator) == (
+        True, "zero_shot", "bf16-mixed", "o", str(pool), "cpu")
+    assert (args.images_per_domain, args.ablation_blocks, args.words_blocks, args.basis_size, args.batch_size,
+            args.num_workers) == (3, -1, 0, 2, 8, 1)
+    defaults = parse_args(["run/last.ckpt"])
+    assert (defaults.held_out, defaults.images_per_domain, defaults.ablation_blocks, defaults.precision) == (
+        False, 64, -1, "32")
+    shown = run_main("atlas", "--help", cwd=tmp_path)
+    assert shown.returncode == 0
+    for flag in ("--config", "--data", "--set", "--held_out", "--compare", "--out", "--images_per_domain",
+                 "--ablation_blocks", "--words_blocks", "--basis_size", "--text_pool", "--batch_size",
+                 "--num_workers", "--precision", "--accelerator"):
+        assert re.search(rf"^  {flag}\b.*\n?.*\w", shown.stdout, re.MULTILINE), flag
+    assert "zero-ablate the heads of the last N blocks" in " ".join(shown.stdout.split())
 
 
 @pytest.mark.slow

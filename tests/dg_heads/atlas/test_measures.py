@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from dg_heads.atlas import measures as M
-from dg_heads.atlas.textspan import read_pool, text_span
 from dg_heads.heads import HeadMask
 
 
@@ -68,18 +67,6 @@ def test_domain_probe_separates_a_domain_coded_head_and_not_a_noise_head():
     assert accuracy[0, 0] > 0.95 and accuracy[0, 1] < 0.75
 
 
-def test_text_span_picks_the_texts_that_span_a_head():
-    """A head's outputs vary along texts 2 (most) and 0 (less): the basis starts with 2, then 0,
-    and those two explain all of its variance."""
-    torch.manual_seed(3)
-    texts = F.normalize(torch.randn(6, 16), dim=-1)
-    weights = torch.randn(50, 2) * torch.tensor([3.0, 1.0])
-    contributions = (weights @ texts[[2, 0]])[None]  # [1 head, 50, 16]
-    basis, shares = text_span(contributions, texts, 3)
-    assert basis[0, :2].tolist() == [2, 0]
-    assert abs(float(shares[0, :2].sum()) - 1.0) < 1e-4 and shares[0, 2] < 1e-6
-
-
 def test_spearman_and_suppression():
     a = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert abs(M.spearman(a, torch.tensor([10.0, 20.0, 30.0, 40.0])) - 1) < 1e-9
@@ -87,10 +74,3 @@ def test_spearman_and_suppression():
     name, values = M.suppression({"gate": torch.tensor([[1.5, 0.5]])})
     assert name == "1 - gate" and values.tolist() == [[-0.5, 0.5]]
     assert M.suppression({"aat_mask": HeadMask().to_tensor((1, 2))}) is None
-
-
-def test_the_shipped_pool_has_a_few_hundred_descriptions():
-    from dg_heads.atlas.textspan import GENERAL_POOL
-
-    texts = read_pool(GENERAL_POOL)
-    assert 200 <= len(texts) <= 1000 and all(not t.startswith("#") for t in texts)

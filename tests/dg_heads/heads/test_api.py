@@ -1,4 +1,4 @@
-"""Per-head controls: ablation semantics, LoRA, gates, taps, merge/unmerge, export, bad input."""
+"""Per-head controls: ablation semantics, LoRA, gates, the tapping scope, merge/unmerge, export, bad input."""
 
 import copy
 
@@ -10,7 +10,7 @@ from torch import nn
 from dg_heads import heads
 from dg_heads.backbone import CLIPSpec, create_clip
 from dg_heads.errors import DGHeadsError
-from dg_heads.heads import HeadAttention, HeadLoRA, HeadMask, open_clip_vit
+from dg_heads.heads import HeadAttention, HeadMask, open_clip_vit
 
 D, H, N = 32, 4, 7
 
@@ -60,38 +60,6 @@ def test_partial_strength_blends_the_attention_weights():
     attn.set_ablation("identity", torch.tensor([0.3, 0, 0, 0], dtype=torch.float64))
     expected = _explicit(attn, x, lambda h, a: 0.7 * a + 0.3 * EDITS["identity"](a) if h == 0 else a)
     assert torch.allclose(attn(x, x, x)[0], expected, atol=1e-10)
-
-
-@pytest.mark.parametrize("head_aware", [True, False])
-@pytest.mark.parametrize("target", ["q", "k", "v", "o"])
-@torch.no_grad()
-def test_lora_delta_equals_its_dense_weight_update(target, head_aware):
-    lora = HeadLoRA(D, H, rank=3, targets=(target,), head_aware=head_aware, alpha=6.0).double()
-    for p in lora.factors.values():
-        p.normal_()
-    x = torch.randn(5, D, dtype=torch.float64)
-    assert lora.scaling == 2.0
-    assert torch.allclose(lora.delta(target, x), x @ lora.delta_weight(target).T)
-
-
-@torch.no_grad()
-def test_head_aware_lora_gives_each_head_its_own_factors():
-    lora = HeadLoRA(D, H, rank=2, targets=("q",), head_aware=True).double()
-    for p in lora.factors.values():
-        p.normal_()
-    d_h = D // H
-    dense = lora.delta_weight("q")
-    for h in range(H):  # head h's rows come from B_h A_h alone
-        a, b = lora.factors["q_A"][h], lora.factors["q_B"][h]
-        assert torch.allclose(dense[h * d_h:(h + 1) * d_h], b @ a)
-
-
-def test_lora_parameter_counts():
-    ha = HeadLoRA(768, 12, rank=8, targets=("q", "v"), head_aware=True)
-    plain = HeadLoRA(768, 12, rank=8, targets=("q", "v"), head_aware=False)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(plain) == 2 * (8 * 768 + 768 * 8)
-    assert count(ha) == 2 * (12 * 8 * 768 + 12 * 64 * 8)
 
 
 @pytest.fixture()
@@ -153,18 +121,33 @@ def test_add_lora_on_a_merged_block_takes_the_merged_update_out_first(tiny):
     assert not attn.lora_merged and (attn.in_proj_weight - base[1][0]).abs().max() <= 1e-6
 
 
-def test_taps_record_every_head_in_the_same_forward(tiny):
+def test_tapping_records_every_head_of_one_forward_for_the_caller_only(tiny):
+    """The scope's record holds each chosen block's head outputs of the forward run inside it, in
+    the autograd graph, before the block's own gate (with the gate values beside); nothing of it
+    stays on the model (the old `set_taps` / `taps` side channel is gone)."""
     heads.add_gates(tiny, blocks=[2, 3])
-    heads.set_taps(tiny, blocks=[2, 3])
-    features = tiny.encode_image(torch.randn(5, 3, 32, 32))
-    recorded = heads.taps(tiny)
-    assert set(recorded) == {2, 3} and recorded[3].shape == (5, 4, 16)
-    assert heads.taps(tiny, "mean")[2].shape == (5, 4, 16)
-    recorded[3].pow(2).sum().backward()  # taps sit in the graph: a loss on them trains upstream parts
     attns = heads.head_attentions(tiny)
+    with torch.no_grad():
+        attns[3].gate.theta.normal_()
+    outputs = []
+    hook = tiny.visual.transformer.resblocks[3].attn.register_forward_hook(
+        lambda m, i, out: outputs.append(out[0]))
+    with heads.tapping(tiny, blocks=[2, 3]) as taps:
+        features = tiny.encode_image(torch.randn(5, 3, 32, 32))
+    hook.remove()
+    assert set(taps) == {2, 3} and taps[3]["cls"].shape == taps[2]["mean"].shape == (5, 4, 16)
+    gate = attns[3].gate.values()
+    assert torch.equal(taps[3]["gate"], gate)
+    # block 3's attention output at the class token is its out_proj of the gated tapped heads
+    token = outputs[0][:, 0] if attns[3].batch_first else outputs[0][0]
+    by_hand = attns[3].out_proj((taps[3]["cls"] * gate[None, :, None]).flatten(1))
+    torch.testing.assert_close(by_hand, token, atol=1e-5, rtol=1e-5)
+    taps[3]["cls"].pow(2).sum().backward()  # taps sit in the graph: a loss on them trains upstream parts
     assert attns[2].gate.theta.grad.abs().sum() > 0  # block 2's gate shapes block 3's input
     assert attns[3].gate.theta.grad is None  # the tap is taken before block 3's own gate
     assert features.requires_grad
+    assert all(a.tap_sink is None and not {"tap", "tap_enabled"} & set(vars(a)) for a in attns)
+    assert not {"set_taps", "taps", "clear_taps"} & set(dir(heads))
 
 
 @torch.no_grad()

@@ -48,9 +48,8 @@ def test_converted_model_matches_open_clip(name, batch, tmp_path):
     reference = native.encode_image(x)
     assert torch.equal(converted.encode_image(x), reference)  # no control: the native code path
 
-    heads.set_taps(converted)  # forces the explicit per-head SDPA path, changes nothing
-    assert (converted.encode_image(x) - reference).abs().max() <= TOL
-    heads.set_taps(converted, False)
+    with heads.tapping(converted):  # forces the explicit per-head SDPA path, changes nothing
+        assert (converted.encode_image(x) - reference).abs().max() <= TOL
 
     last = len(heads.head_attentions(converted)) - 1
     heads.ablate(converted, {last: [1]}, mode="zero")
