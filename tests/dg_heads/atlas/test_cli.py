@@ -274,9 +274,11 @@ def test_the_cost_times_each_phase_apart(pool_atlas):
     seconds = cost["seconds"]
     phases = ["setup", "decomposition", "zero_ablation", "measures", "words", "compare", "page"]
     assert set(seconds) == {*phases, "total"}
-    assert seconds["setup"] >= SLEEP > seconds["decomposition"]  # the setup is not counted as the decomposition
+    assert seconds["setup"] >= SLEEP  # the sleep (in the scorer's construction) is counted in the setup...
     assert seconds["compare"] > 0  # the compared model's measuring, its own phase
-    assert 0 <= seconds["total"] - sum(seconds[p] for p in phases) < 1.0  # the phases cover the command
+    # ... and only there: the phases do not overlap (a sleep counted twice would make their sum exceed
+    # the total) and cover the command. No bound on a phase's own seconds: a loaded CI machine varies.
+    assert 0 <= seconds["total"] - sum(seconds[p] for p in phases) < 1.0
     # one pass decomposes (and fills the scorer's cache); zero-ablating the last block's 4 heads
     # runs that block once per head: 4 block forwards of 4 per image = 1 pass
     assert cost["passes"] == {"decomposition": 1, "zero_ablation": 1.0} and cost["passes_over_data"] == 2.0
