@@ -33,7 +33,19 @@ def trained_domains(checkpoint_path: str | Path) -> tuple[str, list[str]] | None
     except DGHeadsError:  # a dataset of one's own: its domains are not known here
         return None
     held_out = {str(d) for d in held_out}
-    return str(dataset), [d for d in domains if d not in held_out]
+    return _registry_name(dataset), [d for d in domains if d not in held_out]
+
+
+def _registry_name(dataset) -> str | None:
+    """The registry's name of a dataset however it was written (`PACS`, `pacs`, its folder), else as given."""
+    from dg_heads.data.registry import dataset_name
+
+    if dataset is None:
+        return None
+    try:
+        return dataset_name(str(dataset))
+    except DGHeadsError:  # a dataset of one's own
+        return str(dataset)
 
 
 def check_test_domains(checkpoint_path, datamodule, strict: bool) -> None:
@@ -41,7 +53,7 @@ def check_test_domains(checkpoint_path, datamodule, strict: bool) -> None:
     if not checkpoint_path or checkpoint_path in ("best", "last", "hpc") or not Path(checkpoint_path).is_file():
         return
     found = trained_domains(checkpoint_path)
-    if found is None or getattr(datamodule, "hparams", {}).get("dataset") != found[0]:
+    if found is None or _registry_name(getattr(datamodule, "hparams", {}).get("dataset")) != found[0]:
         return
     leaked = [str(d) for d in datamodule.hparams.get("test_domains", []) if str(d) in found[1]]
     if not leaked:

@@ -60,6 +60,14 @@ def test_testing_on_a_source_domain_warns_in_one_line_and_strict_refuses(tmp_pat
     assert "trained on these domains" in str(raised.value)
 
 
+def test_the_dataset_is_the_same_however_it_is_written(tmp_path, capsys):
+    """A checkpoint trained with `dataset: PACS` (DomainBed's name) tested with `pacs`, and back."""
+    for trained, tested in (("PACS", "pacs"), ("pacs", "PACS")):
+        ckpt = _checkpoint(tmp_path, dataset=trained, test_domains=["sketch"])
+        check_test_domains(ckpt, _data(tested, ["photo"]), strict=False)
+        assert "trained on this domain" in capsys.readouterr().err, (trained, tested)
+
+
 @pytest.mark.parametrize("name, data", [
     ("best.ckpt", _data("rotated_digits", ["75"])),  # its own held-out domain
     ("best.ckpt", _data("pacs", ["photo"])),  # another dataset: its domains are others
