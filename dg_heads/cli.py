@@ -132,6 +132,20 @@ def tool_error(function, message: str) -> str:
     return re.sub(r"Expected a path but .* either not accessible or invalid; ", "", line)
 
 
+def spellings_help(function) -> str | None:
+    """The end of a tool's `--help`: which of `argparse_spellings` its options take, with its own names."""
+    parameters = inspect.signature(function).parameters
+    hints = _hints(function)
+    dashed = [f"--{name.replace('_', '-')}" for name, parameter in parameters.items()
+              if "_" in name and parameter.kind is parameter.KEYWORD_ONLY]
+    said = [f"dashes in option names ({', '.join(dashed)})"] if dashed else []
+    said += [f"--no-{name} for --{name} false" if parameters[name].default is True else f"--{name} for --{name} true"
+             for name, types in hints.items() if types == (bool,)]
+    said += [f"--{name} a --{name} b for --{name} [a, b]" for name, types in hints.items()
+             if any(typing.get_origin(t) is list for t in types)]
+    return f"Also accepted: {'; '.join(said)}." if said else None
+
+
 def run_tool(function, argv: list[str], prog: str):
     """Run a tool's typed function with jsonargparse's `CLI` on `argv`: its positional parameters
     are positional arguments, its keyword-only ones `--options` (the docstring's `Args:` their
@@ -145,7 +159,7 @@ def run_tool(function, argv: list[str], prog: str):
     description = " ".join(inspect.getdoc(function).split("\nArgs:")[0].split())
     try:
         return CLI(function, args=argparse_spellings(function, argv), prog=prog, description=description,
-                   exit_on_error=False)
+                   epilog=spellings_help(function), exit_on_error=False)
     # only the parse raises it: no tool builds an argparse parser of its own (sweep's check of its
     # jobs runs dg-heads's Lightning parser, whose errors are ConfigError)
     except argparse.ArgumentError as error:
