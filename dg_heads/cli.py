@@ -86,8 +86,8 @@ def argparse_spellings(function, argv: list[str]) -> list[str]:
             out.append(f"--{name[3:]}=false")
         elif not equals and name in bools and str(following).lower() not in ("true", "false"):
             out.append(f"--{name}=true")
-        elif not equals and name in lists and following is not None and not following.startswith("["):
-            out.append(f"--{name}+")
+        elif name in lists and not (value if equals else str(following)).startswith("["):
+            out.append(f"--{name}+{equals}{value}")
         else:
             out.append(f"--{name}{equals}{value}")
     return out
