@@ -156,7 +156,7 @@ def run_tool(function, argv: list[str], prog: str):
     from jsonargparse import CLI
 
     # the whole text before `Args:` (jsonargparse's own description would be the docstring's first line)
-    description = " ".join(inspect.getdoc(function).split("\nArgs:")[0].split())
+    description = " ".join((inspect.getdoc(function) or "").split("\nArgs:")[0].split())
     try:
         return CLI(function, args=argparse_spellings(function, argv), prog=prog, description=description,
                    epilog=spellings_help(function), exit_on_error=False)

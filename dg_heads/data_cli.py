@@ -107,9 +107,9 @@ def splits(*, dataset: str, root: Path | None = None, trial_seed: int = 0, holdo
 
 
 # the help's dataset lists come from the registry (jsonargparse reads the help from `__doc__`)
+HELP = {"DATASET_HELP": DATASET_HELP, "ROOT_HELP": ROOT_HELP, "HF_HELP": HF_HELP, "SOURCE_HELP": SOURCE_HELP}
 for _command in (prepare, splits):
-    _command.__doc__ = _command.__doc__.format(DATASET_HELP=DATASET_HELP, ROOT_HELP=ROOT_HELP, HF_HELP=HF_HELP,
-                                               SOURCE_HELP=SOURCE_HELP)
+    _command.__doc__ = _command.__doc__ and _command.__doc__.format(**HELP)  # (None under python -OO)
 
 
 def prepare_main(argv: list[str]) -> None:
