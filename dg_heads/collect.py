@@ -30,7 +30,6 @@ with one is left out (and named) rather than chosen from a partial set. An ordin
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -631,20 +630,23 @@ def write_results(found: Collected, out_dir: Path, compare: str | None = None) -
     return written
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="dg-heads collect", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs_dir", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="where to write the tables (default RUNS_DIR/results)")
-    parser.add_argument("--compare", default=None, metavar="PAPER",
-                        help="print the figures of a paper (dg_heads/papers/PAPER.yaml, e.g. hap) beside ours")
-    args = parser.parse_args(argv)
-    if args.compare:
+def collect_tables(runs_dir: Path, *, out: Path | None = None, compare: str | None = None) -> None:
+    """DomainBed-style result tables (both model selections: training-domain and test-domain
+    validation) from a sweep's job folders or from ordinary runs (what `lightning fit ...
+    --test_after_fit true` left under RUNS_DIR): RUNS_DIR/results/<dataset>.{md,tex,csv,png}.
+
+    Args:
+        runs_dir: the sweep's runs_dir, or a folder of runs
+        out: where to write the tables (default RUNS_DIR/results)
+        compare: print the figures of a paper (dg_heads/papers/PAPER.yaml, e.g. hap) beside ours
+    """
+    if compare:
         from dg_heads.papers import load_paper
 
-        load_paper(args.compare)  # an unknown name stops here, before anything is written
-    found = gather(args.runs_dir)
-    out = args.out or args.runs_dir / "results"
-    write_results(found, out, args.compare)
+        load_paper(compare)  # an unknown name stops here, before anything is written
+    found = gather(runs_dir)
+    out = out or runs_dir / "results"
+    write_results(found, out, compare)
     for table in sorted((t for s in SELECTIONS for t in found.tables[s]),  # each dataset's two tables together
                         key=lambda t: (t.dataset, SELECTIONS.index(t.selection))):
         print(f"\n## {table.caption()}\n")
@@ -665,10 +667,10 @@ def main(argv: list[str]) -> None:
     if no_oracle:
         print(f"\n{len(no_oracle)} finished run(s) have no metrics_oracle.json (run before dg-heads tested the "
               f"last weights for test-domain validation): their groups are left out of the oracle tables")
-    if args.compare:
+    if compare:
         from dg_heads.papers import comparison_markdown
 
-        print("\n" + comparison_markdown(found, args.compare))
+        print("\n" + comparison_markdown(found, compare))
     incomplete = found.incomplete
     failed = [run for run in incomplete if run.failed]
     pending = [run for run in incomplete if not run.failed]
@@ -689,6 +691,13 @@ def main(argv: list[str]) -> None:
         print(f"\ntables written to {out}: " + ", ".join([*(f"{n}.{{md,tex,csv,png}}" for n in names),
                                                          *(f"retrieval_{t.dataset}.{{md,tex,csv}}"
                                                            for t in found.retrieval)])
-              + (f", compare_{args.compare}.{{md,tex,csv}}" if args.compare else ""))
+              + (f", compare_{compare}.{{md,tex,csv}}" if compare else ""))
     else:
         print("\nno table written: no selection group has all its runs done")
+
+
+def main(argv: list[str]) -> None:
+    """`dg-heads collect ARGS`."""
+    from dg_heads.cli import run_tool
+
+    run_tool(collect_tables, argv, "dg-heads collect")

@@ -8,7 +8,6 @@ with `open_clip.create_model(model_name, pretrained=FILE)` and runs at native sp
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import warnings
@@ -43,14 +42,17 @@ def load_module(checkpoint_path: Path):
         return cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **trusted)
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="dg-heads export", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="weights file to write (.pt)")
-    args = parser.parse_args(argv)
-    module = load_module(args.checkpoint)
+def export(checkpoint: Path, *, out: Path) -> None:
+    """A run's checkpoint to a plain open_clip weights file: LoRA merged, gates / zero / scale
+    ablations folded, loadable with `open_clip.create_model(model_name, pretrained=FILE)`.
+
+    Args:
+        checkpoint: a dg-heads checkpoint (a run's .ckpt)
+        out: weights file to write (.pt)
+    """
+    module = load_module(checkpoint)
     model = heads.convert(module.clip)
-    path = heads.save_export(model, args.out)
+    path = heads.save_export(model, out)
     name = module.clip_spec.model_name
     quick = ", force_quick_gelu=True" if wants_quick_gelu(module.clip_spec) and not name.endswith("-quickgelu") else ""
     load = f"open_clip.create_model({name!r}, pretrained={str(path)!r}{quick})"
@@ -58,3 +60,10 @@ def main(argv: list[str]) -> None:
     if own.is_file():  # a config shipped with dg-heads (the tiny CLIP): plain open_clip must be told of it
         load = f"open_clip.add_model_config({str(own)!r}); {load}"
     print(f"wrote {path}; load it with {load}")
+
+
+def main(argv: list[str]) -> None:
+    """`dg-heads export ARGS`."""
+    from dg_heads.cli import run_tool
+
+    run_tool(export, argv, "dg-heads export")

@@ -53,7 +53,6 @@ makes it a no-op and checkpoints make it resume (`--ckpt_path last`). TensorBoar
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -61,6 +60,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -722,63 +722,74 @@ def submit(command: str) -> str:
     return result.stdout.strip()
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="dg-heads sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("--runs-dir", type=Path, default=None, help="overrides the spec's runs_dir")
-    parser.add_argument("--launcher", choices=("print", "local", "slurm"), default="print",
-                        help="print: write jobs.txt and print the sbatch line (default); local: run the "
-                             "unfinished jobs on this machine, --jobs at a time; slurm: submit the array with sbatch")
-    parser.add_argument("--jobs", type=int, default=1, help="local: how many jobs run at once (default 1)")
-    parser.add_argument("--command", default=None,
-                        help="the CLI each job line starts with (default: this Python's `-m dg_heads`, "
-                             f"{sys.executable} -m dg_heads: no venv on PATH needed)")
-    parser.add_argument("--no-preflight", dest="preflight", action="store_false",
-                        help="skip checking that every dataset folder and pretrained weight the jobs need is here")
-    parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip parsing one job per method and dataset with the CLI (a few seconds)")
-    parser.add_argument("--step-times", type=Path, default=None,
-                        help=f"the measured step times for the accelerator-hours estimate (default: {STEP_TIMES} "
-                             "here, else the repository's; `make gpu-check` writes it on a GPU)")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        raise DGHeadsError(f"sweep --jobs {args.jobs}: expected a number of jobs >= 1")
-    spec = load_spec(args.spec)
-    runs_dir = (args.runs_dir or Path(spec.runs_dir)).resolve()
-    jobs = jobs_of(spec, runs_dir)
-    if args.preflight:  # the datasets and weights every job needs, before anything is queued
-        from dg_heads.preflight import preflight
+def sweep(spec: Path, *, runs_dir: Path | None = None, launcher: Literal["print", "local", "slurm"] = "print",
+          jobs: int = 1, command: str | None = None, preflight: bool = True, check: bool = True,
+          step_times: Path | None = None) -> None:
+    """A sweep spec to jobs: methods x datasets x test domains x trial seeds x hyper-parameters
+    become a job list (RUNS_DIR/jobs.txt), one `lightning fit ...` command per line, for a SLURM
+    array (the sbatch line printed, or submitted) or run on this machine, as DomainBed's command
+    launchers. The spec's format: the module docstring of `dg_heads/sweep.py`.
 
-        problems = preflight(jobs)
+    Args:
+        spec: the sweep spec (YAML)
+        runs_dir: overrides the spec's runs_dir
+        launcher: print: write jobs.txt and print the sbatch line (default); local: run the
+            unfinished jobs on this machine, --jobs at a time; slurm: submit the array with sbatch
+        jobs: local: how many jobs run at once
+        command: the CLI each job line starts with (default: this Python's `-m dg_heads`: no venv
+            on PATH needed)
+        preflight: check that every dataset folder and pretrained weight the jobs need is here
+            (`--no-preflight` skips it)
+        check: parse one job per method and dataset with the CLI, a few seconds (`--no-check` skips it)
+        step_times: the measured step times for the accelerator-hours estimate (default:
+            experiments/measured/step_times.json here, else the repository's; `make gpu-check`
+            writes it on a GPU)
+    """
+    if jobs < 1:
+        raise DGHeadsError(f"sweep --jobs {jobs}: expected a number of jobs >= 1")
+    workers, spec = jobs, load_spec(spec)
+    runs_dir = (runs_dir or Path(spec.runs_dir)).resolve()
+    jobs = jobs_of(spec, runs_dir)
+    if preflight:  # the datasets and weights every job needs, before anything is queued
+        from dg_heads.preflight import preflight as missing
+
+        problems = missing(jobs)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         if problems:
             print(f"sweep: nothing queued: {len(problems)} problem(s) (--no-preflight skips this check)",
                   file=sys.stderr)
             sys.exit(2)
-    if args.check:  # before anything is written: a failed check leaves no job folders for `collect` to list
+    if check:  # before anything is written: a failed check leaves no job folders for `collect` to list
         check_jobs(jobs)
-    jobs_file, _ = write_sweep(spec, runs_dir, args.command, jobs)
+    jobs_file, _ = write_sweep(spec, runs_dir, command, jobs)
     todo = [i for i, job in enumerate(jobs) if not (job.run_dir / DONE).exists()]
     print(f"{len(jobs)} jobs in {jobs_file}: {len(jobs) - len(todo)} done, {len(todo)} to run "
           f"(unfinished ones resume from their checkpoints)")
     if todo:
-        source = step_times_path(args.step_times)
+        source = step_times_path(step_times)
         print("\n".join(estimate(spec, [jobs[i] for i in todo], load_step_times(source), source)))
     sys.stdout.flush()
     if not todo:
         return
-    if args.launcher == "print":
+    if launcher == "print":
         print(sbatch_command(spec, jobs_file, todo))
-    elif args.launcher == "slurm":
+    elif launcher == "slurm":
         print(submit(sbatch_command(spec, jobs_file, todo)))
     else:
-        print(f"running {len(todo)} job(s) here, {args.jobs} at a time; each one's output: <job folder>/local.log",
+        print(f"running {len(todo)} job(s) here, {workers} at a time; each one's output: <job folder>/local.log",
               flush=True)
-        failed = run_local(jobs, todo, args.jobs, log=lambda line: print(line, flush=True))
+        failed = run_local(jobs, todo, workers, log=lambda line: print(line, flush=True))
         if failed:
             print(f"{len(failed)} of {len(todo)} job(s) failed; run the same command again to retry "
                   f"them (finished ones are skipped, interrupted ones resume)", flush=True)
             sys.exit(1)
         print(f"all {len(todo)} job(s) done; tables: dg-heads collect {runs_dir}", flush=True)
     sys.stdout.flush()
+
+
+def main(argv: list[str]) -> None:
+    """`dg-heads sweep ARGS`."""
+    from dg_heads.cli import run_tool
+
+    run_tool(sweep, argv, "dg-heads sweep")

@@ -10,7 +10,6 @@ retrying the download for half a minute and failing deep inside jsonargparse.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -133,22 +132,29 @@ def fetch(model: str, tag: str) -> Path:
     return Path(path)
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="dg-heads weights",
-        description="Fetch open_clip's pretrained weights for MODEL and TAG into the cache (on a machine "
-                    "with network, e.g. a cluster's login node) and print where they are; runs on "
-                    "machines without network then load them from there.")
-    parser.add_argument("model", help="an open_clip model name, e.g. ViT-B-16")
-    parser.add_argument("tag", help="a pretrained tag of it, e.g. openai")
-    args = parser.parse_args(argv)
+def weights(model: str, tag: str) -> None:
+    """Fetch open_clip's pretrained weights for MODEL and TAG into the cache (on a machine with
+    network, e.g. a cluster's login node) and print where they are; runs on machines without
+    network then load them from there.
+
+    Args:
+        model: an open_clip model name, e.g. ViT-B-16
+        tag: a pretrained tag of it, e.g. openai
+    """
     from dg_heads.backbone import CLIPSpec, check_spec
 
-    if args.tag.strip().lower() in ("", "none", "null") or "/" in args.tag:
-        raise DGHeadsError(f"TAG {args.tag!r}: expected a pretrained tag of {args.model}, e.g. "
-                           f"{open_clip.list_pretrained_tags_by_model(args.model)[:4]}")
-    check_spec(CLIPSpec(model_name=args.model, pretrained=args.tag))
-    was_cached = cached_weights(args.model, args.tag) is not None
-    path = fetch(args.model, args.tag)
-    print(f"{args.model} {args.tag}: {'already cached' if was_cached else 'downloaded'}: {path}")
+    if tag.strip().lower() in ("", "none", "null") or "/" in tag:
+        raise DGHeadsError(f"TAG {tag!r}: expected a pretrained tag of {model}, e.g. "
+                           f"{open_clip.list_pretrained_tags_by_model(model)[:4]}")
+    check_spec(CLIPSpec(model_name=model, pretrained=tag))
+    was_cached = cached_weights(model, tag) is not None
+    path = fetch(model, tag)
+    print(f"{model} {tag}: {'already cached' if was_cached else 'downloaded'}: {path}")
     sys.stdout.flush()
+
+
+def main(argv: list[str]) -> None:
+    """`dg-heads weights MODEL TAG`."""
+    from dg_heads.cli import run_tool
+
+    run_tool(weights, argv, "dg-heads weights")

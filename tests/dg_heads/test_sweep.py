@@ -352,6 +352,26 @@ def test_local_launcher_runs_the_unfinished_jobs_n_at_a_time(tmp_path, monkeypat
     assert len((tmp_path / "starts.txt").read_text().splitlines()) == 1
 
 
+def test_sweep_command_line_help_and_a_bad_value(tmp_path):
+    """`dg-heads sweep`'s options, from `sweep()`'s signature: the help lists each with its text and
+    the argparse spellings still taken; a value it cannot take is one line naming the option."""
+    from tests.conftest import run_main
+
+    spec = _launch_spec(tmp_path)
+    bad = run_main("sweep", str(spec), "--launcher", "slrum", "--no-check", cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: --launcher: ") and "'print', 'local', 'slurm'" in bad.stderr
+    assert "slrum" in bad.stderr and not (tmp_path / "runs").exists()
+    typo = run_main("sweep", str(spec), "--no-chek", cwd=tmp_path)
+    assert typo.stderr == "error: unrecognized arguments: --no_chek; did you mean --check?\n", typo.stderr
+    help_ = run_main("sweep", "--help", cwd=tmp_path)
+    text = " ".join(help_.stdout.split())
+    assert help_.returncode == 0 and "the sweep spec (YAML)" in text and "--jobs JOBS local: how many jobs" in text
+    accepted = "Also accepted: dashes in option names (--runs-dir, --step-times); --no-preflight for --preflight " \
+               "false; --no-check for --check false."
+    assert accepted.replace(" ", "") in "".join(help_.stdout.split()), help_.stdout  # (wrapped at hyphens too)
+
+
 def test_slurm_launcher_submits_the_array_and_says_when_there_is_no_sbatch(tmp_path, monkeypatch):
     from tests.conftest import run_main
 
