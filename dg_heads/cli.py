@@ -189,6 +189,13 @@ def run_lightning(args: list[str] | None) -> None:
         raise
 
 
+def unknown_subcommand(name: str) -> str:
+    known = [*LIGHTNING, *TOOLS]
+    near = difflib.get_close_matches(name, known, n=1)
+    return (f"unknown subcommand {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; expected one of "
+            f"{', '.join(known)} (`dg-heads --help`)")
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point; user mistakes end as one line on stderr and exit code 2.
 
@@ -205,6 +212,8 @@ def main(args: list[str] | None = None) -> None:
             module, function = TOOLS[argv[0]][0].split(":")
             getattr(importlib.import_module(module), function)(argv[1:])
             return
+        if not argv[0].startswith("-") and argv[0] not in LIGHTNING:  # Lightning's parser would name its 4 only
+            raise DGHeadsError(unknown_subcommand(argv[0]))
         run_lightning(args)
     except Exception as error:  # a user mistake, however many layers wrapped it, is one line
         message = user_message(error)

@@ -25,6 +25,7 @@ def test_an_unknown_subcommand_is_one_error_line_naming_it(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "'fitt'" in lines[0], result.stderr
+    assert "did you mean 'fit'?" in lines[0] and "sweep" in lines[0] and "atlas" in lines[0]  # the tools too
 
 
 @pytest.mark.parametrize("args, line", [
