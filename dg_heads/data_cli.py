@@ -58,6 +58,11 @@ def prepare(dataset: str, *, root: Path | None = None, hf: HFSource | None = Non
     root = root or default_root()
     info = resolve_dataset(dataset, root, hf is not None)
     report = prepare_copy(info, root, say, hf)
+    if not report.ok and report.found is not None and hf is None:
+        marker = caption_marker(Path(report.folder))
+        if marker is not None:  # image-caption data read as a DG folder: say how it is read instead
+            report.problems.insert(0, f"{report.folder} holds {marker}: image-caption (retrieval) data? Check it with "
+                                   f"`dg-heads prepare {dataset} --source '{{name: {report.folder}}}'`")
     if json:
         found = {} if report.found is None else {"domains": report.found.domains,
                                                   "classes": report.found.class_order}
@@ -66,6 +71,22 @@ def prepare(dataset: str, *, root: Path | None = None, hf: HFSource | None = Non
     else:
         print("\n".join(report.lines()))
     sys.exit(0 if report.ok else 1)
+
+
+CAPTION_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet", "dataset_info.json", "state.json")
+CAPTION_SUFFIXES = (".parquet", ".tar")
+
+
+def caption_marker(folder: Path) -> str | None:
+    """A file that says `folder` holds image-caption data as `datasets` reads it (an imagefolder's
+    metadata, a `save_to_disk` copy, parquet or webdataset shards), in it or one level down; else None."""
+    if not folder.is_dir():
+        return None
+    for place in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
+        for path in sorted(place.iterdir()):
+            if path.is_file() and (path.name in CAPTION_FILES or path.suffix in CAPTION_SUFFIXES):
+                return str(path.relative_to(folder))
+    return None
 
 
 def captions(dataset: str, source: CaptionSource | None, splits: list[str] | None, cache_dir: str | None,

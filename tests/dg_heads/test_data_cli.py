@@ -93,3 +93,24 @@ def test_help_and_a_bad_option_start_without_lightning(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "error: --hf: unknown key 'a'" in result.stderr
+
+
+def test_a_caption_folder_given_without_source_is_named_as_caption_data(tmp_path):
+    """`prepare ./captions` (an imagefolder with metadata.jsonl) read as a DG folder: besides its DG
+    problems, the first line says it looks like caption data and how to check it as such."""
+    from PIL import Image
+
+    (tmp_path / "captions" / "test").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(tmp_path / "captions" / "test" / f"{i}.png")
+    rows = [json.dumps({"file_name": f"{i}.png", "captions": ["a digit", "a number"]}) for i in range(2)]
+    (tmp_path / "captions" / "test" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    result = run_main("prepare", str(tmp_path / "captions"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    problems = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("problem:")]
+    assert problems[0] == (f"problem: {tmp_path / 'captions'} holds test/metadata.jsonl: image-caption (retrieval) "
+                           f"data? Check it with `dg-heads prepare {tmp_path / 'captions'} --source "
+                           f"'{{name: {tmp_path / 'captions'}}}'`"), result.stdout
+    make_domainbed(tmp_path, "two_domains", {"a": ["x", "y"], "b": ["x"]})  # a DG folder with a problem: no word
+    result = run_main("prepare", str(tmp_path / "two_domains"), cwd=tmp_path)
+    assert result.returncode == 1 and "problem:" in result.stdout and "--source" not in result.stdout
