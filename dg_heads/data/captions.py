@@ -293,6 +293,14 @@ def _native(parts: dict, source: CaptionSource, split: str):
     return dataset, rows, f"{where}rows with {split_column} in {wanted}"
 
 
+class MissingSplit(DGHeadsError):
+    """A split the caption source does not have (`how`: the splits it has)."""
+
+    def __init__(self, message: str, how: str) -> None:
+        super().__init__(message)
+        self.how = how
+
+
 def _pick(parts: dict, source: CaptionSource, split: str):
     """(dataset, rows, how) of `split`; with `holdout_val` and no val split of its own, val is a
     fixed share of the training rows and train the rest."""
@@ -307,9 +315,9 @@ def _pick(parts: dict, source: CaptionSource, split: str):
         return dataset, train[keep], f"{how}, less {len(held)} held out as val"
     dataset, rows, how = _native(parts, source, split)
     if rows is None:
-        raise DGHeadsError(f"split {split!r} of caption dataset {source.describe()} is empty or missing: {how}; "
+        raise MissingSplit(f"split {split!r} of caption dataset {source.describe()} is empty or missing: {how}; "
                            f"choose another split (the entry's split, or data.init_args.train_split), set "
-                           f"holdout_val, or set split_column")
+                           f"holdout_val, or set split_column", how=how)
     return dataset, rows, how
 
 

@@ -269,6 +269,21 @@ def test_prepare_reports_a_caption_dataset(tmp_path):
                           "  test: 2 images, 6 captions (3 per image)"]
 
 
+def test_prepare_of_ones_own_caption_data_with_a_test_split_alone(tmp_path):
+    """A test split alone (for `lightning test`): the default train and val are noted as absent, not an
+    error; a registry copy lacking one would be a problem; none of the three is one error line."""
+    folder = make_caption_imagefolder(tmp_path / "if", 2, as_list=True)
+    result = _prepare(tmp_path, "mine", "--source", f"{{name: {folder}}}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1:] == [f"mine at {folder}: usable", "  test: 2 images, 6 captions (3 per image)",
+                         "  note: train: none (its splits are ['test'] and it has no split column)",
+                         "  note: val: none (its splits are ['test'] and it has no split column)"], result.stdout
+    parquet = make_caption_parquet(tmp_path / "d.parquet", ["restval"], caption_column="words")
+    result = _prepare(tmp_path, "mine", "--source", f"{{data_files: [{parquet}], caption_column: words}}")
+    assert result.returncode == 2 and "has none of the splits ['train', 'val', 'test']" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("case", ["no_caption_column", "empty_split", "unreadable_image", "unknown_name",
                                   "registry_offline"])
 def test_bad_caption_data_is_one_error_line(tmp_path, case):
