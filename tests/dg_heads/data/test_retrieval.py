@@ -279,7 +279,7 @@ def test_prepare_of_ones_own_caption_data_with_a_test_split_alone(tmp_path):
     assert lines[1:] == [f"mine at {folder}: usable", "  test: 2 images, 6 captions (3 per image)",
                          "  note: train: none (its splits are ['test'] and it has no split column)",
                          "  note: val: none (its splits are ['test'] and it has no split column)"], result.stdout
-    parquet = make_caption_parquet(tmp_path / "d.parquet", ["restval"], caption_column="words")
+    parquet = make_caption_parquet(tmp_path / "d.parquet", ["extra"], caption_column="words")  # no Karpathy split
     result = _prepare(tmp_path, "mine", "--source", f"{{data_files: [{parquet}], caption_column: words}}")
     assert result.returncode == 2 and "has none of the splits ['train', 'val', 'test']" in result.stderr, result.stderr
 
