@@ -54,7 +54,14 @@ from dg_heads.data.folder import load_folder_table
 from dg_heads.data.hf_source import HFSource, load_hf_table
 from dg_heads.data.own import looks_like_path, resolve_dataset, with_layout
 from dg_heads.data.registry import DatasetInfo
-from dg_heads.data.samplers import CollateDomains, SourceDomains, SourceStreamSampler, StreamLoader, steps_per_epoch
+from dg_heads.data.samplers import (
+    CollateDomains,
+    SourceDomains,
+    SourceStreamSampler,
+    StreamLoader,
+    steps_per_epoch,
+    trainer_position,
+)
 from dg_heads.data.splits import holdout_split
 from dg_heads.data.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
 from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
@@ -360,13 +367,7 @@ class DomainBedDataModule(L.LightningDataModule):
         )
 
     def _train_position(self) -> tuple[int, int] | None:
-        """(epoch, batches of it already trained) by the trainer's counters, where the training
-        loader's next batch must come from; None without a trainer."""
-        trainer = self.trainer
-        progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
-        if progress is None:
-            return None
-        return trainer.current_epoch, progress.current.ready
+        return trainer_position(self.trainer)
 
     def val_dataloader(self) -> list[DataLoader]:
         return self.source_val_dataloaders()

@@ -21,9 +21,11 @@ Images leave the workers as uint8, resized and centre-cropped as for classificat
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from dg_heads.data.captions import CaptionSource, CaptionSplit, load_split, reso
 from dg_heads.data.domainbed import default_num_workers
 from dg_heads.data.errors import DGHeadsError
 from dg_heads.data.registry import CAPTION_DATASETS
+from dg_heads.data.samplers import StartsAtFirstNext, trainer_position
 from dg_heads.data.table import BAD_IMAGE_POLICIES, BadImagePolicy
 from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 
@@ -164,11 +167,31 @@ class TrainCaptions(Dataset):
 class EpochSampler(DistributedSampler):
     """`DistributedSampler`'s seeded shuffle (each process a disjoint share), yielding `(index,
     epoch)`: the dataset draws the caption and augmentation of the epoch it is read in. A
-    `DistributedSampler`, so Lightning leaves it as it is under DDP."""
+    `DistributedSampler`, so Lightning leaves it as it is under DDP. `skip`: samples of this epoch
+    already trained (a run resumed mid-epoch), left out of the next iteration only."""
+
+    skip = 0
 
     def __iter__(self):
-        epoch = self.epoch
-        return ((i, epoch) for i in super().__iter__())
+        epoch, skip, self.skip = self.epoch, self.skip, 0
+        return ((i, epoch) for i in itertools.islice(super().__iter__(), skip, None))
+
+
+class CaptionTrainLoader(DataLoader):
+    """The training loader of caption data, resumable mid-epoch as the DG streams are
+    (`samplers.StreamLoader`): at its first `next` the trainer's counters (`position`) say how
+    many batches of this epoch were trained, and those batches' images are not read again."""
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int] | None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def __iter__(self):
+        return StartsAtFirstNext(self)
+
+    def start_at(self, epoch: int, done: int) -> None:
+        if epoch == self.sampler.epoch:  # Lightning has set this epoch's shuffle (`set_epoch`)
+            self.sampler.skip = done * self.batch_size
 
 
 def collate_captions(samples: list) -> dict[str, Any]:
@@ -393,9 +416,10 @@ class RetrievalDataModule(L.LightningDataModule):
         dataset = TrainCaptions(split, train_transform(self.image_size, self.train_augment, uint8=True),
                                 self.bad_images, self.seed, self.captions_per_image)
         sampler = EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.pin_memory, collate_fn=collate_captions, generator=torch.Generator())
+        return CaptionTrainLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                  num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                  pin_memory=self.pin_memory, collate_fn=collate_captions, generator=torch.Generator(),
+                                  position=lambda: trainer_position(self.trainer))
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(s) for s in self.val_specs]

@@ -213,7 +213,11 @@ class StreamLoader(DataLoader):
         self.position = position
 
     def __iter__(self):
-        return _StartsAtFirstNext(self)
+        return StartsAtFirstNext(self)
+
+    def start_at(self, epoch: int, done: int) -> None:
+        """The next iteration starts at batch `done` of `epoch` (the trainer's counters)."""
+        self.sampler.resume_at(epoch * self.sampler.steps_per_epoch + done)
 
     def _layout(self) -> dict:
         sampler = self.sampler
@@ -240,9 +244,11 @@ class StreamLoader(DataLoader):
         self.sampler.resume_at(int(state["step"]))
 
 
-class _StartsAtFirstNext:
-    """A `StreamLoader`'s iterator, whose DataLoader iterator (and workers' first indices) start at
-    the first `next`, where the trainer's counters already say which batch comes next."""
+class StartsAtFirstNext:
+    """The iterator of a loader that resumes mid-epoch (`StreamLoader`, the retrieval training
+    loader): its DataLoader iterator (and workers' first indices) start at the first `next`, where
+    the trainer's counters already say which batch comes next (`loader.position()`, then
+    `loader.start_at(epoch, done)`)."""
 
     def __init__(self, loader: StreamLoader) -> None:
         self.loader, self.iterator = loader, None
@@ -255,10 +261,18 @@ class _StartsAtFirstNext:
             loader = self.loader
             where = loader.position() if loader.position is not None else None
             if where is not None:
-                epoch, done = where
-                loader.sampler.resume_at(epoch * loader.sampler.steps_per_epoch + done)
+                loader.start_at(*where)
             self.iterator = loader._live = DataLoader.__iter__(loader)
         return next(self.iterator)
+
+
+def trainer_position(trainer) -> tuple[int, int] | None:
+    """(epoch, batches of it already trained) by the trainer's counters, where a resumable training
+    loader's next batch must come from; None without a trainer."""
+    progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+    if progress is None:
+        return None
+    return trainer.current_epoch, progress.current.ready
 
 
 def steps_per_epoch(sizes: list[int], batch_size: int, world_size: int = 1) -> int:

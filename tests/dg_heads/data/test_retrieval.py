@@ -178,6 +178,28 @@ def test_training_batches_one_seeded_caption_per_image_disjoint_shares_under_ddp
     assert len(shares[0]) == len(shares[1]) == 32 and not set(shares[0]) & set(shares[1])
 
 
+def test_a_run_resumed_mid_epoch_trains_on_the_rest_of_that_epochs_shuffle():
+    """Resumed at batch 3 of epoch 1 (the trainer's counters, restored from the checkpoint): the
+    loader hands out batches 3, 4, ... of that epoch, as the uninterrupted run did (images and their
+    captions), not the epoch from its start; with a loader worker too."""
+    def batches(ready: int | None, workers: int = 0) -> list:
+        dm = _module(seed=3, max_images=64, num_workers=workers)
+        dm.trainer = _trainer(0, 1)
+        if ready is not None:  # what Lightning's fit loop holds after restoring a mid-epoch checkpoint
+            dm.trainer.current_epoch = 1
+            dm.trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(
+                batch_progress=SimpleNamespace(current=SimpleNamespace(ready=ready))))
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(1)  # Lightning, at the epoch's start
+        return [(b["image_index"].tolist(), b["captions"]) for b in loader]
+
+    whole = batches(None)
+    assert len(whole) == 8
+    assert batches(3) == whole[3:]
+    assert batches(3, workers=1) == whole[3:]
+    assert batches(0) == whole
+
+
 # ------------------------------------------------------------------ evaluation loaders
 def test_eval_loaders_one_per_dataset_every_image_once_over_processes_with_all_captions():
     dm = _module(val=["digit_captions"], eval_batch_size=16,
