@@ -246,6 +246,22 @@ def caption(paper: Paper, table: PaperTable, selection: str) -> tuple[str, str]:
 HEAD = ["Method", "Dataset", "Ours", "n", "Paper", "Ours − paper", "Within 2 SE"]
 
 
+def _markdown_table(heading: str, legend: str, head: list[str], lines) -> str:
+    """A section of the markdown comparison: heading, legend, then one row per line's `cells()`."""
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows += ["| " + " | ".join(line.cells()) + " |" for line in lines]
+    return f"### {heading}\n\n{legend}\n\n" + "\n".join(rows)
+
+
+def _latex_table(heading: str, legend: str, head: list[str], lines) -> str:
+    """A booktabs `table` of the LaTeX comparison: the caption, `head` in bold, one row per line's `cells()`."""
+    body = [" & ".join(_tex(c) for c in line.cells()) + " \\\\" for line in lines]
+    return "\n".join(["\\begin{table}", "\\centering", f"\\caption{{{_tex(heading)}. {_tex(legend)}}}",
+                      "\\begin{tabular}{l" + "l" + "c" * (len(head) - 2) + "}", "\\toprule",
+                      " & ".join(f"\\textbf{{{_tex(h)}}}" for h in head) + " \\\\", "\\midrule",
+                      *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"])
+
+
 def comparison_markdown(found: Collected, name: str) -> str:
     paper = load_paper(name)
     if paper.task == "retrieval":
@@ -255,10 +271,8 @@ def comparison_markdown(found: Collected, name: str) -> str:
         for selection in SELECTIONS:
             heading, legend = caption(paper, table, selection)
             lines = comparison_lines(paper, table, found.chosen[selection], first=i == 0)
-            rows = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-            rows += ["| " + " | ".join(line.cells()) + " |" for line in lines]
             notes = "".join(f"\n- {note}" for note in table.notes)
-            parts.append(f"### {heading}\n\n{legend}\n\n" + "\n".join(rows) + (f"\n\nNotes:{notes}" if notes else ""))
+            parts.append(_markdown_table(heading, legend, HEAD, lines) + (f"\n\nNotes:{notes}" if notes else ""))
     return "\n\n".join(parts)
 
 
@@ -271,11 +285,7 @@ def comparison_latex(found: Collected, name: str) -> str:
         for selection in SELECTIONS:
             heading, legend = caption(paper, table, selection)
             lines = comparison_lines(paper, table, found.chosen[selection], first=i == 0)
-            body = [" & ".join(_tex(c) for c in line.cells()) + " \\\\" for line in lines]
-            parts.append("\n".join(["\\begin{table}", "\\centering", f"\\caption{{{_tex(heading)}. {_tex(legend)}}}",
-                                    "\\begin{tabular}{llccccc}", "\\toprule",
-                                    " & ".join(f"\\textbf{{{_tex(h)}}}" for h in HEAD) + " \\\\", "\\midrule",
-                                    *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"]))
+            parts.append(_latex_table(heading, legend, HEAD, lines))
     return "\n\n".join(parts)
 
 
@@ -409,10 +419,7 @@ def retrieval_markdown(found: Collected, paper: Paper) -> str:
         if not lines:
             parts.append(_no_reference(paper, table))
             continue
-        heading, legend = retrieval_caption(paper, table)
-        rows = ["| " + " | ".join(RECALL_HEAD) + " |", "|" + "---|" * len(RECALL_HEAD)]
-        rows += ["| " + " | ".join(line.cells()) + " |" for line in lines]
-        parts.append(f"### {heading}\n\n{legend}\n\n" + "\n".join(rows))
+        parts.append(_markdown_table(*retrieval_caption(paper, table), RECALL_HEAD, lines))
     if not found.retrieval:
         parts.append("No retrieval run found: nothing to compare with the references.")
     if _not_run(found, paper):
@@ -426,12 +433,7 @@ def retrieval_latex(found: Collected, paper: Paper) -> str:
         if not lines:
             parts.append("% " + _no_reference(paper, table))
             continue
-        heading, legend = retrieval_caption(paper, table)
-        body = [" & ".join(_tex(c) for c in line.cells()) + " \\\\" for line in lines]
-        parts.append("\n".join(["\\begin{table}", "\\centering", f"\\caption{{{_tex(heading)}. {_tex(legend)}}}",
-                                "\\begin{tabular}{llccccc}", "\\toprule",
-                                " & ".join(f"\\textbf{{{_tex(h)}}}" for h in RECALL_HEAD) + " \\\\", "\\midrule",
-                                *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"]))
+        parts.append(_latex_table(*retrieval_caption(paper, table), RECALL_HEAD, lines))
     return "\n\n".join(parts)
 
 
