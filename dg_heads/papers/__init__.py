@@ -262,17 +262,23 @@ def _latex_table(heading: str, legend: str, head: list[str], lines) -> str:
                       *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"])
 
 
+def comparison_sections(found: Collected, paper: Paper):
+    """Each (paper table, selection) of a classification paper, in the order written: the table,
+    the selection and our lines beside the paper's (the markdown, LaTeX and CSV comparisons)."""
+    for i, table in enumerate(paper.tables):
+        for selection in SELECTIONS:
+            yield table, selection, comparison_lines(paper, table, found.chosen[selection], first=i == 0)
+
+
 def comparison_markdown(found: Collected, name: str) -> str:
     paper = load_paper(name)
     if paper.task == "retrieval":
         return retrieval_markdown(found, paper)
     parts = []
-    for i, table in enumerate(paper.tables):
-        for selection in SELECTIONS:
-            heading, legend = caption(paper, table, selection)
-            lines = comparison_lines(paper, table, found.chosen[selection], first=i == 0)
-            notes = "".join(f"\n- {note}" for note in table.notes)
-            parts.append(_markdown_table(heading, legend, HEAD, lines) + (f"\n\nNotes:{notes}" if notes else ""))
+    for table, selection, lines in comparison_sections(found, paper):
+        notes = "".join(f"\n- {note}" for note in table.notes)
+        parts.append(_markdown_table(*caption(paper, table, selection), HEAD, lines)
+                     + (f"\n\nNotes:{notes}" if notes else ""))
     return "\n\n".join(parts)
 
 
@@ -280,13 +286,8 @@ def comparison_latex(found: Collected, name: str) -> str:
     paper = load_paper(name)
     if paper.task == "retrieval":
         return retrieval_latex(found, paper)
-    parts = []
-    for i, table in enumerate(paper.tables):
-        for selection in SELECTIONS:
-            heading, legend = caption(paper, table, selection)
-            lines = comparison_lines(paper, table, found.chosen[selection], first=i == 0)
-            parts.append(_latex_table(heading, legend, HEAD, lines))
-    return "\n\n".join(parts)
+    return "\n\n".join(_latex_table(*caption(paper, table, selection), HEAD, lines)
+                       for table, selection, lines in comparison_sections(found, paper))
 
 
 def comparison_csv(found: Collected, name: str) -> str:
@@ -294,17 +295,16 @@ def comparison_csv(found: Collected, name: str) -> str:
     if paper.task == "retrieval":
         return retrieval_csv(found, paper)
     rows = []
-    for i, table in enumerate(paper.tables):
-        for selection in SELECTIONS:
-            for line in comparison_lines(paper, table, found.chosen[selection], first=i == 0):
-                mean, se, n = line.ours if line.ours is not None else ("", "", "")
-                rows.append([selection, table.key, line.method, line.dataset,
-                             "" if line.ours is None else f"{mean:.4f}", "" if line.ours is None else f"{se:.4f}", n,
-                             line.ours_note if line.ours is None else "",
-                             "" if line.paper is None else f"{line.paper[0]:.1f}",
-                             "" if line.paper is None else str(line.paper[1]).lower(),
-                             "" if line.difference is None else f"{line.difference:.4f}",
-                             "" if line.within is None else str(line.within).lower()])
+    for table, selection, lines in comparison_sections(found, paper):
+        for line in lines:
+            mean, se, n = line.ours if line.ours is not None else ("", "", "")
+            rows.append([selection, table.key, line.method, line.dataset,
+                         "" if line.ours is None else f"{mean:.4f}", "" if line.ours is None else f"{se:.4f}", n,
+                         line.ours_note if line.ours is None else "",
+                         "" if line.paper is None else f"{line.paper[0]:.1f}",
+                         "" if line.paper is None else str(line.paper[1]).lower(),
+                         "" if line.difference is None else f"{line.difference:.4f}",
+                         "" if line.within is None else str(line.within).lower()])
     return _csv(["selection", "table", "method", "dataset", "ours_mean", "ours_std_error", "trial_seeds", "ours_note",
                  "paper", "paper_about", "difference", "within_2se"], rows)
 

@@ -38,17 +38,8 @@ class FixedAccuracies(L.LightningModule):
         return {"method": "toy"}
 
 
-class TwoSourcesOneTarget(L.LightningDataModule):
-    """Sources `a`, `b` (4 validation images each), held-out `c` (8 test images)."""
-
-    source_domains, test_domains = ["a", "b"], ["c"]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.oracle_pass = False
-
-    def eval_sizes(self, split: str) -> dict[str, int]:
-        return {"val": {"a": 4, "b": 4}, "test": {"c": 8}}[split]
+class OneBatchEach(L.LightningDataModule):
+    """Two training batches, one validation and one test batch (the figures logged are fixed)."""
 
     def train_dataloader(self):
         return DataLoader(torch.ones(4, 1), batch_size=2)
@@ -60,22 +51,38 @@ class TwoSourcesOneTarget(L.LightningDataModule):
         return DataLoader(torch.ones(2, 1), batch_size=2)
 
 
+class TwoSourcesOneTarget(OneBatchEach):
+    """Sources `a`, `b` (4 validation images each), held-out `c` (8 test images)."""
+
+    source_domains, test_domains = ["a", "b"], ["c"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.oracle_pass = False
+
+    def eval_sizes(self, split: str) -> dict[str, int]:
+        return {"val": {"a": 4, "b": 4}, "test": {"c": 8}}[split]
+
+
 LOGGED = {"val": {"val/acc": 0.5, "val/acc/a": 0.25, "val/acc/b": 0.75, "val/n/a": 4.0, "val/n/b": 4.0,
                   "val/loss": 1.5},
           "test": {"test/acc": 0.625, "test/acc/c": 0.625, "test/n/c": 8.0}}
 
 
-@pytest.fixture()
-def fitted(tmp_path):
-    """Two training steps, validated at the end, with the default `DomainReport` replaced by ours."""
-    report = DomainReport()
+def fit_two_steps(report, model, data, folder) -> L.Trainer:
+    """Two training steps, validated at the end, with `report` in the default report's place."""
     trainer = L.Trainer(accelerator="cpu", max_steps=2, num_sanity_val_steps=0, callbacks=[report],
-                        logger=TensorBoardLogger(tmp_path, name="run"), enable_checkpointing=False,
+                        logger=TensorBoardLogger(folder, name="run"), enable_checkpointing=False,
                         # (bar off: an in-process test of the callback's files, its output unread)
                         enable_progress_bar=False, enable_model_summary=False)
-    model, data = FixedAccuracies(LOGGED), TwoSourcesOneTarget()
     trainer.fit(model, datamodule=data)
-    return trainer, model, data, report, tmp_path / "run/version_0"
+    return trainer
+
+
+@pytest.fixture()
+def fitted(tmp_path):
+    report, model, data = DomainReport(), FixedAccuracies(LOGGED), TwoSourcesOneTarget()
+    return fit_two_steps(report, model, data, tmp_path), model, data, report, tmp_path / "run/version_0"
 
 
 def test_a_test_of_the_validated_weights_holds_both_and_prints_the_domain_table(fitted, capsys):

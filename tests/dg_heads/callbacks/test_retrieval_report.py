@@ -4,21 +4,17 @@ real model through the CLI: tests/tasks/test_retrieval_cli.py)."""
 
 import json
 
-import lightning as L
-import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.data import DataLoader
 
 from dg_heads.callbacks.retrieval_report import RetrievalReport
-from tests.dg_heads.callbacks.test_domain_report import FixedAccuracies
+from tests.dg_heads.callbacks.test_domain_report import FixedAccuracies, OneBatchEach, fit_two_steps
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 VAL = dict(zip(RECALLS, [10.0, 20.0, 30.0, 5.0, 15.0, 25.0]))
 TEST = dict(zip(RECALLS, [40.0, 50.0, 60.0, 35.0, 45.0, 55.0]))
 
 
-class OneDataset(L.LightningDataModule):
+class OneDataset(OneBatchEach):
     """One evaluation dataset, `digits`: 6 validation images, 8 test images."""
 
     def eval_domains(self, stage: str) -> list[str]:
@@ -26,15 +22,6 @@ class OneDataset(L.LightningDataModule):
 
     def eval_sizes(self, stage: str) -> dict[str, int]:
         return {"digits": 6 if stage == "val" else 8}
-
-    def train_dataloader(self):
-        return DataLoader(torch.ones(4, 1), batch_size=2)
-
-    def val_dataloader(self):
-        return DataLoader(torch.ones(2, 1), batch_size=2)
-
-    def test_dataloader(self):
-        return DataLoader(torch.ones(2, 1), batch_size=2)
 
 
 def test_a_test_of_the_validated_weights_holds_both_and_prints_the_recall_table(tmp_path, capsys):
@@ -44,13 +31,8 @@ def test_a_test_of_the_validated_weights_holds_both_and_prints_the_recall_table(
     logged = {"val": {**{f"val/{k}": v for k, v in VAL.items()}, "val/rsum": 105.0, "val/n/digits": 6.0,
                       "val/acc": 0.5, "val/loss": 2.0},
               "test": {**{f"test/{k}": v for k, v in TEST.items()}, "test/rsum": 285.0, "test/n/digits": 8.0}}
-    report = RetrievalReport()
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, num_sanity_val_steps=0, callbacks=[report],
-                        logger=TensorBoardLogger(tmp_path, name="run"), enable_checkpointing=False,
-                        # (bar off: an in-process test of the callback's files, its output unread)
-                        enable_progress_bar=False, enable_model_summary=False)
     model, data = FixedAccuracies(logged), OneDataset()
-    trainer.fit(model, datamodule=data)
+    trainer = fit_two_steps(RetrievalReport(), model, data, tmp_path)
     capsys.readouterr()
     trainer.test(model, datamodule=data, verbose=False)
     run = tmp_path / "run/version_0"
