@@ -3,7 +3,8 @@
 They are why pyproject.toml holds `lightning<2.7`: a minor release may rename or drop any of them.
 Nothing else in dg-heads touches them; the rest of the code calls the functions here. Each says
 what it does, why no public API serves, and which public API would replace it (and from which
-version), as `heads/open_clip_vit.py` does for open_clip. Tested: tests/dg_heads/test_compat.py.
+version), as `heads/open_clip_vit.py` does for open_clip. Tested: tests/dg_heads/test_compat.py
+(`option_strings`: test_cli_hints.py).
 Raising the Lightning pin means checking each entry against the new release.
 
 Lightning (2.4 to 2.6):
@@ -23,7 +24,7 @@ torch (2.3 to 2.14):
   `Optimizer._step_supports_amp_scaling`.
 - `dispatch_mode_base`: `torch.utils._python_dispatch.TorchDispatchMode` (the op counter, `op_counter.py`).
 
-jsonargparse (4.40 to 4.53, as LightningCLI uses it):
+jsonargparse (4.51 to 4.53, as LightningCLI uses it):
 - `set_argument_type`: `action._typehint` of a parser's argument (and argparse's `parser._actions`).
 - `option_strings`: argparse's `parser._actions` and the subcommands' `_name_parser_map` (cli_hints).
 
@@ -37,7 +38,8 @@ Python:
 Replaced by public API (no longer private):
 - a jsonargparse parser's `error` method replaced on the instance (one line instead of the usage
   and every Union member tried): the CLI's parsers take argparse's `exit_on_error=False` and
-  `DGHeadsCLI.__init__` turns the `ArgumentError` into one line (jsonargparse 4.40 to 4.53).
+  `DGHeadsCLI.__init__` turns the `ArgumentError` into one line (the CLI's message tests pass on
+  jsonargparse 4.51 with Lightning 2.4, and 4.53 with Lightning 2.6).
 - `torch._C._dispatch_has_kernel_for_dispatch_key` (is there a fused AdamW kernel for this
   device?): `optim.fused_adamw_available` now steps a one-element fused AdamW once per device type.
 - `trainer._checkpoint_connector.hpc_save_path` (the next `hpc_ckpt_N.ckpt`):
