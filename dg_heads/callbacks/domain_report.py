@@ -61,7 +61,7 @@ class DomainReport(Callback):
         return format_table(values, datamodule.source_domains, datamodule.test_domains)
 
     def hp_metrics(self, values: dict[str, float]) -> dict[str, float]:
-        """The HParams tab's metrics (`hp/val_acc`, `hp/test_acc_<domain>`, ...)."""
+        """The HParams tab's metrics (`hp/val_acc`, `hp/test_acc/<domain>`, ...)."""
         return {f"hp/{k.replace('/acc', '_acc')}": v for k, v in values.items() if "/acc" in k}
 
     # ---- the stages
