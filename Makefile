@@ -113,7 +113,7 @@ bench: install
 # method of the papers' sweeps and per evaluated image (ViT-B/16, bf16-mixed; experiments/bench_step_time.py)
 # into experiments/measured/step_times.json, from which `dg-heads sweep` estimates accelerator-hours.
 gpu-check: install
-	$(PY) experiments/gpu_matrix.py --out docs/benchmarks.md
+	PYTHONPATH=$(CURDIR) $(PY) .ci/gpu_matrix.py --out docs/benchmarks.md
 	$(PY) experiments/bench_hap.py --model ViT-B-16 --per-domain 32 --device cuda --precision bf16-mixed --out docs/benchmarks.md
 	$(PY) experiments/bench_step_ops.py --model ViT-B-16 --per-domain 4 --device cuda --out docs/benchmarks.md
 	$(PY) experiments/bench_scale.py --device cuda --hap-per-domain 32 8 --out docs/benchmarks.md

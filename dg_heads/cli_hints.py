@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from dg_heads import compat
+
 # the sections chosen by class_path, and the classes they may name (short names for `--X.help`)
 SECTIONS = {"model": ("dg_heads.methods", ("CLIPBaseline", "HeadPurification", "AttentionAblation")),
             "data": ("dg_heads.data", ("DomainBedDataModule",))}
@@ -71,17 +73,6 @@ def _nearest(word: str, candidates) -> str | None:
     return found[0] if found else None
 
 
-def parser_options(parser) -> set[str]:
-    """Every `--key` of a parser and its subcommands' parsers (dotted: `trainer.max_epochs`)."""
-    names, stack = set(), [parser]
-    while stack:
-        current = stack.pop()
-        for action in getattr(current, "_actions", []):
-            names |= {o[2:] for o in action.option_strings if o.startswith("--")}
-            stack += list(getattr(action, "_name_parser_map", {}).values())
-    return names
-
-
 def suggest(message: str, parser) -> str:
     """`message` plus `; did you mean ...?` when it names an unknown option close to a known one."""
     try:
@@ -114,7 +105,7 @@ def _suggestion(message: str, parser) -> str | None:
             known.append(part)
             node = node[part]
         return None
-    near = _nearest(key, parser_options(parser))
+    near = _nearest(key, {o[2:] for o in compat.option_strings(parser) if o.startswith("--")})
     return f"; did you mean --{near}?" if near else None
 
 

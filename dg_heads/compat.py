@@ -3,7 +3,8 @@
 They are why pyproject.toml holds `lightning<2.7`: a minor release may rename or drop any of them.
 Nothing else in dg-heads touches them; the rest of the code calls the functions here. Each says
 what it does, why no public API serves, and which public API would replace it (and from which
-version), as `heads/open_clip_vit.py` does for open_clip. Tested: tests/dg_heads/test_compat.py.
+version), as `heads/open_clip_vit.py` does for open_clip. Tested: tests/dg_heads/test_compat.py
+(`option_strings`: test_cli_hints.py).
 Raising the Lightning pin means checking each entry against the new release.
 
 Lightning (2.4 to 2.6):
@@ -12,6 +13,7 @@ Lightning (2.4 to 2.6):
 - `set_purge_step`: `TensorBoardLogger._kwargs` (SummaryWriter arguments, read when the writer is made).
 - `set_ddp_timeout`: `DDPStrategy._timeout` (a strategy the Trainer built from `ddp` or `auto`).
 - `leave_out_ddp_wrapper`: replaces `DDPStrategy.configure_ddp` on one strategy instance.
+- `set_checkpoint_monitor`: `ModelCheckpoint.__init_monitor_mode` (name-mangled; the monitor's mode).
 - (left in place: `lightning_cli.DGHeadsCLI._prepare_subcommand_parser` overrides LightningCLI's
   private method to default `verbose` to false for `validate` and `test`: the method's arguments
   exist only once that method added them. Public replacement: none in 2.6.)
@@ -22,9 +24,9 @@ torch (2.3 to 2.14):
   `Optimizer._step_supports_amp_scaling`.
 - `dispatch_mode_base`: `torch.utils._python_dispatch.TorchDispatchMode` (the op counter, `op_counter.py`).
 
-jsonargparse (4.40 to 4.53, as LightningCLI uses it):
+jsonargparse (4.51 to 4.53, as LightningCLI uses it):
 - `set_argument_type`: `action._typehint` of a parser's argument (and argparse's `parser._actions`).
-- `raise_parse_errors`: a parser instance's `error` method replaced.
+- `option_strings`: argparse's `parser._actions` and the subcommands' `_name_parser_map` (cli_hints).
 
 Python:
 - `lightning_owner`: a traceback's frames' `f_locals` (public, but CPython-specific in spirit: a
@@ -34,6 +36,10 @@ Python:
   Public replacement: none (an exception that crossed a process or a `str()` is only text).
 
 Replaced by public API (no longer private):
+- a jsonargparse parser's `error` method replaced on the instance (one line instead of the usage
+  and every Union member tried): the CLI's parsers take argparse's `exit_on_error=False` and
+  `DGHeadsCLI.__init__` turns the `ArgumentError` into one line (the CLI's message tests pass on
+  jsonargparse 4.51 with Lightning 2.4, and 4.53 with Lightning 2.6).
 - `torch._C._dispatch_has_kernel_for_dispatch_key` (is there a fused AdamW kernel for this
   device?): `optim.fused_adamw_available` now steps a one-element fused AdamW once per device type.
 - `trainer._checkpoint_connector.hpc_save_path` (the next `hpc_ckpt_N.ckpt`):
@@ -49,8 +55,8 @@ from datetime import timedelta
 from pathlib import Path
 
 __all__ = ["checkpoint_folder", "dispatch_mode_base", "last_checkpoints", "leave_out_ddp_wrapper", "lightning_owner",
-           "raise_parse_errors", "set_argument_type", "set_ddp_timeout", "set_purge_step", "skip_step_on_device",
-           "skips_step_on_device"]
+           "option_strings", "set_argument_type", "set_checkpoint_monitor", "set_ddp_timeout", "set_purge_step",
+           "skip_step_on_device", "skips_step_on_device"]
 
 
 # ----------------------------------------------------------------------------------- Lightning
@@ -117,6 +123,17 @@ def leave_out_ddp_wrapper(strategy) -> None:
         strategy.configure_ddp = lambda: None
 
 
+def set_checkpoint_monitor(callback, monitor: str, mode: str) -> None:
+    """Make a `ModelCheckpoint` not yet fitted select by `monitor` in `mode` (`min` / `max`), with
+    its starting best score for that mode: the CLI's default selection pointed at the data's task.
+
+    Private: the name-mangled `ModelCheckpoint.__init_monitor_mode(mode)` (Lightning 2.0-2.6), which
+    sets `mode` and the matching `kth_value`. Public replacement: none for a callback the CLI already
+    built (`ModelCheckpoint(monitor=..., mode=...)` at construction, before the data is known)."""
+    callback.monitor = monitor
+    callback._ModelCheckpoint__init_monitor_mode(mode)
+
+
 # --------------------------------------------------------------------------------------- torch
 def _unwrapped(optimizer):
     """The torch optimizer behind Lightning's `LightningOptimizer` (its public `.optimizer`)."""
@@ -170,20 +187,21 @@ def set_argument_type(parser, dests: tuple[str, ...], typehint) -> None:
             action._typehint = typehint
 
 
-def raise_parse_errors(parser, handler) -> None:
-    """Make `parser` call `handler(message)` on a parse error (it must raise) instead of printing
-    its usage and a nested explanation of every Union member it tried, then exiting.
+def option_strings(parser) -> set[str]:
+    """Every option string of a parser and of its subcommands' parsers (`--trainer.max_epochs`,
+    `-c`), for the nearest option to an unknown one (`cli_hints.suggest`).
 
-    Private-ish: replaces the `error(message, ex=None)` method on one jsonargparse parser instance
-    (the signature of jsonargparse 4.x). Public replacement: `exit_on_error=False` (jsonargparse
-    raises `ArgumentError`, for `LightningCLI.parse_arguments` to turn into one line); not taken
-    yet: jsonargparse catches errors inside, and the change needs the CLI's message tests run."""
-
-    def error(message: str, ex: Exception | None = None):
-        handler(message)
-        raise AssertionError("raise_parse_errors: the handler must raise")  # pragma: no cover
-
-    parser.error = error
+    Private: argparse's `parser._actions` and its subparsers action's `_name_parser_map`
+    (jsonargparse's subcommands, 4.x). Public replacement: none (argparse lists its options only
+    in the help text; jsonargparse's `get_defaults()` gives the keys, not the option strings, and
+    builds every default on the way)."""
+    names, stack = set(), [parser]
+    while stack:
+        current = stack.pop()
+        for action in getattr(current, "_actions", []):
+            names |= set(action.option_strings)
+            stack += list(getattr(action, "_name_parser_map", {}).values())
+    return names
 
 
 # --------------------------------------------------------------------------------------- Python

@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+from argparse import ArgumentError
 from datetime import timedelta
 from pathlib import Path
 from typing import Optional, Union
@@ -129,8 +130,7 @@ def select_by_task(trainer, datamodule) -> None:
     default_monitor, _ = SELECTION["classification"]
     for callback in trainer.checkpoint_callbacks:
         if callback.monitor == default_monitor and task.monitor != default_monitor:
-            callback.monitor = task.monitor
-            callback._ModelCheckpoint__init_monitor_mode(task.mode)  # Lightning's own (its best-score start)
+            compat.set_checkpoint_monitor(callback, task.monitor, task.mode)
 
 
 # ------------------------------------------------- the order of --config files (enforced here only)
@@ -192,30 +192,35 @@ class DGHeadsCLI(LightningCLI):
             args = expand_help(args)
         self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         check_config_order(self._argv)
-        super().__init__(
-            model_class=None,
-            datamodule_class=None,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"},
-            trainer_defaults=trainer_defaults(),
-            args=args,
-            run=run,
-            auto_configure_optimizers=False,
-        )
+        try:
+            super().__init__(
+                model_class=None,
+                datamodule_class=None,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"parser_mode": "omegaconf"},
+                trainer_defaults=trainer_defaults(),
+                args=args,
+                run=run,
+                auto_configure_optimizers=False,
+            )
+        except ArgumentError as error:  # only a parser raises it: the command line's, or (Lightning >= 2.5)
+            raise self.config_error(error) from None  # the re-parse of `--ckpt_path`'s hyper-parameters
 
     def init_parser(self, **kwargs):
-        """The parsers of the CLI and of each subcommand end a parse error with one line: jsonargparse
-        prints the usage and a nested explanation of every Union member it tried."""
-        parser = super().init_parser(**kwargs)
+        """The parsers of the CLI and of each subcommand raise `ArgumentError` on a parse error
+        (argparse's public `exit_on_error=False`, which jsonargparse honours) instead of printing
+        the usage and a nested explanation of every Union member tried, then exiting: `__init__`
+        makes it one line (`config_error`)."""
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
 
-        def error(message: str):
-            line = name_yaml_file(parser_error(f"error: {message}"), getattr(self, "_argv", []))
-            raise ConfigError(suggest(line, parser)) from None
-
-        compat.raise_parse_errors(parser, error)
-        return parser
+    def config_error(self, error: ArgumentError) -> ConfigError:
+        """jsonargparse's error as one line: the key, what was wrong, the file of a YAML syntax
+        error and the nearest option to an unknown one."""
+        line = name_yaml_file(parser_error(f"error: {error}"), self._argv)
+        return ConfigError(suggest(line, getattr(self, "parser", None)))
 
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
         """`validate` and `test` print dg-heads's per-domain table only (`DomainReport`), not also

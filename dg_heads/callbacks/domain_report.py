@@ -48,26 +48,43 @@ class DomainReport(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         self._validated = None
 
+    # ---- what the task decides (`RetrievalReport` overrides these three); the rest is shared
+    def values(self, metrics: dict) -> dict[str, float]:
+        """The entries of the logged metrics this report covers, as plain floats."""
+        return accuracy_metrics(metrics)
+
+    def table(self, trainer, stage: str, values: dict[str, float]) -> str | None:
+        """The printed table of a stage (None: none)."""
+        datamodule = trainer.datamodule
+        if not hasattr(datamodule, "source_domains"):
+            return None
+        return format_table(values, datamodule.source_domains, datamodule.test_domains)
+
+    def hp_metrics(self, values: dict[str, float]) -> dict[str, float]:
+        """The HParams tab's metrics (`hp/val_acc`, `hp/test_acc/<domain>`, ...)."""
+        return {f"hp/{k.replace('/acc', '_acc')}": v for k, v in values.items() if "/acc" in k}
+
+    # ---- the stages
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        accs = {k: v for k, v in accuracy_metrics(trainer.callback_metrics).items() if k.startswith("val/")}
-        self._validated = (self._weights(trainer), accs)
+        values = {k: v for k, v in self.values(trainer.callback_metrics).items() if k.startswith("val/")}
+        self._validated = (self._weights(trainer), values)
         if trainer.state.fn == "validate":
-            self.report(trainer, pl_module, "validate", accs)
+            self.report(trainer, pl_module, "validate", values)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.report(trainer, pl_module, "fit", accuracy_metrics(trainer.callback_metrics))
+        self.report(trainer, pl_module, "fit", self.values(trainer.callback_metrics))
 
     def on_test_end(self, trainer, pl_module) -> None:
-        accs = {k: v for k, v in accuracy_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+        values = {k: v for k, v in self.values(trainer.callback_metrics).items() if k.startswith("test/")}
         if getattr(trainer.datamodule, "oracle_pass", False):
-            accs.pop(names.key("test", names.ACCURACY), None)  # the mean of `in` and `out` splits means nothing
-            self.report(trainer, pl_module, "oracle", accs)
+            values.pop(names.key("test", names.ACCURACY), None)  # the mean of `in` and `out` splits means nothing
+            self.report(trainer, pl_module, "oracle", values)
             return
         if self._validated is not None and self._validated[0] == self._weights(trainer):
-            accs = {**self._validated[1], **accs}
-        self.report(trainer, pl_module, "test", accs)
+            values = {**self._validated[1], **values}
+        self.report(trainer, pl_module, "test", values)
 
     @staticmethod
     def source_line(trainer, stage: str) -> str:
@@ -80,25 +97,25 @@ class DomainReport(Callback):
         folder = trainer.logger.log_dir if trainer.logger is not None else trainer.default_root_dir
         return f"{stage} of {weights}; run folder {folder}"
 
-    def report(self, trainer, pl_module, stage: str, accs: dict[str, float]) -> None:
-        accs = dict(sorted(accs.items()))
-        self.results[stage] = {**accs, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
-        if not accs:
+    def report(self, trainer, pl_module, stage: str, values: dict[str, float]) -> None:
+        values = dict(sorted(values.items()))
+        self.results[stage] = {**values, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
+        if not values:
             return
         datamodule = trainer.datamodule
-        sizes = {s: datamodule.eval_sizes(s) for s in ("val", "test")} if hasattr(datamodule, "eval_sizes") else {}
+        sizes = {s: datamodule.eval_sizes(s) for s in names.STAGES} if hasattr(datamodule, "eval_sizes") else {}
         # raises, on every process, if a domain scored no image (a split the trainer limits is not compared)
-        notes = skipped_images(accs, sizes, limited_splits(trainer))
+        notes = skipped_images(values, sizes, limited_splits(trainer))
         write_run_file(trainer, f"metrics_{stage}.json", json.dumps(self.results[stage], indent=2, sort_keys=True))
         if not trainer.is_global_zero:
             return
-        if hasattr(datamodule, "source_domains") and stage in self.print_stages:
-            print(f"\n{self.source_line(trainer, stage)}\n"
-                  + format_table(accs, datamodule.source_domains, datamodule.test_domains), flush=True)
+        table = self.table(trainer, stage, values) if stage in self.print_stages else None
+        if table is not None:
+            print(f"\n{self.source_line(trainer, stage)}\n{table}", flush=True)
         for note in notes:
             print(f"warning: {note}", file=sys.stderr, flush=True)
         if stage != "oracle" and trainer.logger is not None and hasattr(pl_module, "hparams_for_logging"):
-            hp_metrics = {f"hp/{k.replace('/acc', '_acc')}": v for k, v in accs.items() if "/acc" in k}
+            hp_metrics = self.hp_metrics(values)
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     log_hparams_session(Path(logger.log_dir), pl_module.hparams_for_logging(), hp_metrics,

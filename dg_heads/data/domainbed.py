@@ -65,6 +65,7 @@ from dg_heads.data.samplers import (
 from dg_heads.data.splits import holdout_split
 from dg_heads.data.table import BadImagePolicy, SampleTable, TableDataset, collate_skipping
 from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
+from dg_heads.data.workers import NumWorkers
 
 DATA_ENV = "DG_HEADS_DATA"
 TestSplit = Literal["all", "in"]
@@ -75,26 +76,6 @@ log = logging.getLogger("dg_heads.data")
 def default_root() -> Path:
     """`$DG_HEADS_DATA`, else `~/.cache/dg_heads/data`."""
     return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "dg_heads" / "data")
-
-
-def job_cpus() -> int:
-    """The CPUs this process may use: SLURM's `--cpus-per-task` when set, else the affinity mask."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
-
-
-def default_num_workers(local_processes: int = 1) -> int:
-    """Loader worker processes when the config leaves `num_workers` unset: the job's CPUs less one
-    (the training process's own), at least 0. Under SLURM `--cpus-per-task` is each process's own;
-    otherwise the affinity mask is shared by the node's `local_processes` DDP processes (`lightning
-    fit --trainer.devices 4` on a 64-core machine: 15 each, not 63)."""
-    cpus = job_cpus()
-    if not os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
-        cpus //= max(1, local_processes)
-    return max(0, cpus - 1)
 
 
 def load_table(info: DatasetInfo, root: Path, hf: HFSource | None = None) -> SampleTable:
@@ -119,7 +100,7 @@ def split_manifest(table: SampleTable, trial_seed: int, holdout_fraction: float)
     return out
 
 
-class DomainBedDataModule(L.LightningDataModule):
+class DomainBedDataModule(NumWorkers, L.LightningDataModule):
     """Leave-domains-out DG data: `ROOT/<dataset folder>/<domain>/<class>/<image>` or `hf`.
 
     Args:
@@ -198,18 +179,6 @@ class DomainBedDataModule(L.LightningDataModule):
         self._table: SampleTable | None = None
         self._ready = False
         self.oracle_pass = False  # `oracle_test()`: the test loaders are each test domain's `in` and `out` splits
-
-    @property
-    def num_workers(self) -> int:
-        """The configured `num_workers`, else `default_num_workers` for this node's DDP processes."""
-        if self._num_workers is not None:
-            return self._num_workers
-        trainer = getattr(self, "trainer", None)
-        return default_num_workers(getattr(trainer, "num_devices", 1) if trainer is not None else 1)
-
-    @num_workers.setter
-    def num_workers(self, value: int | None) -> None:
-        self._num_workers = value
 
     @property
     def dataset_dir(self) -> Path:

@@ -36,12 +36,12 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dg_heads.data.captions import CaptionSource, CaptionSplit, load_split, resolve
-from dg_heads.data.domainbed import default_num_workers
 from dg_heads.data.errors import DGHeadsError
 from dg_heads.data.registry import CAPTION_DATASETS
 from dg_heads.data.samplers import StartsAtFirstNext, trainer_position
 from dg_heads.data.table import BAD_IMAGE_POLICIES, BadImagePolicy
 from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
+from dg_heads.data.workers import NumWorkers
 
 log = logging.getLogger("dg_heads.data")
 
@@ -202,7 +202,7 @@ def collate_captions(samples: list) -> dict[str, Any]:
             "captions": [s[2] for s in kept]}
 
 
-class RetrievalDataModule(L.LightningDataModule):
+class RetrievalDataModule(NumWorkers, L.LightningDataModule):
     """Image-caption data for image-text retrieval.
 
     Args:
@@ -278,17 +278,6 @@ class RetrievalDataModule(L.LightningDataModule):
         self._ready = False
 
     # ------------------------------------------------------------ facts
-    @property
-    def num_workers(self) -> int:
-        if self._num_workers is not None:
-            return self._num_workers
-        trainer = getattr(self, "trainer", None)
-        return default_num_workers(getattr(trainer, "num_devices", 1) if trainer is not None else 1)
-
-    @num_workers.setter
-    def num_workers(self, value: int | None) -> None:
-        self._num_workers = value
-
     @property
     def seed(self) -> int:
         if self._seed is not None:

@@ -246,19 +246,39 @@ def caption(paper: Paper, table: PaperTable, selection: str) -> tuple[str, str]:
 HEAD = ["Method", "Dataset", "Ours", "n", "Paper", "Ours − paper", "Within 2 SE"]
 
 
+def _markdown_table(heading: str, legend: str, head: list[str], lines) -> str:
+    """A section of the markdown comparison: heading, legend, then one row per line's `cells()`."""
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows += ["| " + " | ".join(line.cells()) + " |" for line in lines]
+    return f"### {heading}\n\n{legend}\n\n" + "\n".join(rows)
+
+
+def _latex_table(heading: str, legend: str, head: list[str], lines) -> str:
+    """A booktabs `table` of the LaTeX comparison: the caption, `head` in bold, one row per line's `cells()`."""
+    body = [" & ".join(_tex(c) for c in line.cells()) + " \\\\" for line in lines]
+    return "\n".join(["\\begin{table}", "\\centering", f"\\caption{{{_tex(heading)}. {_tex(legend)}}}",
+                      "\\begin{tabular}{l" + "l" + "c" * (len(head) - 2) + "}", "\\toprule",
+                      " & ".join(f"\\textbf{{{_tex(h)}}}" for h in head) + " \\\\", "\\midrule",
+                      *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"])
+
+
+def comparison_sections(found: Collected, paper: Paper):
+    """Each (paper table, selection) of a classification paper, in the order written: the table,
+    the selection and our lines beside the paper's (the markdown, LaTeX and CSV comparisons)."""
+    for i, table in enumerate(paper.tables):
+        for selection in SELECTIONS:
+            yield table, selection, comparison_lines(paper, table, found.chosen[selection], first=i == 0)
+
+
 def comparison_markdown(found: Collected, name: str) -> str:
     paper = load_paper(name)
     if paper.task == "retrieval":
         return retrieval_markdown(found, paper)
     parts = []
-    for i, table in enumerate(paper.tables):
-        for selection in SELECTIONS:
-            heading, legend = caption(paper, table, selection)
-            lines = comparison_lines(paper, table, found.chosen[selection], first=i == 0)
-            rows = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-            rows += ["| " + " | ".join(line.cells()) + " |" for line in lines]
-            notes = "".join(f"\n- {note}" for note in table.notes)
-            parts.append(f"### {heading}\n\n{legend}\n\n" + "\n".join(rows) + (f"\n\nNotes:{notes}" if notes else ""))
+    for table, selection, lines in comparison_sections(found, paper):
+        notes = "".join(f"\n- {note}" for note in table.notes)
+        parts.append(_markdown_table(*caption(paper, table, selection), HEAD, lines)
+                     + (f"\n\nNotes:{notes}" if notes else ""))
     return "\n\n".join(parts)
 
 
@@ -266,17 +286,8 @@ def comparison_latex(found: Collected, name: str) -> str:
     paper = load_paper(name)
     if paper.task == "retrieval":
         return retrieval_latex(found, paper)
-    parts = []
-    for i, table in enumerate(paper.tables):
-        for selection in SELECTIONS:
-            heading, legend = caption(paper, table, selection)
-            lines = comparison_lines(paper, table, found.chosen[selection], first=i == 0)
-            body = [" & ".join(_tex(c) for c in line.cells()) + " \\\\" for line in lines]
-            parts.append("\n".join(["\\begin{table}", "\\centering", f"\\caption{{{_tex(heading)}. {_tex(legend)}}}",
-                                    "\\begin{tabular}{llccccc}", "\\toprule",
-                                    " & ".join(f"\\textbf{{{_tex(h)}}}" for h in HEAD) + " \\\\", "\\midrule",
-                                    *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"]))
-    return "\n\n".join(parts)
+    return "\n\n".join(_latex_table(*caption(paper, table, selection), HEAD, lines)
+                       for table, selection, lines in comparison_sections(found, paper))
 
 
 def comparison_csv(found: Collected, name: str) -> str:
@@ -284,17 +295,16 @@ def comparison_csv(found: Collected, name: str) -> str:
     if paper.task == "retrieval":
         return retrieval_csv(found, paper)
     rows = []
-    for i, table in enumerate(paper.tables):
-        for selection in SELECTIONS:
-            for line in comparison_lines(paper, table, found.chosen[selection], first=i == 0):
-                mean, se, n = line.ours if line.ours is not None else ("", "", "")
-                rows.append([selection, table.key, line.method, line.dataset,
-                             "" if line.ours is None else f"{mean:.4f}", "" if line.ours is None else f"{se:.4f}", n,
-                             line.ours_note if line.ours is None else "",
-                             "" if line.paper is None else f"{line.paper[0]:.1f}",
-                             "" if line.paper is None else str(line.paper[1]).lower(),
-                             "" if line.difference is None else f"{line.difference:.4f}",
-                             "" if line.within is None else str(line.within).lower()])
+    for table, selection, lines in comparison_sections(found, paper):
+        for line in lines:
+            mean, se, n = line.ours if line.ours is not None else ("", "", "")
+            rows.append([selection, table.key, line.method, line.dataset,
+                         "" if line.ours is None else f"{mean:.4f}", "" if line.ours is None else f"{se:.4f}", n,
+                         line.ours_note if line.ours is None else "",
+                         "" if line.paper is None else f"{line.paper[0]:.1f}",
+                         "" if line.paper is None else str(line.paper[1]).lower(),
+                         "" if line.difference is None else f"{line.difference:.4f}",
+                         "" if line.within is None else str(line.within).lower()])
     return _csv(["selection", "table", "method", "dataset", "ours_mean", "ours_std_error", "trial_seeds", "ours_note",
                  "paper", "paper_about", "difference", "within_2se"], rows)
 
@@ -409,10 +419,7 @@ def retrieval_markdown(found: Collected, paper: Paper) -> str:
         if not lines:
             parts.append(_no_reference(paper, table))
             continue
-        heading, legend = retrieval_caption(paper, table)
-        rows = ["| " + " | ".join(RECALL_HEAD) + " |", "|" + "---|" * len(RECALL_HEAD)]
-        rows += ["| " + " | ".join(line.cells()) + " |" for line in lines]
-        parts.append(f"### {heading}\n\n{legend}\n\n" + "\n".join(rows))
+        parts.append(_markdown_table(*retrieval_caption(paper, table), RECALL_HEAD, lines))
     if not found.retrieval:
         parts.append("No retrieval run found: nothing to compare with the references.")
     if _not_run(found, paper):
@@ -426,12 +433,7 @@ def retrieval_latex(found: Collected, paper: Paper) -> str:
         if not lines:
             parts.append("% " + _no_reference(paper, table))
             continue
-        heading, legend = retrieval_caption(paper, table)
-        body = [" & ".join(_tex(c) for c in line.cells()) + " \\\\" for line in lines]
-        parts.append("\n".join(["\\begin{table}", "\\centering", f"\\caption{{{_tex(heading)}. {_tex(legend)}}}",
-                                "\\begin{tabular}{llccccc}", "\\toprule",
-                                " & ".join(f"\\textbf{{{_tex(h)}}}" for h in RECALL_HEAD) + " \\\\", "\\midrule",
-                                *body, "\\bottomrule", "\\end{tabular}", "\\end{table}"]))
+        parts.append(_latex_table(*retrieval_caption(paper, table), RECALL_HEAD, lines))
     return "\n\n".join(parts)
 
 

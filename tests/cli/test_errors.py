@@ -4,6 +4,7 @@ whatever layer raised it (jsonargparse wraps what a class's `__init__` raises in
 
 import pytest
 
+from dg_heads.errors import DGHeadsError, user_message
 from tests.conftest import demo_configs, gpu_configs, run_cli, run_main
 
 CASES = {
@@ -31,24 +32,17 @@ def test_a_build_mistake_is_one_error_line_and_exit_2(case, tmp_path):
     assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
 
 
-def test_a_bug_still_shows_its_traceback():
+@pytest.mark.parametrize(("cause", "expected"), [(KeyError("a bug"), None), (DGHeadsError("bad value"), "bad value")],
+                         ids=["bug", "mistake"])
+def test_a_bug_still_shows_its_traceback(cause, expected):
     """Only user mistakes become one line: anything else is re-raised (its traceback shows)."""
-    from dg_heads.errors import DGHeadsError, user_message
-
     try:
         try:
-            raise KeyError("a bug")
-        except KeyError as bug:
-            raise ValueError("Does not validate against any of the Union subtypes") from bug
+            raise cause
+        except Exception as inner:
+            raise ValueError("Does not validate against any of the Union subtypes") from inner
     except ValueError as wrapped:
-        assert user_message(wrapped) is None
-    try:
-        try:
-            raise DGHeadsError("bad value")
-        except DGHeadsError as mistake:
-            raise ValueError("Does not validate against any of the Union subtypes") from mistake
-    except ValueError as wrapped:
-        assert user_message(wrapped) == "bad value"
+        assert user_message(wrapped) == expected
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

@@ -12,12 +12,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from dg_heads import heads
-from dg_heads.backbone import CLIPSpec
-from dg_heads.data import DomainBedDataModule
 from dg_heads.errors import DGHeadsError
 from dg_heads.heads import HeadMask
-from dg_heads.methods import AttentionAblation, SearchSpec
-from dg_heads.optim import OptimSpec
+from dg_heads.methods import AttentionAblation
 from dg_heads.selection import evaluate_selected_checkpoint
 from tests.conftest import demo_configs, run_cli, run_main
 
@@ -141,16 +138,11 @@ def _top_k_mask(logits: torch.Tensor, k: int) -> dict[str, list[int]]:
     return per_block
 
 
-def test_bp_reports_and_keeps_the_mask_of_the_checkpoint_validation_selected(data_root, tmp_path, capsys):
+def test_bp_reports_and_keeps_the_mask_of_the_checkpoint_validation_selected(bp_in_process, tmp_path, capsys):
     """BP's result is the selected checkpoint's (the first validation's here), not the last
     step's: the printed mask, ablation.json, bp_strength, last.ckpt and the model that
     `evaluate_selected_checkpoint` tests all hold that checkpoint's strengths and mask."""
-    L.seed_everything(0, verbose=False)
-    clip = CLIPSpec(model_name="dg-tiny-vit", pretrained=None, templates=["a photo of the digit {}."])
-    model = AttentionAblation(clip=clip, optim=OptimSpec(lr=5e-2, weight_decay=0.0, schedule="constant"),
-                              search=SearchSpec(strategy="bp", bp_binarize="topk", bp_top_k=3, max_scoring_batches=1))
-    data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, batch_size_per_domain=4,
-                               eval_batch_size=16, num_workers=0, train_augment="none")
+    model, data = bp_in_process
     selection = ModelCheckpoint(dirpath=tmp_path / "selected", monitor="step", mode="min")  # the first validation
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
                         # (bar off: an in-process unit test of hooks, its output unread; every CLI test runs with it on)

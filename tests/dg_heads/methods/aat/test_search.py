@@ -8,12 +8,8 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from dg_heads import heads
-from dg_heads.backbone import CLIPSpec
-from dg_heads.data import DomainBedDataModule
 from dg_heads.heads import HeadMask
-from dg_heads.methods import AttentionAblation, SearchSpec
 from dg_heads.methods.aat import HeadSearch, SearchReport
-from dg_heads.optim import OptimSpec
 
 
 class SeenAfterEachStep(HeadSearch):
@@ -38,17 +34,12 @@ class SeenAfterEachStep(HeadSearch):
         self._note("train_end", trainer, pl_module)
 
 
-def test_the_search_step_writes_the_mask_file_and_the_module_applies_it(data_root, tmp_path):
+def test_the_search_step_writes_the_mask_file_and_the_module_applies_it(bp_in_process, tmp_path):
     """bp (its mask is top-3: never empty): when fit starts the step only plans, and training
     runs; when training ends the step has written `ablation.json`, and the module holds and
     applies that mask. The step runs once (the default `HeadSearch` is not added beside a
     configured one) and `SearchReport` still reports when fit ends."""
-    L.seed_everything(0, verbose=False)
-    clip = CLIPSpec(model_name="dg-tiny-vit", pretrained=None, templates=["a photo of the digit {}."])
-    model = AttentionAblation(clip=clip, optim=OptimSpec(lr=5e-2, weight_decay=0.0, schedule="constant"),
-                              search=SearchSpec(strategy="bp", bp_binarize="topk", bp_top_k=3, max_scoring_batches=1))
-    data = DomainBedDataModule("rotated_digits", ["75"], root=str(data_root), image_size=32, batch_size_per_domain=4,
-                               eval_batch_size=16, num_workers=0, train_augment="none")
+    model, data = bp_in_process
     step = SeenAfterEachStep()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
                         # (bar off: an in-process unit test of hooks, its output unread; CLI tests run with it on)

@@ -1,6 +1,8 @@
 """The shipped-config matrix on a CUDA GPU, recorded in docs/benchmarks.md.
 
-    python experiments/gpu_matrix.py --out docs/benchmarks.md      (or `make gpu-check`)
+    PYTHONPATH=. python .ci/gpu_matrix.py --out docs/benchmarks.md      (or `make gpu-check`)
+
+from the repository root (it imports `experiments.bench_report`, the benchmarks' report writer).
 
 Runs `tests/configs/test_shipped_configs.py` (every shipped composition of configs/: the GPU preset x
 every dataset x every method, the HAP variants, the demos; tiny backbone, fake data, bf16-mixed;
@@ -20,7 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from bench_report import section, update_section  # experiments/ (the script's folder, first on sys.path)
+
+from experiments.bench_report import section, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +50,7 @@ def main() -> None:
         rows.append(f"| `{case.get('name')}` | {outcome} | {float(case.get('time', 0)):.1f} |")
     body = section(
         f"Shipped configs on the GPU ({torch.cuda.device_count()} GPU(s))",
-        "make gpu-check (python experiments/gpu_matrix.py --out docs/benchmarks.md)",
+        "make gpu-check (PYTHONPATH=. python .ci/gpu_matrix.py --out docs/benchmarks.md)",
         "every shipped composition of configs/ with the tiny backbone on fake data, bf16-mixed on CUDA; "
         "every method also as 2-process DDP (NCCL) when 2 GPUs are present, skipped otherwise.",
         [", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())), "", "| test | outcome | seconds |",
