@@ -4,8 +4,6 @@ module's tests are found from its path (tests/README.md)."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conftest import REPO
 from tests.test_readme_layout import repository_files
 
@@ -28,7 +26,6 @@ def test_the_mirror_rule_maps_paths():
                                             "dg_heads/data/own.py -> tests/dg_heads/data/test_own.py"]
 
 
-@pytest.mark.xfail(strict=False, reason="until the mirror branches merge")
 def test_every_module_has_its_own_test_file():
     missing = modules_without_tests(repository_files())
     assert (REPO / "dg_heads" / "tasks" / "metrics.py").is_file()
