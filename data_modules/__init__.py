@@ -14,13 +14,22 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 import warnings
 
 _OLD, _NEW = "data_modules", "dg_heads.data"
 
 
+_WARNED: set[str] = set()
+
+
 def _deprecated(old: str, new: str) -> None:
+    """One warning line a name, from the first process only (every DDP / SLURM rank imports it)."""
+    rank = next((os.environ[v] for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK") if os.environ.get(v)), "0")
+    if old in _WARNED or rank != "0":
+        return
+    _WARNED.add(old)
     warnings.warn(f"{old} is now {new}: write that (e.g. as the data class_path in your config); the old "
                   f"name {_OLD} will be removed in a later release", FutureWarning, stacklevel=3)
 

@@ -230,6 +230,9 @@ def _check_run(folder: Path, meta: dict) -> None:
     """Per-domain test metrics, in `runs/<dataset>/<method>/` (named from what ran)."""
     _, dataset, method = meta["composition"].split("/")
     run_folder = folder / "runs" / dataset / RUN_NAMES.get(method, method)
+    found = sorted(p.name for p in (folder / "runs" / dataset).iterdir())
+    assert run_folder.is_dir(), (f"the run is in runs/{dataset}/{found}, not in runs/{dataset}/{run_folder.name}: "
+                                 f"a method whose run_name is not its config file's name goes in RUN_NAMES")
     metrics = json.loads(next(run_folder.rglob("metrics_test.json")).read_text())
     if meta.get("retrieval"):
         assert 0.0 <= metrics["test/rsum"] <= 600.0 and 0.0 <= metrics["test/i2t_r1"] <= 100.0
