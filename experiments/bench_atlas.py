@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
+from bench_report import section, update_section  # experiments/ (the script's folder, first on sys.path)
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dg_heads.atlas import cli as atlas_cli  # noqa: E402
-from experiments.bench_report import section, update_section  # noqa: E402
+from dg_heads.atlas import cli as atlas_cli
 
 
 def fake_folder(root: Path, per_domain: int) -> Path:

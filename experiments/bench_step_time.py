@@ -40,7 +40,6 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 SWEEPS = [REPO / "experiments/sweeps/hap.yaml", REPO / "experiments/sweeps/hap_ablation.yaml"]
 OUT = REPO / "experiments/measured/step_times.json"
 

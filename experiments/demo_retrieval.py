@@ -20,11 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from dg_heads.methods.aat.module import STRATEGIES  # noqa: E402  (the package, when run as a script from anywhere)
-from experiments.demo_aat import demo_configs as aat_demo_configs  # noqa: E402
-from experiments.demo_aat import finetuned_checkpoint  # noqa: E402
+from demo_aat import demo_configs as aat_demo_configs  # experiments/ (the script's folder, first on sys.path)
+from demo_aat import finetuned_checkpoint
+
+from dg_heads.methods.aat.module import STRATEGIES
+
 
 FINETUNE_RUNS = Path("runs/digit_captions/finetune")  # under the current folder
 STRATEGY_ARGS = {"bp": ["--model.init_args.optim.lr", "5.0e-2"]}  # as demo_aat.py: strengths move at this rate
