@@ -25,7 +25,6 @@ from demo_aat import finetuned_checkpoint
 
 from dg_heads.methods.aat.module import STRATEGIES
 
-
 FINETUNE_RUNS = Path("runs/digit_captions/finetune")  # under the current folder
 STRATEGY_ARGS = {"bp": ["--model.init_args.optim.lr", "5.0e-2"]}  # as demo_aat.py: strengths move at this rate
 
