@@ -1,7 +1,9 @@
 """Every private internal of Lightning, torch and jsonargparse that dg-heads uses, in one place.
 
 They are why pyproject.toml holds `lightning<2.7`: a minor release may rename or drop any of them.
-Nothing else in dg-heads touches them; the rest of the code calls the functions here. Each says
+Every Lightning and jsonargparse internal is read here only; the rest of the code calls the functions
+here. A few one-line reads of torch, tensorboard and `datasets` internals stay beside the code they
+serve (moving them would add a call and hide nothing): they are listed at the end. Each says
 what it does, why no public API serves, and which public API would replace it (and from which
 version), as `heads/open_clip_vit.py` does for open_clip. Tested: tests/dg_heads/test_compat.py
 (`option_strings`: test_cli_hints.py).
@@ -14,6 +16,8 @@ Lightning (2.4 to 2.6):
 - `set_ddp_timeout`: `DDPStrategy._timeout` (a strategy the Trainer built from `ddp` or `auto`).
 - `leave_out_ddp_wrapper`: replaces `DDPStrategy.configure_ddp` on one strategy instance.
 - `set_checkpoint_monitor`: `ModelCheckpoint.__init_monitor_mode` (name-mangled; the monitor's mode).
+- `attached_trainer`: `LightningModule._trainer` (the public `trainer` property raises when the module
+  is used outside a Trainer, which the methods allow: a module called by hand).
 - (left in place: `lightning_cli.DGHeadsCLI._prepare_subcommand_parser` overrides LightningCLI's
   private method to default `verbose` to false for `validate` and `test`: the method's arguments
   exist only once that method added them. Public replacement: none in 2.6.)
@@ -35,6 +39,19 @@ Python:
   workers and jsonargparse re-raise a `DGHeadsError` as text, and the deque finds it by that text.
   Public replacement: none (an exception that crossed a process or a `str()` is only text).
 
+Read in place (one line each, where it is used; check them too when raising torch, `datasets` or
+tensorboard):
+- torch `Module._parameters` / `_buffers` (`backbone.py`: every tensor a module holds, to move the
+  text tower's alone), `nn.MultiheadAttention._qkv_same_embed_dim` (`heads/open_clip_vit.py`: the
+  fused in-projection the head engine adopts), `torch._C._current_graph_task_id` (`heads/attention.py`:
+  a forward inside a backward is activation checkpointing's recomputation; torch's own checkpoint code
+  asks the same), a DataLoader iterator's `_num_yielded` (`data/samplers.py`: batches handed out, for
+  the mid-epoch state).
+- tensorboard `SummaryWriter._get_file_writer` (`callbacks/domain_report.py`: the HParams session's
+  summaries, which `add_hparams` would write into a sub-run of its own).
+- `datasets.Dataset._indices` (`data/hf_source.py`, `data/captions.py`: a selected dataset is flattened
+  once so that row reads are direct).
+
 Replaced by public API (no longer private):
 - a jsonargparse parser's `error` method replaced on the instance (one line instead of the usage
   and every Union member tried): the CLI's parsers take argparse's `exit_on_error=False` and
@@ -54,9 +71,10 @@ import inspect
 from datetime import timedelta
 from pathlib import Path
 
-__all__ = ["checkpoint_folder", "dispatch_mode_base", "last_checkpoints", "leave_out_ddp_wrapper", "lightning_owner",
-           "option_strings", "set_argument_type", "set_checkpoint_monitor", "set_ddp_timeout", "set_purge_step",
-           "skip_step_on_device", "skips_step_on_device"]
+__all__ = ["attached_trainer", "checkpoint_folder", "dispatch_mode_base", "last_checkpoints",
+           "leave_out_ddp_wrapper", "lightning_owner", "option_strings", "set_argument_type",
+           "set_checkpoint_monitor", "set_ddp_timeout", "set_purge_step", "skip_step_on_device",
+           "skips_step_on_device"]
 
 
 # ----------------------------------------------------------------------------------- Lightning
@@ -202,6 +220,12 @@ def option_strings(parser) -> set[str]:
             names |= set(action.option_strings)
             stack += list(getattr(action, "_name_parser_map", {}).values())
     return names
+
+
+def attached_trainer(module):
+    """The Trainer `module` (a LightningModule) runs under, or None outside one (called by hand).
+    Private: `LightningModule._trainer`. Public replacement: none (`module.trainer` raises then)."""
+    return module._trainer
 
 
 # --------------------------------------------------------------------------------------- Python

@@ -149,7 +149,7 @@ class DGModule(L.LightningModule):
         the build and its CPU tensors restored after; without one where the weights are. Never on
         `self.device` as such: in `setup` Lightning reports the strategy's device while the
         weights are still on the CPU."""
-        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        device = self.trainer.strategy.root_device if compat.attached_trainer(self) is not None else None
         return build_text_classifier(self.clip, self.tokenizer, class_names, self.templates, device=device)
 
     def configure_trainable(self) -> None:
@@ -243,7 +243,7 @@ class DGModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], dict):
             batch = batch[0]  # CombinedLoader outside the trainer yields (batch, idx, loader_idx)
-        task = self.task or task_of(getattr(self._trainer, "datamodule", None) if self._trainer else None)
+        task = self.task or task_of(getattr(compat.attached_trainer(self), "datamodule", None))
         loss, logs, batch_size = task.training_step(self, batch)
         self._watch_loss(loss)
         # No per-step progress-bar value: the bar would call `.item()` on it every step. The bar
@@ -259,7 +259,7 @@ class DGModule(L.LightningModule):
         """Record (on the device, no sync) whether this step's loss is finite, and the first one that is not."""
         loss = loss.detach().float()
         bad = ~torch.isfinite(loss)
-        if self._trainer is None:  # called by hand: nothing to skip or defer
+        if compat.attached_trainer(self) is None:  # called by hand: nothing to skip or defer
             if bool(bad):
                 raise DGHeadsError(f"the training loss is not finite ({loss.item()})")
             return
@@ -387,7 +387,7 @@ class DGModule(L.LightningModule):
     def default_callbacks(self) -> list[Callback]:
         """The callbacks that write this method's run files (`dg_heads.callbacks`); a method with
         files of its own returns them beside `super().default_callbacks()`."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(compat.attached_trainer(self), "datamodule", None)
         return [SplitsManifest(), task_of(datamodule).report(), PredictionsWriter(), RequeueOnSignal()]
 
     def configure_callbacks(self) -> list[Callback]:
@@ -397,7 +397,7 @@ class DGModule(L.LightningModule):
         out; Lightning would otherwise replace the user's with the default. Left out too on a
         second `fit`/`test` with the same trainer: the first one's are still there (and
         `DomainReport` remembers the validation)."""
-        present = list(self.trainer.callbacks) if self._trainer is not None else []
+        present = list(self.trainer.callbacks) if compat.attached_trainer(self) is not None else []
         return [c for c in self.default_callbacks() if not any(isinstance(p, type(c)) for p in present)]
 
     # ---------------------------------------------------------- hparams tab
@@ -415,7 +415,7 @@ class DGModule(L.LightningModule):
         specs = {key: getattr(self, f"{key}_spec", value) for key, value in self.hparams.items()}
         params: dict[str, Any] = {"Method": type(self).run_name(specs)}
         flatten_hparams(specs, "", params)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(compat.attached_trainer(self), "datamodule", None)
         if datamodule is not None:
             flatten_hparams(dict(datamodule.hparams), "data", params)
         return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}

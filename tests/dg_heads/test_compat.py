@@ -40,3 +40,16 @@ def test_the_next_requeue_checkpoint_is_numbered_after_the_highest(tmp_path):
     for name in ("hpc_ckpt_2.ckpt", "hpc_ckpt_10.ckpt", "last.ckpt", "best-step=30.ckpt", "hpc_ckpt_x.ckpt"):
         (tmp_path / name).write_bytes(b"")
     assert next_requeue_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_11.ckpt"
+
+
+def test_the_attached_trainer_is_none_outside_a_trainer_and_the_trainer_inside():
+    from lightning.pytorch import LightningModule, Trainer
+
+    from dg_heads.compat import attached_trainer
+
+    module = LightningModule()
+    assert attached_trainer(module) is None  # where `module.trainer` would raise
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)  # no run: no bar needed
+    trainer.strategy.connect(module)
+    module.trainer = trainer
+    assert attached_trainer(module) is trainer
