@@ -10,6 +10,7 @@ from json import dumps
 from pathlib import Path
 
 from dg_heads.data.captions import CaptionSource
+from dg_heads.data.errors import DGHeadsError
 from dg_heads.data.hf_source import HFSource
 from dg_heads.data.registry import CAPTION_DATASETS, DATASETS
 
@@ -118,6 +119,8 @@ def splits(*, dataset: str, root: Path | None = None, trial_seed: int = 0, holdo
     from dg_heads.data.domainbed import default_root, load_table, split_manifest
     from dg_heads.data.own import resolve_dataset
 
+    if not 0.0 < holdout_fraction < 1.0:  # as the DataModule refuses it
+        raise DGHeadsError(f"--holdout_fraction must be in (0, 1), got {holdout_fraction}")
     root = root or default_root()
     info = resolve_dataset(dataset, root, hf is not None)
     table = load_table(info, root, hf)

@@ -114,3 +114,11 @@ def test_a_caption_folder_given_without_source_is_named_as_caption_data(tmp_path
     make_domainbed(tmp_path, "two_domains", {"a": ["x", "y"], "b": ["x"]})  # a DG folder with a problem: no word
     result = run_main("prepare", str(tmp_path / "two_domains"), cwd=tmp_path)
     assert result.returncode == 1 and "problem:" in result.stdout and "--source" not in result.stdout
+
+
+def test_a_holdout_fraction_outside_zero_one_is_one_error_line(tmp_path):
+    """As the DataModule refuses it: 2 would put every image in `out` (exit 0 before)."""
+    for value in ("2", "0"):
+        result = run_main("splits", "--dataset", "rotated_digits", "--holdout-fraction", value, cwd=tmp_path)
+        assert result.returncode == 2 and result.stdout == "", result.stdout[:200]
+        assert result.stderr.strip() == f"error: --holdout_fraction must be in (0, 1), got {float(value)}"
