@@ -205,6 +205,9 @@ def _load_uncached(source: CaptionSource, cache_dir: str | None) -> dict:
                 raise DGHeadsError(f"caption source data_files {listed}: cannot tell the format from the file "
                                    f"names; set format: parquet or webdataset")
             loaded = datasets.load_dataset(fmt, data_files=files, cache_dir=cache_dir)
+        elif source.name.startswith((".", "/", "~")) and not Path(source.name).expanduser().exists():
+            raise DGHeadsError(f"caption source name {source.name}: no such file or folder (a local path; a "
+                               f"Hugging Face dataset is named owner/name)")
         elif source.format and Path(source.name).expanduser().is_dir():
             loaded = datasets.load_dataset(source.format, data_dir=str(Path(source.name).expanduser()),
                                            data_files=source.data_files, cache_dir=cache_dir)

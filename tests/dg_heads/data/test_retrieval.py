@@ -307,7 +307,7 @@ def test_prepare_of_ones_own_caption_data_with_a_test_split_alone(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no_caption_column", "empty_split", "unreadable_image", "unknown_name",
-                                  "registry_offline"])
+                                  "registry_offline", "missing_folder"])
 def test_bad_caption_data_is_one_error_line(tmp_path, case):
     parquet = make_caption_parquet(tmp_path / "d.parquet", ["train", "test"], caption_column="words")
     if case == "no_caption_column":
@@ -321,6 +321,9 @@ def test_bad_caption_data_is_one_error_line(tmp_path, case):
         (folder / "test" / "000.png").write_bytes(b"not a png")
         args, expected = ["mine", "--source", f"{{name: {folder}}}", "--split", "test"], \
             ["test split of mine", "cannot be read", str(folder)]
+    elif case == "missing_folder":  # a path, not a hub id: said so, not the hub's "repo id" complaint
+        args, expected = ["mine", "--source", "{name: ./no_such_folder}"], \
+            ["./no_such_folder", "no such file or folder"]
     elif case == "unknown_name":
         args, expected = ["flickr31k"], ["flickr31k", "flickr30k"]
     else:  # not in this (empty) cache, and offline (conftest): say how to fill the cache
