@@ -1,6 +1,6 @@
 """`RetrievalReport` on a plain Trainer, in process: a toy module logs fixed recalls (no model),
 so the files, the printed recall table and the HParams tab are known by hand (the recalls of a
-real model through the CLI: tests/tasks/test_retrieval_cli.py)."""
+real model through the CLI: tests/cli/test_retrieval_cli.py)."""
 
 import json
 
