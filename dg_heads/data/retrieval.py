@@ -25,7 +25,6 @@ import itertools
 import logging
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from dg_heads.data.captions import CaptionSource, CaptionSplit, load_split, resolve
 from dg_heads.data.errors import DGHeadsError
 from dg_heads.data.registry import CAPTION_DATASETS
-from dg_heads.data.samplers import StartsAtFirstNext, trainer_position
+from dg_heads.data.samplers import ResumableLoader, trainer_position
 from dg_heads.data.table import BAD_IMAGE_POLICIES, BadImagePolicy
 from dg_heads.data.transforms import AUGMENTATIONS, Augmentation, eval_transform, train_transform
 from dg_heads.data.workers import NumWorkers
@@ -177,17 +176,10 @@ class EpochSampler(DistributedSampler):
         return ((i, epoch) for i in itertools.islice(super().__iter__(), skip, None))
 
 
-class CaptionTrainLoader(DataLoader):
+class CaptionTrainLoader(ResumableLoader):
     """The training loader of caption data, resumable mid-epoch as the DG streams are
     (`samplers.StreamLoader`): at its first `next` the trainer's counters (`position`) say how
     many batches of this epoch were trained, and those batches' images are not read again."""
-
-    def __init__(self, *args, position: Callable[[], tuple[int, int] | None] | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = position
-
-    def __iter__(self):
-        return StartsAtFirstNext(self)
 
     def start_at(self, epoch: int, done: int) -> None:
         if epoch == self.sampler.epoch:  # Lightning has set this epoch's shuffle (`set_epoch`)

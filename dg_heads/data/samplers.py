@@ -195,7 +195,23 @@ def _empty() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
 
 
-class StreamLoader(DataLoader):
+class ResumableLoader(DataLoader):
+    """A training DataLoader that resumes mid-epoch: its iterator starts at its first `next`
+    (`StartsAtFirstNext`), where `position()` (the trainer's counters: epoch, batches of it already
+    trained) is handed to `start_at`, which each kind of loader implements."""
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int] | None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def __iter__(self):
+        return StartsAtFirstNext(self)
+
+    def start_at(self, epoch: int, done: int) -> None:
+        raise NotImplementedError
+
+
+class StreamLoader(ResumableLoader):
     """The training DataLoader over a `SourceStreamSampler`, resumable mid-epoch.
 
     Its iterator starts at its first `next` (not at `iter`), at the stream step that `position`
@@ -207,13 +223,6 @@ class StreamLoader(DataLoader):
     every checkpoint) is the stream step after the last batch handed out and how the stream is
     cut; `load_state_dict` warns when this run cuts it differently (batch size, domains, processes):
     such a run continues, but not as the uninterrupted run would have."""
-
-    def __init__(self, *args, position: Callable[[], tuple[int, int] | None] | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = position
-
-    def __iter__(self):
-        return StartsAtFirstNext(self)
 
     def start_at(self, epoch: int, done: int) -> None:
         """The next iteration starts at batch `done` of `epoch` (the trainer's counters)."""
