@@ -45,6 +45,7 @@ def test_a_stage_that_raised_leaves_no_marker_and_one_that_finished_does(tmp_pat
             raise RuntimeError("boom")
 
     def fit(model, path):
+        # (bar off: an in-process unit test of one callback's file, its output unread; CLI tests run with it on)
         trainer = Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False, callbacks=[DoneMarker(path)],
                           default_root_dir=tmp_path)
